@@ -1,0 +1,1031 @@
+//! One append-only Merkle log: recovery at open, group-commit appends on a
+//! dedicated writer thread, reads, proofs, tiles and checkpoint signing.
+
+use std::io;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use custos_tlog::checkpoint::Checkpoint;
+use custos_tlog::hash::{HASH_SIZE, Hash, leaf_hash};
+use custos_tlog::note::{NoteSigner, NoteVerifier};
+use custos_tlog::proof::{self, HashReader};
+use custos_tlog::tile::{self, MAX_ENTRY_SIZE_BYTES, TILE_HEIGHT, TILE_WIDTH};
+use custos_tlog::tree::TreeBuilder;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::format::{self, CHECKPOINTS_MAGIC, ENTRIES_MAGIC, HEADER_SIZE_BYTES};
+use crate::scan::{HashStream, ScanEnd, scan_records};
+use crate::storage::Storage;
+
+/// The entries file: one record per entry.
+pub const ENTRIES_FILE: &str = "entries";
+/// The stored leaf hashes: 32 bytes per entry, the level-0 hash tiles.
+pub const HASHES_FILE: &str = "hashes";
+/// Every signed checkpoint, one record each, oldest first.
+pub const CHECKPOINTS_FILE: &str = "checkpoints";
+
+/// Tree levels kept in memory start here; lower levels are recomputed from
+/// the stored leaf hashes (at most 128 of them per subtree).
+const MEMORY_LEVEL_MIN: u32 = TILE_HEIGHT;
+/// Append requests waiting for the writer. Callers wait for room beyond
+/// this, which is how backpressure reaches clients.
+pub const QUEUE_DEPTH_REQUESTS: usize = 1024;
+/// At most this many entries share one write and fsync.
+pub const DEFAULT_MAX_BATCH_ENTRIES: usize = 16 * 1024;
+/// At most this many bytes share one write and fsync. It also bounds how
+/// much damaged data recovery may cut from the end of the entries file:
+/// only the last, unacknowledged batch can be torn.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
+/// A damaged tail of the checkpoints file longer than this is not a torn
+/// write of one checkpoint, so recovery refuses to cut it.
+const MAX_TORN_CHECKPOINT_BYTES: u64 = 64 * 1024;
+
+/// How a log is opened.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// The checkpoint origin line, unique to this log.
+    pub origin: String,
+    /// Entries per group commit, at most.
+    pub max_batch_entries: usize,
+    /// Bytes per group commit, at most.
+    pub max_batch_bytes: usize,
+}
+
+impl LogConfig {
+    /// Defaults for a log with this origin.
+    pub fn new(origin: &str) -> LogConfig {
+        LogConfig {
+            origin: origin.to_string(),
+            max_batch_entries: DEFAULT_MAX_BATCH_ENTRIES,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+        }
+    }
+}
+
+/// A checkpoint and the signed note that carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    /// The parsed checkpoint.
+    pub checkpoint: Checkpoint,
+    /// The whole signed note, as served at `/checkpoint`.
+    pub note: String,
+}
+
+/// Why a log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The storage failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Stored data is damaged or altered. `index` is the first bad entry.
+    #[error("{file}: entry {index} (byte {offset}): {reason}")]
+    Corrupt {
+        /// The file at fault.
+        file: &'static str,
+        /// The first bad entry index (or checkpoint number for the
+        /// checkpoints file).
+        index: u64,
+        /// Its byte offset.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The entries do not match a signed checkpoint.
+    #[error("entries do not match checkpoint {number} (size {size}): {reason}")]
+    CheckpointMismatch {
+        /// The checkpoint's position in the checkpoints file, from 0.
+        number: u64,
+        /// Its tree size.
+        size: u64,
+        /// What is wrong, naming the range of entries at fault.
+        reason: String,
+    },
+}
+
+/// Why an append failed. Nothing of a failed request is acknowledged.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum AppendError {
+    /// An entry is over the C2SP limit of 65,535 bytes.
+    #[error(
+        "entry {position} is {size_bytes} bytes, over the limit of {MAX_ENTRY_SIZE_BYTES} bytes"
+    )]
+    EntryTooLarge {
+        /// The entry's position in the request.
+        position: usize,
+        /// Its size.
+        size_bytes: usize,
+    },
+    /// Writing failed and was undone (a full disk, say); retrying later may
+    /// succeed.
+    #[error("write failed, nothing stored: {0}")]
+    Io(String),
+    /// An earlier fsync or write failed, so the log refuses appends until it
+    /// is reopened.
+    #[error("log is read-only after an earlier storage failure ({0}); reopen it")]
+    Failed(String),
+    /// The log is shutting down.
+    #[error("log is closed")]
+    Closed,
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The index, size or tile does not exist in this log.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The storage failed.
+    #[error("reading log storage: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Why a checkpoint could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The new tree does not extend the last signed one. This would be a
+    /// bug or tampering; the log refuses to sign.
+    #[error(
+        "refusing to sign: size {new_size} is inconsistent with signed size {old_size}: {reason}"
+    )]
+    Inconsistent {
+        /// Last signed size.
+        old_size: u64,
+        /// Size that would be signed.
+        new_size: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The storage failed; the log is now read-only until reopened.
+    #[error("storing checkpoint: {0}")]
+    Io(String),
+}
+
+struct Request {
+    entries: Vec<Vec<u8>>,
+    reply: oneshot::Sender<Result<Range<u64>, AppendError>>,
+}
+
+/// The published state of the tree. Only entries that are durable are in
+/// it, so readers never see what could still be lost.
+pub(crate) struct State {
+    pub(crate) size: u64,
+    /// Byte length of the valid part of the entries file.
+    entries_len: u64,
+    pub(crate) builder: TreeBuilder,
+    /// `upper[k]` holds the complete subtrees at level `MEMORY_LEVEL_MIN + k`.
+    upper: Vec<Vec<Hash>>,
+    /// Leaf hashes of the last, partial bundle.
+    tail: Vec<Hash>,
+    /// File offset of the first record of each bundle.
+    bundle_offsets: Vec<u64>,
+    checkpoint: Option<SignedCheckpoint>,
+    checkpoint_count: u64,
+}
+
+impl State {
+    pub(crate) fn empty() -> State {
+        State {
+            size: 0,
+            entries_len: HEADER_SIZE_BYTES,
+            builder: TreeBuilder::new(),
+            upper: Vec::new(),
+            tail: Vec::new(),
+            bundle_offsets: Vec::new(),
+            checkpoint: None,
+            checkpoint_count: 0,
+        }
+    }
+
+    /// Adds one durable entry whose record starts at `offset`.
+    pub(crate) fn push(&mut self, offset: u64, leaf: Hash, record_len: u64) {
+        if self.size % TILE_WIDTH == 0 {
+            self.bundle_offsets.push(offset);
+            self.tail.clear();
+        }
+        self.tail.push(leaf);
+        let upper = &mut self.upper;
+        self.builder.push(leaf, |level, index, hash| {
+            if level >= MEMORY_LEVEL_MIN {
+                let k = (level - MEMORY_LEVEL_MIN) as usize;
+                if upper.len() <= k {
+                    upper.push(Vec::new());
+                }
+                debug_assert_eq!(upper[k].len() as u64, index);
+                upper[k].push(*hash);
+            }
+        });
+        self.size += 1;
+        self.entries_len = offset + record_len;
+    }
+}
+
+struct Inner {
+    storage: Arc<dyn Storage>,
+    config: LogConfig,
+    signer: NoteSigner,
+    state: RwLock<State>,
+    /// Set by the first storage failure that leaves the files in an unknown
+    /// state; appends are refused from then on.
+    failed: Mutex<Option<String>>,
+    /// Serialises checkpoint signing.
+    signing: Mutex<()>,
+}
+
+/// An open log. Appends go through one writer thread; reads run on any
+/// thread, concurrently with appends.
+pub struct Log {
+    inner: Arc<Inner>,
+    tx: Option<mpsc::Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+fn io_ctx(context: impl Into<String>) -> impl FnOnce(io::Error) -> OpenError {
+    let context = context.into();
+    move |source| OpenError::Io { context, source }
+}
+
+impl Log {
+    /// Opens (creating if empty) the log in `storage`, recovering from any
+    /// torn write and checking every entry against the stored hashes and
+    /// every signed checkpoint.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        config: LogConfig,
+        signer: NoteSigner,
+    ) -> Result<Log, OpenError> {
+        let verifier = signer.verifier();
+        let (checkpoints, mut state) = recover(&*storage, &config, &verifier)?;
+        state.checkpoint_count = checkpoints.len() as u64;
+        state.checkpoint = checkpoints.last().cloned();
+        let inner = Arc::new(Inner {
+            storage,
+            config,
+            signer,
+            state: RwLock::new(state),
+            failed: Mutex::new(None),
+            signing: Mutex::new(()),
+        });
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH_REQUESTS);
+        let w = inner.clone();
+        let writer = std::thread::Builder::new()
+            .name("custos-log-writer".into())
+            .spawn(move || writer_loop(w, rx))
+            .map_err(io_ctx("starting the writer thread"))?;
+        Ok(Log {
+            inner,
+            tx: Some(tx),
+            writer: Some(writer),
+        })
+    }
+
+    /// The origin line of this log's checkpoints.
+    pub fn origin(&self) -> &str {
+        &self.inner.config.origin
+    }
+
+    /// The verifier key of this log's checkpoints.
+    pub fn verifier(&self) -> NoteVerifier {
+        self.inner.signer.verifier()
+    }
+
+    fn check(entries: &[Vec<u8>]) -> Result<(), AppendError> {
+        for (position, e) in entries.iter().enumerate() {
+            if e.len() > MAX_ENTRY_SIZE_BYTES {
+                return Err(AppendError::EntryTooLarge {
+                    position,
+                    size_bytes: e.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends entries and returns their indexes once they are durable.
+    pub async fn append(&self, entries: Vec<Vec<u8>>) -> Result<Range<u64>, AppendError> {
+        Self::check(&entries)?;
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or(AppendError::Closed)?;
+        tx.send(Request { entries, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        rx.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// [`Log::append`] for threads outside an async runtime.
+    pub fn append_blocking(&self, entries: Vec<Vec<u8>>) -> Result<Range<u64>, AppendError> {
+        Self::check(&entries)?;
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or(AppendError::Closed)?;
+        tx.blocking_send(Request { entries, reply })
+            .map_err(|_| AppendError::Closed)?;
+        rx.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+
+    /// The number of durable entries.
+    pub fn size(&self) -> u64 {
+        self.read_state().size
+    }
+
+    /// The tree hash of the first `size` entries.
+    pub fn root_at(&self, size: u64) -> Result<Hash, ReadError> {
+        let st = self.read_state();
+        check_size(size, st.size)?;
+        if size == st.size {
+            return Ok(st.builder.root());
+        }
+        proof::tree_hash(&self.reader(&st), size).map_err(ReadError::Io)
+    }
+
+    /// The latest signed checkpoint.
+    pub fn checkpoint(&self) -> Option<SignedCheckpoint> {
+        self.read_state().checkpoint.clone()
+    }
+
+    /// Whether an earlier storage failure made the log read-only.
+    pub fn failure(&self) -> Option<String> {
+        self.inner
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The entry at `index`.
+    pub fn entry(&self, index: u64) -> Result<Vec<u8>, ReadError> {
+        let mut v = self.entries(index, index + 1)?;
+        Ok(v.pop().expect("one entry"))
+    }
+
+    /// Entries `[start, end)`. The caller bounds the range.
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, ReadError> {
+        let st = self.read_state();
+        if start > end || end > st.size {
+            return Err(ReadError::OutOfRange(format!(
+                "range {start}..{end} is outside the log's {} entries",
+                st.size
+            )));
+        }
+        let mut out = Vec::with_capacity((end - start) as usize);
+        let mut bundle = start / TILE_WIDTH;
+        while (out.len() as u64) < end - start {
+            let first = bundle * TILE_WIDTH;
+            let records = self.read_bundle(&st, bundle)?;
+            for (i, r) in records.into_iter().enumerate() {
+                let idx = first + i as u64;
+                if idx >= start && idx < end {
+                    out.push(r);
+                }
+            }
+            bundle += 1;
+        }
+        Ok(out)
+    }
+
+    /// The durable entries of bundle `bundle`.
+    fn read_bundle(&self, st: &State, bundle: u64) -> Result<Vec<Vec<u8>>, ReadError> {
+        let from = st.bundle_offsets[bundle as usize];
+        let to = st
+            .bundle_offsets
+            .get(bundle as usize + 1)
+            .copied()
+            .unwrap_or(st.entries_len);
+        let mut raw = vec![0u8; (to - from) as usize];
+        self.inner.storage.read_at(ENTRIES_FILE, from, &mut raw)?;
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < raw.len() {
+            match format::decode_record(&raw[pos..]) {
+                format::Decoded::Record(p, used) => {
+                    out.push(p.to_vec());
+                    pos += used;
+                }
+                _ => {
+                    return Err(ReadError::Io(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "entries file damaged at byte {} since open",
+                            from + pos as u64
+                        ),
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The inclusion proof of entry `index` in the tree of `tree_size`.
+    pub fn inclusion_proof(&self, index: u64, tree_size: u64) -> Result<Vec<Hash>, ReadError> {
+        let st = self.read_state();
+        check_size(tree_size, st.size)?;
+        proof::inclusion_proof(&self.reader(&st), tree_size, index).map_err(proof_err)
+    }
+
+    /// The consistency proof between two tree sizes.
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, ReadError> {
+        let st = self.read_state();
+        check_size(new_size, st.size)?;
+        proof::consistency_proof(&self.reader(&st), old_size, new_size).map_err(proof_err)
+    }
+
+    /// The leaf hash of entry `index`.
+    pub fn leaf_hash(&self, index: u64) -> Result<Hash, ReadError> {
+        let st = self.read_state();
+        if index >= st.size {
+            return Err(ReadError::OutOfRange(format!(
+                "index {index} is not below the log size {}",
+                st.size
+            )));
+        }
+        Ok(self.reader(&st).leaves(index, 1)?[0])
+    }
+
+    /// The bytes of hash tile `(level, index)` with `width` hashes.
+    pub fn hash_tile(&self, level: u8, index: u64, width: u16) -> Result<Vec<u8>, ReadError> {
+        let st = self.read_state();
+        let tree_level = u32::from(level) * TILE_HEIGHT;
+        let available = if tree_level >= 64 {
+            0
+        } else {
+            st.size >> tree_level
+        };
+        let first = index
+            .checked_mul(TILE_WIDTH)
+            .ok_or_else(|| ReadError::OutOfRange("tile index overflows".into()))?;
+        if first + u64::from(width) > available {
+            return Err(ReadError::OutOfRange(format!(
+                "tile {level}/{index} of width {width} is beyond the tree ({available} hashes at that level)"
+            )));
+        }
+        let hashes: Vec<Hash> = if level == 0 {
+            self.reader(&st).leaves(first, u64::from(width))?
+        } else {
+            let k = (tree_level - MEMORY_LEVEL_MIN) as usize;
+            st.upper[k][first as usize..(first + u64::from(width)) as usize].to_vec()
+        };
+        Ok(hashes.iter().flat_map(|h| h.0).collect())
+    }
+
+    /// The bytes of entry bundle `index` with `width` entries.
+    pub fn entry_bundle(&self, index: u64, width: u16) -> Result<Vec<u8>, ReadError> {
+        let st = self.read_state();
+        let first = index
+            .checked_mul(TILE_WIDTH)
+            .ok_or_else(|| ReadError::OutOfRange("bundle index overflows".into()))?;
+        if first + u64::from(width) > st.size {
+            return Err(ReadError::OutOfRange(format!(
+                "bundle {index} of width {width} is beyond the log's {} entries",
+                st.size
+            )));
+        }
+        let records = self.read_bundle(&st, index)?;
+        let mut out = Vec::new();
+        for r in &records[..width as usize] {
+            tile::push_bundle_entry(&mut out, r).expect("stored entries fit a bundle");
+        }
+        Ok(out)
+    }
+
+    /// Signs a checkpoint of the current tree if it grew since the last
+    /// one, after proving it consistent with that one. Returns the new
+    /// checkpoint, or `None` if there was nothing new to sign.
+    pub fn sign_checkpoint(&self) -> Result<Option<SignedCheckpoint>, SignError> {
+        let _guard = self.inner.signing.lock().unwrap_or_else(|e| e.into_inner());
+        let (size, root, previous) = {
+            let st = self.read_state();
+            (st.size, st.builder.root(), st.checkpoint.clone())
+        };
+        if let Some(prev) = &previous {
+            if prev.checkpoint.size == size {
+                return Ok(None);
+            }
+            self.check_extends(&prev.checkpoint, size, &root)?;
+        }
+        let storage = &self.inner.storage;
+        // The stored hashes a checkpoint covers must be durable before it.
+        storage.sync(HASHES_FILE).map_err(|e| self.fail_sign(e))?;
+        let checkpoint = Checkpoint {
+            origin: self.inner.config.origin.clone(),
+            size,
+            root,
+            extensions: vec![],
+        };
+        let note = self
+            .inner
+            .signer
+            .sign(&checkpoint.to_body())
+            .expect("checkpoint body is valid note text");
+        let mut rec = Vec::new();
+        format::encode_record(&mut rec, note.as_bytes());
+        storage
+            .append(CHECKPOINTS_FILE, &rec)
+            .map_err(|e| self.fail_sign(e))?;
+        storage
+            .sync(CHECKPOINTS_FILE)
+            .map_err(|e| self.fail_sign(e))?;
+        let signed = SignedCheckpoint { checkpoint, note };
+        let mut st = self.write_state();
+        st.checkpoint = Some(signed.clone());
+        st.checkpoint_count += 1;
+        Ok(Some(signed))
+    }
+
+    fn check_extends(&self, prev: &Checkpoint, size: u64, root: &Hash) -> Result<(), SignError> {
+        let inconsistent = |reason: String| SignError::Inconsistent {
+            old_size: prev.size,
+            new_size: size,
+            reason,
+        };
+        if size < prev.size {
+            return Err(inconsistent("the tree shrank".into()));
+        }
+        let st = self.read_state();
+        let p = proof::consistency_proof(&self.reader(&st), prev.size, size)
+            .map_err(|e| inconsistent(e.to_string()))?;
+        proof::verify_consistency(prev.size, size, &prev.root, root, &p)
+            .map_err(|e| inconsistent(e.to_string()))
+    }
+
+    fn fail_sign(&self, e: io::Error) -> SignError {
+        let msg = format!("checkpoint storage: {e}");
+        set_failed(&self.inner, &msg);
+        SignError::Io(msg)
+    }
+
+    /// The number of checkpoints signed so far.
+    pub fn checkpoint_count(&self) -> u64 {
+        self.read_state().checkpoint_count
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.inner.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.inner.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reader<'a>(&'a self, st: &'a State) -> StoredReader<'a> {
+        StoredReader {
+            storage: &*self.inner.storage,
+            st,
+        }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish what it holds and stop.
+        self.tx.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn check_size(size: u64, have: u64) -> Result<(), ReadError> {
+    if size > have {
+        return Err(ReadError::OutOfRange(format!(
+            "tree size {size} is beyond the log's {have} entries"
+        )));
+    }
+    Ok(())
+}
+
+fn proof_err(e: proof::ProofError<io::Error>) -> ReadError {
+    match e {
+        proof::ProofError::OutOfRange(m) => ReadError::OutOfRange(m),
+        proof::ProofError::Read(e) => ReadError::Io(e),
+    }
+}
+
+fn set_failed(inner: &Inner, msg: &str) {
+    let mut f = inner.failed.lock().unwrap_or_else(|e| e.into_inner());
+    if f.is_none() {
+        tracing::error!(origin = %inner.config.origin, error = msg, "log storage failed; refusing appends until reopened");
+        *f = Some(msg.to_string());
+    }
+}
+
+/// Reads complete subtrees from the published state: upper levels from
+/// memory, lower ones from the stored leaf hashes.
+pub(crate) struct StoredReader<'a> {
+    pub(crate) storage: &'a dyn Storage,
+    pub(crate) st: &'a State,
+}
+
+impl StoredReader<'_> {
+    fn leaves(&self, first: u64, count: u64) -> io::Result<Vec<Hash>> {
+        let tail_start = self.st.size - self.st.tail.len() as u64;
+        if first >= tail_start {
+            let i = (first - tail_start) as usize;
+            return Ok(self.st.tail[i..i + count as usize].to_vec());
+        }
+        let mut raw = vec![0u8; count as usize * HASH_SIZE];
+        self.storage
+            .read_at(HASHES_FILE, first * HASH_SIZE as u64, &mut raw)?;
+        Ok(raw
+            .chunks(HASH_SIZE)
+            .map(|c| Hash::from_slice(c).expect("32 bytes"))
+            .collect())
+    }
+}
+
+impl HashReader for StoredReader<'_> {
+    type Error = io::Error;
+    fn subtree(&self, level: u32, index: u64) -> io::Result<Hash> {
+        if level >= MEMORY_LEVEL_MIN {
+            let k = (level - MEMORY_LEVEL_MIN) as usize;
+            return self
+                .st
+                .upper
+                .get(k)
+                .and_then(|l| l.get(index as usize))
+                .copied()
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("no subtree at level {level} index {index}"),
+                    )
+                });
+        }
+        let leaves = self.leaves(index << level, 1 << level)?;
+        Ok(tile::subtree_of_run(&leaves))
+    }
+}
+
+fn writer_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
+    let cfg = inner.config.clone();
+    while let Some(first) = rx.blocking_recv() {
+        let mut count = first.entries.len();
+        let mut bytes: usize = first.entries.iter().map(Vec::len).sum();
+        let mut batch = vec![first];
+        while count < cfg.max_batch_entries && bytes < cfg.max_batch_bytes {
+            let Ok(r) = rx.try_recv() else { break };
+            count += r.entries.len();
+            bytes += r.entries.iter().map(Vec::len).sum::<usize>();
+            batch.push(r);
+        }
+        match commit(&inner, &batch, count, bytes) {
+            Ok(mut next) => {
+                for r in batch {
+                    let n = r.entries.len() as u64;
+                    let _ = r.reply.send(Ok(next..next + n));
+                    next += n;
+                }
+            }
+            Err(e) => {
+                for r in batch {
+                    let _ = r.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Writes a group of requests with one write and one fsync, then publishes
+/// them. Returns the index of the first entry. Nothing is published, and so
+/// nothing acknowledged, unless the fsync succeeded.
+fn commit(
+    inner: &Inner,
+    batch: &[Request],
+    count: usize,
+    bytes: usize,
+) -> Result<u64, AppendError> {
+    if let Some(f) = inner
+        .failed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+    {
+        return Err(AppendError::Failed(f));
+    }
+    let (first_index, first_offset) = {
+        let st = inner.state.read().unwrap_or_else(|e| e.into_inner());
+        (st.size, st.entries_len)
+    };
+    let mut buf = Vec::with_capacity(bytes + count * format::RECORD_HEADER_SIZE_BYTES);
+    let mut leaves = Vec::with_capacity(count);
+    let mut lens = Vec::with_capacity(count);
+    for e in batch.iter().flat_map(|r| r.entries.iter()) {
+        format::encode_record(&mut buf, e);
+        leaves.push(leaf_hash(e));
+        lens.push((format::RECORD_HEADER_SIZE_BYTES + e.len()) as u64);
+    }
+    let storage = &inner.storage;
+    if let Err(e) = storage.append(ENTRIES_FILE, &buf) {
+        // Undo whatever part was written, so the log stays usable once the
+        // cause (a full disk, say) is gone.
+        return match storage.truncate(ENTRIES_FILE, first_offset) {
+            Ok(()) => Err(AppendError::Io(e.to_string())),
+            Err(e2) => {
+                let msg = format!("writing entries: {e}; undoing it: {e2}");
+                set_failed(inner, &msg);
+                Err(AppendError::Failed(msg))
+            }
+        };
+    }
+    if let Err(e) = storage.sync(ENTRIES_FILE) {
+        // After a failed fsync the page cache may hold anything: never
+        // retry, never acknowledge (the "fsyncgate" lesson).
+        let msg = format!("fsync of entries: {e}");
+        set_failed(inner, &msg);
+        return Err(AppendError::Failed(msg));
+    }
+    // Durable from here on. The stored hashes are a cache that recovery
+    // rebuilds, so they are written but not synced per batch.
+    let raw: Vec<u8> = leaves.iter().flat_map(|h| h.0).collect();
+    let hashes = storage.append(HASHES_FILE, &raw);
+    {
+        let mut st = inner.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut offset = first_offset;
+        for (leaf, len) in leaves.iter().zip(lens) {
+            st.push(offset, *leaf, len);
+            offset += len;
+        }
+    }
+    if let Err(e) = hashes {
+        set_failed(inner, &format!("writing stored hashes: {e}"));
+    }
+    Ok(first_index)
+}
+
+/// Recovers the log's state from storage. See `docs/format.md` §Recovery.
+fn recover(
+    s: &dyn Storage,
+    config: &LogConfig,
+    verifier: &NoteVerifier,
+) -> Result<(Vec<SignedCheckpoint>, State), OpenError> {
+    ensure_header(s, ENTRIES_FILE, ENTRIES_MAGIC)?;
+    ensure_header(s, CHECKPOINTS_FILE, CHECKPOINTS_MAGIC)?;
+    let checkpoints = load_checkpoints(s, config, verifier)?;
+    let signed_size = checkpoints.last().map_or(0, |c| c.checkpoint.size);
+
+    let hashes_len = s
+        .len(HASHES_FILE)
+        .map_err(io_ctx("reading hashes length"))?
+        .unwrap_or(0);
+    let mut stored_count = hashes_len / HASH_SIZE as u64;
+    let mut state = State::empty();
+    let mut next_cp = 0usize;
+    let mut fresh: Vec<Hash> = Vec::new(); // recomputed hashes to append
+    let entries_len = s
+        .len(ENTRIES_FILE)
+        .map_err(io_ctx("reading entries length"))?
+        .unwrap_or(0);
+    // Checkpoints of size 0 match the empty tree.
+    while next_cp < checkpoints.len() && checkpoints[next_cp].checkpoint.size == 0 {
+        check_root(&checkpoints, next_cp, &Hash::empty())?;
+        next_cp += 1;
+    }
+    let end = {
+        let mut stored = HashStream::new(s, HASHES_FILE, stored_count);
+        scan_records(
+            s,
+            ENTRIES_FILE,
+            entries_len,
+            |offset, payload| -> Result<(), OpenError> {
+                let index = state.size;
+                if payload.len() > MAX_ENTRY_SIZE_BYTES {
+                    return Err(OpenError::Corrupt {
+                        file: ENTRIES_FILE,
+                        index,
+                        offset,
+                        reason: format!("entry of {} bytes is over the limit", payload.len()),
+                    });
+                }
+                let leaf = leaf_hash(payload);
+                if index < stored_count {
+                    let want = stored
+                        .get(index)
+                        .map_err(io_ctx("reading stored hashes"))?
+                        .expect("below count");
+                    if want != leaf {
+                        if index < signed_size {
+                            return Err(OpenError::Corrupt {
+                                file: ENTRIES_FILE,
+                                index,
+                                offset,
+                                reason: "entry does not match its stored leaf hash".into(),
+                            });
+                        }
+                        // Above the last checkpoint the stored hashes are an
+                        // unsynced cache: recompute them from here.
+                        stored_count = index;
+                    }
+                }
+                if index >= stored_count {
+                    fresh.push(leaf);
+                }
+                state.push(
+                    offset,
+                    leaf,
+                    (format::RECORD_HEADER_SIZE_BYTES + payload.len()) as u64,
+                );
+                while next_cp < checkpoints.len()
+                    && checkpoints[next_cp].checkpoint.size == state.size
+                {
+                    check_root(&checkpoints, next_cp, &state.builder.root())?;
+                    next_cp += 1;
+                }
+                Ok(())
+            },
+            |_| {},
+        )?
+    };
+    if let ScanEnd::Damaged {
+        offset,
+        file_len,
+        reason,
+    } = end
+    {
+        if state.size < signed_size || file_len - offset > config.max_batch_bytes as u64 {
+            return Err(OpenError::Corrupt {
+                file: ENTRIES_FILE,
+                index: state.size,
+                offset,
+                reason: format!(
+                    "{reason}, and the {} bytes from here on are not a torn final write",
+                    file_len - offset
+                ),
+            });
+        }
+        tracing::warn!(origin = %config.origin, offset, bytes = file_len - offset, reason, "cutting torn write from end of entries");
+        s.truncate(ENTRIES_FILE, offset)
+            .map_err(io_ctx("truncating torn entries"))?;
+    }
+    if next_cp < checkpoints.len() {
+        let cp = &checkpoints[next_cp].checkpoint;
+        return Err(OpenError::CheckpointMismatch {
+            number: next_cp as u64,
+            size: cp.size,
+            reason: format!(
+                "the log holds only {} entries; entries {}.. are missing",
+                state.size, state.size
+            ),
+        });
+    }
+    if stored_count > state.size
+        || hashes_len % HASH_SIZE as u64 != 0
+        || stored_count < hashes_len / HASH_SIZE as u64
+    {
+        s.truncate(HASHES_FILE, stored_count.min(state.size) * HASH_SIZE as u64)
+            .map_err(io_ctx("truncating hashes"))?;
+    }
+    if !fresh.is_empty() {
+        let raw: Vec<u8> = fresh.iter().flat_map(|h| h.0).collect();
+        s.append(HASHES_FILE, &raw)
+            .map_err(io_ctx("restoring stored hashes"))?;
+        s.sync(HASHES_FILE)
+            .map_err(io_ctx("syncing stored hashes"))?;
+    }
+    Ok((checkpoints, state))
+}
+
+fn check_root(
+    checkpoints: &[SignedCheckpoint],
+    number: usize,
+    root: &Hash,
+) -> Result<(), OpenError> {
+    let cp = &checkpoints[number].checkpoint;
+    if cp.root != *root {
+        let from = if number == 0 {
+            0
+        } else {
+            checkpoints[number - 1].checkpoint.size
+        };
+        return Err(OpenError::CheckpointMismatch {
+            number: number as u64,
+            size: cp.size,
+            reason: format!(
+                "root differs; some entry in {from}..{} was altered",
+                cp.size
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Writes a file's header if the file is new, or finishes one torn while
+/// being created; otherwise checks it.
+fn ensure_header(s: &dyn Storage, file: &'static str, magic: [u8; 8]) -> Result<(), OpenError> {
+    let header = format::header(magic);
+    let len = s
+        .len(file)
+        .map_err(io_ctx(format!("reading {file} length")))?;
+    let existing = match len {
+        Some(n) if n >= HEADER_SIZE_BYTES => {
+            let mut h = [0u8; HEADER_SIZE_BYTES as usize];
+            s.read_at(file, 0, &mut h)
+                .map_err(io_ctx(format!("reading {file} header")))?;
+            return format::check_header(&h, magic).map_err(|reason| OpenError::Corrupt {
+                file,
+                index: 0,
+                offset: 0,
+                reason,
+            });
+        }
+        Some(n) => {
+            let mut h = vec![0u8; n as usize];
+            s.read_at(file, 0, &mut h)
+                .map_err(io_ctx(format!("reading {file} header")))?;
+            h
+        }
+        None => Vec::new(),
+    };
+    if !header.starts_with(&existing) && !existing.iter().all(|&b| b == 0) {
+        return Err(OpenError::Corrupt {
+            file,
+            index: 0,
+            offset: 0,
+            reason: "damaged file header".into(),
+        });
+    }
+    s.truncate(file, 0)
+        .map_err(io_ctx(format!("resetting {file}")))?;
+    s.append(file, &header)
+        .map_err(io_ctx(format!("writing {file} header")))?;
+    s.sync(file).map_err(io_ctx(format!("syncing {file}")))?;
+    Ok(())
+}
+
+fn load_checkpoints(
+    s: &dyn Storage,
+    config: &LogConfig,
+    verifier: &NoteVerifier,
+) -> Result<Vec<SignedCheckpoint>, OpenError> {
+    let len = s
+        .len(CHECKPOINTS_FILE)
+        .map_err(io_ctx("reading checkpoints length"))?
+        .unwrap_or(0);
+    let mut out: Vec<SignedCheckpoint> = Vec::new();
+    let end = scan_records(
+        s,
+        CHECKPOINTS_FILE,
+        len,
+        |offset, payload| -> Result<(), OpenError> {
+            let number = out.len() as u64;
+            let bad = |reason: String| OpenError::Corrupt {
+                file: CHECKPOINTS_FILE,
+                index: number,
+                offset,
+                reason,
+            };
+            let note = std::str::from_utf8(payload).map_err(|_| bad("not UTF-8".into()))?;
+            let text = verifier.open(note).map_err(|e| bad(e.to_string()))?;
+            let checkpoint = Checkpoint::parse(text).map_err(|e| bad(e.to_string()))?;
+            if checkpoint.origin != config.origin {
+                return Err(bad(format!(
+                    "origin {:?}, expected {:?}",
+                    checkpoint.origin, config.origin
+                )));
+            }
+            if let Some(prev) = out.last() {
+                if checkpoint.size <= prev.checkpoint.size {
+                    return Err(bad(format!(
+                        "size {} does not grow from the previous {}",
+                        checkpoint.size, prev.checkpoint.size
+                    )));
+                }
+            }
+            out.push(SignedCheckpoint {
+                checkpoint,
+                note: note.to_string(),
+            });
+            Ok(())
+        },
+        |_| {},
+    )?;
+    if let ScanEnd::Damaged {
+        offset,
+        file_len,
+        reason,
+    } = end
+    {
+        if file_len - offset > MAX_TORN_CHECKPOINT_BYTES {
+            return Err(OpenError::Corrupt {
+                file: CHECKPOINTS_FILE,
+                index: out.len() as u64,
+                offset,
+                reason: reason.to_string(),
+            });
+        }
+        s.truncate(CHECKPOINTS_FILE, offset)
+            .map_err(io_ctx("truncating torn checkpoint"))?;
+    }
+    Ok(out)
+}
+
+impl From<io::Error> for OpenError {
+    fn from(source: io::Error) -> OpenError {
+        OpenError::Io {
+            context: "reading log storage".into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Where a log's files live. The log talks to storage only through
+//! [`Storage`], so tests can swap in [`crate::sim::SimStorage`], which
+//! tears writes and drops unsynced data, and a later object-store backend
+//! can take the place of [`FsStorage`].
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The files of one log. Names are plain file names without separators.
+///
+/// Durability contract: [`Storage::append`] is not durable until a later
+/// [`Storage::sync`] of the same file returns `Ok`. [`Storage::truncate`]
+/// and [`Storage::replace`] are durable when they return `Ok`.
+pub trait Storage: Send + Sync + 'static {
+    /// The length of a file, or `None` if it does not exist.
+    fn len(&self, file: &str) -> io::Result<Option<u64>>;
+    /// Fills `buf` from `offset`; fewer bytes than asked is an error.
+    fn read_at(&self, file: &str, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Appends to a file, creating it if needed.
+    fn append(&self, file: &str, data: &[u8]) -> io::Result<()>;
+    /// Makes everything appended to a file so far durable.
+    fn sync(&self, file: &str) -> io::Result<()>;
+    /// Cuts a file to `len` bytes, durably.
+    fn truncate(&self, file: &str, len: u64) -> io::Result<()>;
+}
+
+/// Reads a whole file, or `None` if it does not exist.
+pub fn read_all(s: &dyn Storage, file: &str) -> io::Result<Option<Vec<u8>>> {
+    let Some(len) = s.len(file)? else {
+        return Ok(None);
+    };
+    let mut buf = vec![0u8; len as usize];
+    s.read_at(file, 0, &mut buf)?;
+    Ok(Some(buf))
+}
+
+/// A directory on a local POSIX file system.
+pub struct FsStorage {
+    dir: PathBuf,
+    // One handle per file, opened for read and append. pread works on
+    // O_APPEND handles, so readers and the writer share it.
+    files: Mutex<HashMap<String, Arc<File>>>,
+}
+
+impl FsStorage {
+    /// Uses `dir`, creating it (and syncing its parent) if needed.
+    pub fn open(dir: &Path) -> io::Result<FsStorage> {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        Ok(FsStorage {
+            dir: dir.to_path_buf(),
+            files: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn handle(&self, file: &str, create: bool) -> io::Result<Option<Arc<File>>> {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = files.get(file) {
+            return Ok(Some(f.clone()));
+        }
+        let path = self.dir.join(file);
+        let existed = path.exists();
+        if !existed && !create {
+            return Ok(None);
+        }
+        let f = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(create)
+                .open(&path)?,
+        );
+        if !existed {
+            // A new file's directory entry must be durable too.
+            sync_dir(&self.dir)?;
+        }
+        files.insert(file.to_string(), f.clone());
+        Ok(Some(f))
+    }
+}
+
+/// Syncs a directory, so that entries created in it survive a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Storage for FsStorage {
+    fn len(&self, file: &str) -> io::Result<Option<u64>> {
+        match self.handle(file, false)? {
+            Some(f) => Ok(Some(f.metadata()?.len())),
+            None => Ok(None),
+        }
+    }
+
+    fn read_at(&self, file: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let f = self.handle(file, false)?.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{file} does not exist"))
+        })?;
+        f.read_exact_at(buf, offset)
+    }
+
+    fn append(&self, file: &str, data: &[u8]) -> io::Result<()> {
+        let f = self.handle(file, true)?.expect("created");
+        (&*f).write_all(data)
+    }
+
+    fn sync(&self, file: &str) -> io::Result<()> {
+        match self.handle(file, false)? {
+            Some(f) => f.sync_data(),
+            None => Ok(()),
+        }
+    }
+
+    fn truncate(&self, file: &str, len: u64) -> io::Result<()> {
+        if let Some(f) = self.handle(file, false)? {
+            f.set_len(len)?;
+            f.sync_all()?;
+        }
+        Ok(())
+    }
+}

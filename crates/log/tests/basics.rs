@@ -1,0 +1,125 @@
+//! Appends, reads, proofs, tiles and checkpoints of one log, on a real
+//! file system and on the simulated disk.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use custos_log::AppendError;
+use custos_log::sim::SimStorage;
+use custos_log::storage::FsStorage;
+use custos_tlog::hash::leaf_hash;
+use custos_tlog::proof::{verify_consistency, verify_inclusion};
+use custos_tlog::tile::{decode_bundle, decode_hash_tile};
+use custos_tlog::tree::MemoryTree;
+
+#[test]
+fn appends_read_back_with_proofs_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(7);
+    let all: Vec<Vec<u8>> = (0..700)
+        .map(|i| entry(&format!("e{i}"), &mut rng))
+        .collect();
+    {
+        let log = open(Arc::new(FsStorage::open(dir.path()).unwrap()));
+        let mut next = 0;
+        for chunk in all.chunks(97) {
+            let r = log.append_blocking(chunk.to_vec()).unwrap();
+            assert_eq!(r, next..next + chunk.len() as u64);
+            next = r.end;
+        }
+        assert!(log.sign_checkpoint().unwrap().is_some());
+        assert!(
+            log.sign_checkpoint().unwrap().is_none(),
+            "nothing new to sign"
+        );
+    }
+    let log = open(Arc::new(FsStorage::open(dir.path()).unwrap()));
+    assert_eq!(log.size(), 700);
+    let model = MemoryTree::from_leaves(all.iter().map(|e| leaf_hash(e)));
+    let cp = log.checkpoint().unwrap().checkpoint;
+    assert_eq!(cp.size, 700);
+    assert_eq!(cp.root, custos_tlog::proof::tree_hash(&model, 700).unwrap());
+    for i in [0u64, 1, 255, 256, 511, 512, 699] {
+        assert_eq!(log.entry(i).unwrap(), all[i as usize]);
+        for size in [i + 1, 300, 513, 700] {
+            if size <= i {
+                continue;
+            }
+            let p = log.inclusion_proof(i, size).unwrap();
+            let root = log.root_at(size).unwrap();
+            verify_inclusion(i, size, &leaf_hash(&all[i as usize]), &p, &root).unwrap();
+        }
+    }
+    for (a, b) in [(1u64, 700u64), (256, 700), (300, 513), (699, 700)] {
+        let p = log.consistency_proof(a, b).unwrap();
+        verify_consistency(a, b, &log.root_at(a).unwrap(), &log.root_at(b).unwrap(), &p).unwrap();
+    }
+    assert_eq!(log.entries(250, 260).unwrap(), all[250..260].to_vec());
+    assert!(log.entry(700).is_err());
+    assert!(log.inclusion_proof(0, 701).is_err());
+    // Tiles: level 0 is the leaf hashes, bundles the entries.
+    let t0 = decode_hash_tile(&log.hash_tile(0, 1, 256).unwrap()).unwrap();
+    assert_eq!(t0, model.levels[0][256..512].to_vec());
+    let t1 = decode_hash_tile(&log.hash_tile(1, 0, 2).unwrap()).unwrap();
+    assert_eq!(t1, model.levels[8][0..2].to_vec());
+    let p = decode_hash_tile(&log.hash_tile(0, 2, 188).unwrap()).unwrap();
+    assert_eq!(p.len(), 188);
+    assert!(log.hash_tile(0, 2, 189).is_err());
+    assert!(log.hash_tile(1, 0, 3).is_err());
+    let bundle = log.entry_bundle(2, 188).unwrap();
+    let decoded = decode_bundle(&bundle).unwrap();
+    assert_eq!(decoded.len(), 188);
+    assert_eq!(decoded[0], &all[512][..]);
+    assert!(log.entry_bundle(2, 189).is_err());
+    verify(&FsStorage::open(dir.path()).unwrap()).unwrap();
+}
+
+#[test]
+fn oversized_entry_is_rejected_and_nothing_stored() {
+    let log = open(Arc::new(SimStorage::new(1)));
+    let err = log
+        .append_blocking(vec![b"ok".to_vec(), vec![0; 65536]])
+        .unwrap_err();
+    assert_eq!(
+        err,
+        AppendError::EntryTooLarge {
+            position: 1,
+            size_bytes: 65536
+        }
+    );
+    assert_eq!(log.size(), 0);
+    log.append_blocking(vec![vec![1; 65535]]).unwrap();
+}
+
+#[test]
+fn concurrent_appends_share_fsyncs_and_all_land() {
+    let storage = Arc::new(SimStorage::new(5));
+    let log = Arc::new(open(storage.clone()));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for n in 0..200 {
+                    let e = format!("t{t}-{n}").into_bytes();
+                    let r = log.append_blocking(vec![e.clone()]).unwrap();
+                    got.push((r.start, e));
+                }
+                got
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in threads {
+        all.extend(t.join().unwrap());
+    }
+    assert_eq!(log.size(), 1600);
+    for (i, e) in &all {
+        assert_eq!(&log.entry(*i).unwrap(), e);
+    }
+    log.sign_checkpoint().unwrap();
+    drop(log);
+    verify(&*storage).unwrap();
+}
