@@ -35,10 +35,7 @@ pub fn header(magic: [u8; 8]) -> [u8; HEADER_SIZE_BYTES as usize] {
 /// Checks a file header. Returns a description of what is wrong.
 pub fn check_header(bytes: &[u8], magic: [u8; 8]) -> Result<(), String> {
     if bytes.len() < HEADER_SIZE_BYTES as usize {
-        return Err(format!(
-            "header is {} bytes, expected {HEADER_SIZE_BYTES}",
-            bytes.len()
-        ));
+        return Err(format!("header is {} bytes, expected {HEADER_SIZE_BYTES}", bytes.len()));
     }
     if bytes[..8] != magic {
         return Err(format!(
@@ -49,9 +46,7 @@ pub fn check_header(bytes: &[u8], magic: [u8; 8]) -> Result<(), String> {
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     if version != FORMAT_VERSION {
-        return Err(format!(
-            "format version {version}, this build reads {FORMAT_VERSION}"
-        ));
+        return Err(format!("format version {version}, this build reads {FORMAT_VERSION}"));
     }
     Ok(())
 }
@@ -62,10 +57,7 @@ fn crc(len_bytes: &[u8; 4], payload: &[u8]) -> u32 {
 
 /// Appends one record to `out`. The caller has checked the payload size.
 pub fn encode_record(out: &mut Vec<u8>, payload: &[u8]) {
-    assert!(
-        payload.len() <= MAX_RECORD_PAYLOAD_BYTES,
-        "record payload over the limit"
-    );
+    assert!(payload.len() <= MAX_RECORD_PAYLOAD_BYTES, "record payload over the limit");
     let len = (payload.len() as u32).to_le_bytes();
     out.extend_from_slice(&len);
     out.extend_from_slice(&crc(&len, payload).to_le_bytes());
@@ -120,10 +112,7 @@ mod tests {
         for i in 0..13 {
             let mut bad = buf.clone();
             bad[i] ^= 0x10;
-            assert!(
-                !matches!(decode_record(&bad), Decoded::Record(b"hello", 13)),
-                "flip at byte {i}"
-            );
+            assert!(!matches!(decode_record(&bad), Decoded::Record(b"hello", 13)), "flip at byte {i}");
         }
     }
 
@@ -131,18 +120,10 @@ mod tests {
     fn headers_are_checked() {
         let h = header(ENTRIES_MAGIC);
         assert!(check_header(&h, ENTRIES_MAGIC).is_ok());
-        assert!(
-            check_header(&h, CHECKPOINTS_MAGIC)
-                .unwrap_err()
-                .contains("bad magic")
-        );
+        assert!(check_header(&h, CHECKPOINTS_MAGIC).unwrap_err().contains("bad magic"));
         let mut v2 = h;
         v2[8] = 2;
-        assert!(
-            check_header(&v2, ENTRIES_MAGIC)
-                .unwrap_err()
-                .contains("version 2")
-        );
+        assert!(check_header(&v2, ENTRIES_MAGIC).unwrap_err().contains("version 2"));
         assert!(check_header(&h[..3], ENTRIES_MAGIC).is_err());
     }
 }

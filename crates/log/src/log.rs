@@ -112,9 +112,7 @@ pub enum OpenError {
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum AppendError {
     /// An entry is over the C2SP limit of 65,535 bytes.
-    #[error(
-        "entry {position} is {size_bytes} bytes, over the limit of {MAX_ENTRY_SIZE_BYTES} bytes"
-    )]
+    #[error("entry {position} is {size_bytes} bytes, over the limit of {MAX_ENTRY_SIZE_BYTES} bytes")]
     EntryTooLarge {
         /// The entry's position in the request.
         position: usize,
@@ -150,9 +148,7 @@ pub enum ReadError {
 pub enum SignError {
     /// The new tree does not extend the last signed one. This would be a
     /// bug or tampering; the log refuses to sign.
-    #[error(
-        "refusing to sign: size {new_size} is inconsistent with signed size {old_size}: {reason}"
-    )]
+    #[error("refusing to sign: size {new_size} is inconsistent with signed size {old_size}: {reason}")]
     Inconsistent {
         /// Last signed size.
         old_size: u64,
@@ -254,11 +250,7 @@ impl Log {
     /// Opens (creating if empty) the log in `storage`, recovering from any
     /// torn write and checking every entry against the stored hashes and
     /// every signed checkpoint.
-    pub fn open(
-        storage: Arc<dyn Storage>,
-        config: LogConfig,
-        signer: NoteSigner,
-    ) -> Result<Log, OpenError> {
+    pub fn open(storage: Arc<dyn Storage>, config: LogConfig, signer: NoteSigner) -> Result<Log, OpenError> {
         let verifier = signer.verifier();
         let (checkpoints, mut state) = recover(&*storage, &config, &verifier)?;
         state.checkpoint_count = checkpoints.len() as u64;
@@ -277,11 +269,7 @@ impl Log {
             .name("custos-log-writer".into())
             .spawn(move || writer_loop(w, rx))
             .map_err(io_ctx("starting the writer thread"))?;
-        Ok(Log {
-            inner,
-            tx: Some(tx),
-            writer: Some(writer),
-        })
+        Ok(Log { inner, tx: Some(tx), writer: Some(writer) })
     }
 
     /// The origin line of this log's checkpoints.
@@ -297,10 +285,7 @@ impl Log {
     fn check(entries: &[Vec<u8>]) -> Result<(), AppendError> {
         for (position, e) in entries.iter().enumerate() {
             if e.len() > MAX_ENTRY_SIZE_BYTES {
-                return Err(AppendError::EntryTooLarge {
-                    position,
-                    size_bytes: e.len(),
-                });
+                return Err(AppendError::EntryTooLarge { position, size_bytes: e.len() });
             }
         }
         Ok(())
@@ -311,9 +296,7 @@ impl Log {
         Self::check(&entries)?;
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or(AppendError::Closed)?;
-        tx.send(Request { entries, reply })
-            .await
-            .map_err(|_| AppendError::Closed)?;
+        tx.send(Request { entries, reply }).await.map_err(|_| AppendError::Closed)?;
         rx.await.map_err(|_| AppendError::Closed)?
     }
 
@@ -322,8 +305,7 @@ impl Log {
         Self::check(&entries)?;
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or(AppendError::Closed)?;
-        tx.blocking_send(Request { entries, reply })
-            .map_err(|_| AppendError::Closed)?;
+        tx.blocking_send(Request { entries, reply }).map_err(|_| AppendError::Closed)?;
         rx.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 
@@ -349,11 +331,7 @@ impl Log {
 
     /// Whether an earlier storage failure made the log read-only.
     pub fn failure(&self) -> Option<String> {
-        self.inner
-            .failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.inner.failed.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The entry at `index`.
@@ -390,11 +368,7 @@ impl Log {
     /// The durable entries of bundle `bundle`.
     fn read_bundle(&self, st: &State, bundle: u64) -> Result<Vec<Vec<u8>>, ReadError> {
         let from = st.bundle_offsets[bundle as usize];
-        let to = st
-            .bundle_offsets
-            .get(bundle as usize + 1)
-            .copied()
-            .unwrap_or(st.entries_len);
+        let to = st.bundle_offsets.get(bundle as usize + 1).copied().unwrap_or(st.entries_len);
         let mut raw = vec![0u8; (to - from) as usize];
         self.inner.storage.read_at(ENTRIES_FILE, from, &mut raw)?;
         let mut out = Vec::new();
@@ -408,10 +382,7 @@ impl Log {
                 _ => {
                     return Err(ReadError::Io(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!(
-                            "entries file damaged at byte {} since open",
-                            from + pos as u64
-                        ),
+                        format!("entries file damaged at byte {} since open", from + pos as u64),
                     )));
                 }
             }
@@ -437,10 +408,7 @@ impl Log {
     pub fn leaf_hash(&self, index: u64) -> Result<Hash, ReadError> {
         let st = self.read_state();
         if index >= st.size {
-            return Err(ReadError::OutOfRange(format!(
-                "index {index} is not below the log size {}",
-                st.size
-            )));
+            return Err(ReadError::OutOfRange(format!("index {index} is not below the log size {}", st.size)));
         }
         Ok(self.reader(&st).leaves(index, 1)?[0])
     }
@@ -449,14 +417,9 @@ impl Log {
     pub fn hash_tile(&self, level: u8, index: u64, width: u16) -> Result<Vec<u8>, ReadError> {
         let st = self.read_state();
         let tree_level = u32::from(level) * TILE_HEIGHT;
-        let available = if tree_level >= 64 {
-            0
-        } else {
-            st.size >> tree_level
-        };
-        let first = index
-            .checked_mul(TILE_WIDTH)
-            .ok_or_else(|| ReadError::OutOfRange("tile index overflows".into()))?;
+        let available = if tree_level >= 64 { 0 } else { st.size >> tree_level };
+        let first =
+            index.checked_mul(TILE_WIDTH).ok_or_else(|| ReadError::OutOfRange("tile index overflows".into()))?;
         if first + u64::from(width) > available {
             return Err(ReadError::OutOfRange(format!(
                 "tile {level}/{index} of width {width} is beyond the tree ({available} hashes at that level)"
@@ -474,9 +437,8 @@ impl Log {
     /// The bytes of entry bundle `index` with `width` entries.
     pub fn entry_bundle(&self, index: u64, width: u16) -> Result<Vec<u8>, ReadError> {
         let st = self.read_state();
-        let first = index
-            .checked_mul(TILE_WIDTH)
-            .ok_or_else(|| ReadError::OutOfRange("bundle index overflows".into()))?;
+        let first =
+            index.checked_mul(TILE_WIDTH).ok_or_else(|| ReadError::OutOfRange("bundle index overflows".into()))?;
         if first + u64::from(width) > st.size {
             return Err(ReadError::OutOfRange(format!(
                 "bundle {index} of width {width} is beyond the log's {} entries",
@@ -509,25 +471,12 @@ impl Log {
         let storage = &self.inner.storage;
         // The stored hashes a checkpoint covers must be durable before it.
         storage.sync(HASHES_FILE).map_err(|e| self.fail_sign(e))?;
-        let checkpoint = Checkpoint {
-            origin: self.inner.config.origin.clone(),
-            size,
-            root,
-            extensions: vec![],
-        };
-        let note = self
-            .inner
-            .signer
-            .sign(&checkpoint.to_body())
-            .expect("checkpoint body is valid note text");
+        let checkpoint = Checkpoint { origin: self.inner.config.origin.clone(), size, root, extensions: vec![] };
+        let note = self.inner.signer.sign(&checkpoint.to_body()).expect("checkpoint body is valid note text");
         let mut rec = Vec::new();
         format::encode_record(&mut rec, note.as_bytes());
-        storage
-            .append(CHECKPOINTS_FILE, &rec)
-            .map_err(|e| self.fail_sign(e))?;
-        storage
-            .sync(CHECKPOINTS_FILE)
-            .map_err(|e| self.fail_sign(e))?;
+        storage.append(CHECKPOINTS_FILE, &rec).map_err(|e| self.fail_sign(e))?;
+        storage.sync(CHECKPOINTS_FILE).map_err(|e| self.fail_sign(e))?;
         let signed = SignedCheckpoint { checkpoint, note };
         let mut st = self.write_state();
         st.checkpoint = Some(signed.clone());
@@ -536,19 +485,14 @@ impl Log {
     }
 
     fn check_extends(&self, prev: &Checkpoint, size: u64, root: &Hash) -> Result<(), SignError> {
-        let inconsistent = |reason: String| SignError::Inconsistent {
-            old_size: prev.size,
-            new_size: size,
-            reason,
-        };
+        let inconsistent = |reason: String| SignError::Inconsistent { old_size: prev.size, new_size: size, reason };
         if size < prev.size {
             return Err(inconsistent("the tree shrank".into()));
         }
         let st = self.read_state();
-        let p = proof::consistency_proof(&self.reader(&st), prev.size, size)
-            .map_err(|e| inconsistent(e.to_string()))?;
-        proof::verify_consistency(prev.size, size, &prev.root, root, &p)
-            .map_err(|e| inconsistent(e.to_string()))
+        let p =
+            proof::consistency_proof(&self.reader(&st), prev.size, size).map_err(|e| inconsistent(e.to_string()))?;
+        proof::verify_consistency(prev.size, size, &prev.root, root, &p).map_err(|e| inconsistent(e.to_string()))
     }
 
     fn fail_sign(&self, e: io::Error) -> SignError {
@@ -571,10 +515,7 @@ impl Log {
     }
 
     fn reader<'a>(&'a self, st: &'a State) -> StoredReader<'a> {
-        StoredReader {
-            storage: &*self.inner.storage,
-            st,
-        }
+        StoredReader { storage: &*self.inner.storage, st }
     }
 }
 
@@ -590,9 +531,7 @@ impl Drop for Log {
 
 fn check_size(size: u64, have: u64) -> Result<(), ReadError> {
     if size > have {
-        return Err(ReadError::OutOfRange(format!(
-            "tree size {size} is beyond the log's {have} entries"
-        )));
+        return Err(ReadError::OutOfRange(format!("tree size {size} is beyond the log's {have} entries")));
     }
     Ok(())
 }
@@ -627,12 +566,8 @@ impl StoredReader<'_> {
             return Ok(self.st.tail[i..i + count as usize].to_vec());
         }
         let mut raw = vec![0u8; count as usize * HASH_SIZE];
-        self.storage
-            .read_at(HASHES_FILE, first * HASH_SIZE as u64, &mut raw)?;
-        Ok(raw
-            .chunks(HASH_SIZE)
-            .map(|c| Hash::from_slice(c).expect("32 bytes"))
-            .collect())
+        self.storage.read_at(HASHES_FILE, first * HASH_SIZE as u64, &mut raw)?;
+        Ok(raw.chunks(HASH_SIZE).map(|c| Hash::from_slice(c).expect("32 bytes")).collect())
     }
 }
 
@@ -641,18 +576,9 @@ impl HashReader for StoredReader<'_> {
     fn subtree(&self, level: u32, index: u64) -> io::Result<Hash> {
         if level >= MEMORY_LEVEL_MIN {
             let k = (level - MEMORY_LEVEL_MIN) as usize;
-            return self
-                .st
-                .upper
-                .get(k)
-                .and_then(|l| l.get(index as usize))
-                .copied()
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!("no subtree at level {level} index {index}"),
-                    )
-                });
+            return self.st.upper.get(k).and_then(|l| l.get(index as usize)).copied().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("no subtree at level {level} index {index}"))
+            });
         }
         let leaves = self.leaves(index << level, 1 << level)?;
         Ok(tile::subtree_of_run(&leaves))
@@ -691,18 +617,8 @@ fn writer_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
 /// Writes a group of requests with one write and one fsync, then publishes
 /// them. Returns the index of the first entry. Nothing is published, and so
 /// nothing acknowledged, unless the fsync succeeded.
-fn commit(
-    inner: &Inner,
-    batch: &[Request],
-    count: usize,
-    bytes: usize,
-) -> Result<u64, AppendError> {
-    if let Some(f) = inner
-        .failed
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-    {
+fn commit(inner: &Inner, batch: &[Request], count: usize, bytes: usize) -> Result<u64, AppendError> {
+    if let Some(f) = inner.failed.lock().unwrap_or_else(|e| e.into_inner()).clone() {
         return Err(AppendError::Failed(f));
     }
     let (first_index, first_offset) = {
@@ -766,18 +682,12 @@ fn recover(
     let checkpoints = load_checkpoints(s, config, verifier)?;
     let signed_size = checkpoints.last().map_or(0, |c| c.checkpoint.size);
 
-    let hashes_len = s
-        .len(HASHES_FILE)
-        .map_err(io_ctx("reading hashes length"))?
-        .unwrap_or(0);
+    let hashes_len = s.len(HASHES_FILE).map_err(io_ctx("reading hashes length"))?.unwrap_or(0);
     let mut stored_count = hashes_len / HASH_SIZE as u64;
     let mut state = State::empty();
     let mut next_cp = 0usize;
     let mut fresh: Vec<Hash> = Vec::new(); // recomputed hashes to append
-    let entries_len = s
-        .len(ENTRIES_FILE)
-        .map_err(io_ctx("reading entries length"))?
-        .unwrap_or(0);
+    let entries_len = s.len(ENTRIES_FILE).map_err(io_ctx("reading entries length"))?.unwrap_or(0);
     // Checkpoints of size 0 match the empty tree.
     while next_cp < checkpoints.len() && checkpoints[next_cp].checkpoint.size == 0 {
         check_root(&checkpoints, next_cp, &Hash::empty())?;
@@ -801,10 +711,7 @@ fn recover(
                 }
                 let leaf = leaf_hash(payload);
                 if index < stored_count {
-                    let want = stored
-                        .get(index)
-                        .map_err(io_ctx("reading stored hashes"))?
-                        .expect("below count");
+                    let want = stored.get(index).map_err(io_ctx("reading stored hashes"))?.expect("below count");
                     if want != leaf {
                         if index < signed_size {
                             return Err(OpenError::Corrupt {
@@ -822,14 +729,8 @@ fn recover(
                 if index >= stored_count {
                     fresh.push(leaf);
                 }
-                state.push(
-                    offset,
-                    leaf,
-                    (format::RECORD_HEADER_SIZE_BYTES + payload.len()) as u64,
-                );
-                while next_cp < checkpoints.len()
-                    && checkpoints[next_cp].checkpoint.size == state.size
-                {
+                state.push(offset, leaf, (format::RECORD_HEADER_SIZE_BYTES + payload.len()) as u64);
+                while next_cp < checkpoints.len() && checkpoints[next_cp].checkpoint.size == state.size {
                     check_root(&checkpoints, next_cp, &state.builder.root())?;
                     next_cp += 1;
                 }
@@ -838,12 +739,7 @@ fn recover(
             |_| {},
         )?
     };
-    if let ScanEnd::Damaged {
-        offset,
-        file_len,
-        reason,
-    } = end
-    {
+    if let ScanEnd::Damaged { offset, file_len, reason } = end {
         if state.size < signed_size || file_len - offset > config.max_batch_bytes as u64 {
             return Err(OpenError::Corrupt {
                 file: ENTRIES_FILE,
@@ -856,56 +752,36 @@ fn recover(
             });
         }
         tracing::warn!(origin = %config.origin, offset, bytes = file_len - offset, reason, "cutting torn write from end of entries");
-        s.truncate(ENTRIES_FILE, offset)
-            .map_err(io_ctx("truncating torn entries"))?;
+        s.truncate(ENTRIES_FILE, offset).map_err(io_ctx("truncating torn entries"))?;
     }
     if next_cp < checkpoints.len() {
         let cp = &checkpoints[next_cp].checkpoint;
         return Err(OpenError::CheckpointMismatch {
             number: next_cp as u64,
             size: cp.size,
-            reason: format!(
-                "the log holds only {} entries; entries {}.. are missing",
-                state.size, state.size
-            ),
+            reason: format!("the log holds only {} entries; entries {}.. are missing", state.size, state.size),
         });
     }
-    if stored_count > state.size
-        || hashes_len % HASH_SIZE as u64 != 0
-        || stored_count < hashes_len / HASH_SIZE as u64
-    {
+    if stored_count > state.size || hashes_len % HASH_SIZE as u64 != 0 || stored_count < hashes_len / HASH_SIZE as u64 {
         s.truncate(HASHES_FILE, stored_count.min(state.size) * HASH_SIZE as u64)
             .map_err(io_ctx("truncating hashes"))?;
     }
     if !fresh.is_empty() {
         let raw: Vec<u8> = fresh.iter().flat_map(|h| h.0).collect();
-        s.append(HASHES_FILE, &raw)
-            .map_err(io_ctx("restoring stored hashes"))?;
-        s.sync(HASHES_FILE)
-            .map_err(io_ctx("syncing stored hashes"))?;
+        s.append(HASHES_FILE, &raw).map_err(io_ctx("restoring stored hashes"))?;
+        s.sync(HASHES_FILE).map_err(io_ctx("syncing stored hashes"))?;
     }
     Ok((checkpoints, state))
 }
 
-fn check_root(
-    checkpoints: &[SignedCheckpoint],
-    number: usize,
-    root: &Hash,
-) -> Result<(), OpenError> {
+fn check_root(checkpoints: &[SignedCheckpoint], number: usize, root: &Hash) -> Result<(), OpenError> {
     let cp = &checkpoints[number].checkpoint;
     if cp.root != *root {
-        let from = if number == 0 {
-            0
-        } else {
-            checkpoints[number - 1].checkpoint.size
-        };
+        let from = if number == 0 { 0 } else { checkpoints[number - 1].checkpoint.size };
         return Err(OpenError::CheckpointMismatch {
             number: number as u64,
             size: cp.size,
-            reason: format!(
-                "root differs; some entry in {from}..{} was altered",
-                cp.size
-            ),
+            reason: format!("root differs; some entry in {from}..{} was altered", cp.size),
         });
     }
     Ok(())
@@ -915,14 +791,11 @@ fn check_root(
 /// being created; otherwise checks it.
 fn ensure_header(s: &dyn Storage, file: &'static str, magic: [u8; 8]) -> Result<(), OpenError> {
     let header = format::header(magic);
-    let len = s
-        .len(file)
-        .map_err(io_ctx(format!("reading {file} length")))?;
+    let len = s.len(file).map_err(io_ctx(format!("reading {file} length")))?;
     let existing = match len {
         Some(n) if n >= HEADER_SIZE_BYTES => {
             let mut h = [0u8; HEADER_SIZE_BYTES as usize];
-            s.read_at(file, 0, &mut h)
-                .map_err(io_ctx(format!("reading {file} header")))?;
+            s.read_at(file, 0, &mut h).map_err(io_ctx(format!("reading {file} header")))?;
             return format::check_header(&h, magic).map_err(|reason| OpenError::Corrupt {
                 file,
                 index: 0,
@@ -932,24 +805,16 @@ fn ensure_header(s: &dyn Storage, file: &'static str, magic: [u8; 8]) -> Result<
         }
         Some(n) => {
             let mut h = vec![0u8; n as usize];
-            s.read_at(file, 0, &mut h)
-                .map_err(io_ctx(format!("reading {file} header")))?;
+            s.read_at(file, 0, &mut h).map_err(io_ctx(format!("reading {file} header")))?;
             h
         }
         None => Vec::new(),
     };
     if !header.starts_with(&existing) && !existing.iter().all(|&b| b == 0) {
-        return Err(OpenError::Corrupt {
-            file,
-            index: 0,
-            offset: 0,
-            reason: "damaged file header".into(),
-        });
+        return Err(OpenError::Corrupt { file, index: 0, offset: 0, reason: "damaged file header".into() });
     }
-    s.truncate(file, 0)
-        .map_err(io_ctx(format!("resetting {file}")))?;
-    s.append(file, &header)
-        .map_err(io_ctx(format!("writing {file} header")))?;
+    s.truncate(file, 0).map_err(io_ctx(format!("resetting {file}")))?;
+    s.append(file, &header).map_err(io_ctx(format!("writing {file} header")))?;
     s.sync(file).map_err(io_ctx(format!("syncing {file}")))?;
     Ok(())
 }
@@ -959,10 +824,7 @@ fn load_checkpoints(
     config: &LogConfig,
     verifier: &NoteVerifier,
 ) -> Result<Vec<SignedCheckpoint>, OpenError> {
-    let len = s
-        .len(CHECKPOINTS_FILE)
-        .map_err(io_ctx("reading checkpoints length"))?
-        .unwrap_or(0);
+    let len = s.len(CHECKPOINTS_FILE).map_err(io_ctx("reading checkpoints length"))?.unwrap_or(0);
     let mut out: Vec<SignedCheckpoint> = Vec::new();
     let end = scan_records(
         s,
@@ -970,20 +832,12 @@ fn load_checkpoints(
         len,
         |offset, payload| -> Result<(), OpenError> {
             let number = out.len() as u64;
-            let bad = |reason: String| OpenError::Corrupt {
-                file: CHECKPOINTS_FILE,
-                index: number,
-                offset,
-                reason,
-            };
+            let bad = |reason: String| OpenError::Corrupt { file: CHECKPOINTS_FILE, index: number, offset, reason };
             let note = std::str::from_utf8(payload).map_err(|_| bad("not UTF-8".into()))?;
             let text = verifier.open(note).map_err(|e| bad(e.to_string()))?;
             let checkpoint = Checkpoint::parse(text).map_err(|e| bad(e.to_string()))?;
             if checkpoint.origin != config.origin {
-                return Err(bad(format!(
-                    "origin {:?}, expected {:?}",
-                    checkpoint.origin, config.origin
-                )));
+                return Err(bad(format!("origin {:?}, expected {:?}", checkpoint.origin, config.origin)));
             }
             if let Some(prev) = out.last() {
                 if checkpoint.size <= prev.checkpoint.size {
@@ -993,21 +847,20 @@ fn load_checkpoints(
                     )));
                 }
             }
-            out.push(SignedCheckpoint {
-                checkpoint,
-                note: note.to_string(),
-            });
+            out.push(SignedCheckpoint { checkpoint, note: note.to_string() });
             Ok(())
         },
         |_| {},
     )?;
-    if let ScanEnd::Damaged {
-        offset,
-        file_len,
-        reason,
-    } = end
-    {
-        if file_len - offset > MAX_TORN_CHECKPOINT_BYTES {
+    if let ScanEnd::Damaged { offset, file_len, reason } = end {
+        // Only the last record can be a torn write: one whose declared
+        // length reaches the end of the file, or runs past it.
+        let mut len = [0u8; 4];
+        let declared_end = match s.read_at(CHECKPOINTS_FILE, offset, &mut len) {
+            Ok(()) => offset + format::RECORD_HEADER_SIZE_BYTES as u64 + u64::from(u32::from_le_bytes(len)),
+            Err(_) => file_len,
+        };
+        if file_len - offset > MAX_TORN_CHECKPOINT_BYTES || declared_end < file_len {
             return Err(OpenError::Corrupt {
                 file: CHECKPOINTS_FILE,
                 index: out.len() as u64,
@@ -1015,17 +868,13 @@ fn load_checkpoints(
                 reason: reason.to_string(),
             });
         }
-        s.truncate(CHECKPOINTS_FILE, offset)
-            .map_err(io_ctx("truncating torn checkpoint"))?;
+        s.truncate(CHECKPOINTS_FILE, offset).map_err(io_ctx("truncating torn checkpoint"))?;
     }
     Ok(out)
 }
 
 impl From<io::Error> for OpenError {
     fn from(source: io::Error) -> OpenError {
-        OpenError::Io {
-            context: "reading log storage".into(),
-            source,
-        }
+        OpenError::Io { context: "reading log storage".into(), source }
     }
 }

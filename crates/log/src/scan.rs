@@ -55,11 +55,7 @@ pub fn scan_records<E: From<io::Error>>(
                 pos += used;
             }
             Decoded::Bad(reason) => {
-                return Ok(ScanEnd::Damaged {
-                    offset,
-                    file_len,
-                    reason,
-                });
+                return Ok(ScanEnd::Damaged { offset, file_len, reason });
             }
             Decoded::Incomplete => {
                 let read_from = buf_start + buf.len() as u64;
@@ -67,11 +63,7 @@ pub fn scan_records<E: From<io::Error>>(
                     if offset == file_len {
                         return Ok(ScanEnd::Clean { end: file_len });
                     }
-                    return Ok(ScanEnd::Damaged {
-                        offset,
-                        file_len,
-                        reason: "record runs past the end of the file",
-                    });
+                    return Ok(ScanEnd::Damaged { offset, file_len, reason: "record runs past the end of the file" });
                 }
                 // Keep the unread part and read the next chunk after it.
                 buf.drain(..pos);
@@ -100,14 +92,7 @@ pub struct HashStream<'a> {
 impl<'a> HashStream<'a> {
     /// Streams the first `count` hashes of `file`.
     pub fn new(s: &'a dyn Storage, file: &'a str, count: u64) -> HashStream<'a> {
-        HashStream {
-            s,
-            file,
-            count,
-            next: 0,
-            chunk: Vec::new(),
-            chunk_start: 0,
-        }
+        HashStream { s, file, count, next: 0, chunk: Vec::new(), chunk_start: 0 }
     }
 
     /// The stored hash at `index`, which must be the next one or later;
@@ -119,12 +104,8 @@ impl<'a> HashStream<'a> {
         if index < self.chunk_start || index >= self.chunk_start + self.chunk.len() as u64 {
             let n = (self.count - index).min(HASH_CHUNK);
             let mut raw = vec![0u8; n as usize * HASH_SIZE];
-            self.s
-                .read_at(self.file, index * HASH_SIZE as u64, &mut raw)?;
-            self.chunk = raw
-                .chunks(HASH_SIZE)
-                .map(|c| Hash::from_slice(c).expect("32 bytes"))
-                .collect();
+            self.s.read_at(self.file, index * HASH_SIZE as u64, &mut raw)?;
+            self.chunk = raw.chunks(HASH_SIZE).map(|c| Hash::from_slice(c).expect("32 bytes")).collect();
             self.chunk_start = index;
         }
         self.next = index + 1;

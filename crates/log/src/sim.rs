@@ -56,12 +56,7 @@ fn next(rng: &mut u64) -> u64 {
 impl SimStorage {
     /// An empty disk whose random choices follow `seed`.
     pub fn new(seed: u64) -> SimStorage {
-        SimStorage {
-            state: Mutex::new(State {
-                rng: seed | 1,
-                ..State::default()
-            }),
-        }
+        SimStorage { state: Mutex::new(State { rng: seed | 1, ..State::default() }) }
     }
 
     /// A disk holding exactly these files, all durable.
@@ -70,22 +65,10 @@ impl SimStorage {
             .into_iter()
             .map(|(k, v)| {
                 let durable_len = v.len();
-                (
-                    k,
-                    SimFile {
-                        data: v,
-                        durable_len,
-                    },
-                )
+                (k, SimFile { data: v, durable_len })
             })
             .collect();
-        SimStorage {
-            state: Mutex::new(State {
-                files,
-                rng: seed | 1,
-                ..State::default()
-            }),
-        }
+        SimStorage { state: Mutex::new(State { files, rng: seed | 1, ..State::default() }) }
     }
 
     /// Pulls the plug after `ops` more storage operations.
@@ -190,16 +173,10 @@ impl Storage for SimStorage {
     fn read_at(&self, file: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let mut s = self.lock();
         s.tick()?;
-        let f = s
-            .files
-            .get(file)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, file.to_string()))?;
+        let f = s.files.get(file).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, file.to_string()))?;
         let end = offset as usize + buf.len();
         if end > f.data.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "read past end",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past end"));
         }
         buf.copy_from_slice(&f.data[offset as usize..end]);
         Ok(())
@@ -210,18 +187,10 @@ impl Storage for SimStorage {
         s.tick()?;
         if s.fault(FaultOp::Append) {
             let part = (next(&mut s.rng) % (data.len() as u64 + 1)) as usize;
-            s.files
-                .entry(file.to_string())
-                .or_default()
-                .data
-                .extend_from_slice(&data[..part]);
+            s.files.entry(file.to_string()).or_default().data.extend_from_slice(&data[..part]);
             return Err(io::Error::from_raw_os_error(28)); // ENOSPC
         }
-        s.files
-            .entry(file.to_string())
-            .or_default()
-            .data
-            .extend_from_slice(data);
+        s.files.entry(file.to_string()).or_default().data.extend_from_slice(data);
         Ok(())
     }
 

@@ -55,10 +55,7 @@ impl FsStorage {
                 sync_dir(parent)?;
             }
         }
-        Ok(FsStorage {
-            dir: dir.to_path_buf(),
-            files: Mutex::new(HashMap::new()),
-        })
+        Ok(FsStorage { dir: dir.to_path_buf(), files: Mutex::new(HashMap::new()) })
     }
 
     /// The directory.
@@ -76,13 +73,7 @@ impl FsStorage {
         if !existed && !create {
             return Ok(None);
         }
-        let f = Arc::new(
-            OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(create)
-                .open(&path)?,
-        );
+        let f = Arc::new(OpenOptions::new().read(true).append(true).create(create).open(&path)?);
         if !existed {
             // A new file's directory entry must be durable too.
             sync_dir(&self.dir)?;
@@ -106,9 +97,9 @@ impl Storage for FsStorage {
     }
 
     fn read_at(&self, file: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let f = self.handle(file, false)?.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("{file} does not exist"))
-        })?;
+        let f = self
+            .handle(file, false)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{file} does not exist")))?;
         f.read_exact_at(buf, offset)
     }
 

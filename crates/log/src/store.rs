@@ -100,22 +100,14 @@ fn io_ctx(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
 /// a letter or digit. Names starting with `_` are reserved for system logs
 /// and allowed only when `system` is set.
 pub fn validate_log_name(name: &str, system: bool) -> Result<(), StoreError> {
-    let bad = |reason| {
-        Err(StoreError::BadName {
-            name: name.chars().take(80).collect(),
-            reason,
-        })
-    };
+    let bad = |reason| Err(StoreError::BadName { name: name.chars().take(80).collect(), reason });
     if name.is_empty() {
         return bad("empty");
     }
     if name.len() > MAX_LOG_NAME_BYTES {
         return bad("longer than 64 bytes");
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
         return bad("only letters, digits, '.', '_' and '-' are allowed");
     }
     let first = name.as_bytes()[0];
@@ -146,12 +138,7 @@ pub fn generate_signer(name: &str) -> Result<NoteSigner, String> {
 /// Writes a secret file with mode 0600, atomically and durably.
 pub fn write_secret_file(path: &Path, contents: &str) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     f.write_all(contents.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -160,16 +147,11 @@ pub fn write_secret_file(path: &Path, contents: &str) -> io::Result<()> {
 
 /// Loads a signer key file, refusing one that others can read.
 pub fn load_signer(path: &Path) -> Result<NoteSigner, StoreError> {
-    let key_err = |reason: String| StoreError::Key {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let key_err = |reason: String| StoreError::Key { path: path.to_path_buf(), reason };
     let meta = std::fs::metadata(path).map_err(|e| key_err(e.to_string()))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(key_err(format!(
-            "mode is {mode:o}, readable by others; run chmod 600 on it"
-        )));
+        return Err(key_err(format!("mode is {mode:o}, readable by others; run chmod 600 on it")));
     }
     let text = std::fs::read_to_string(path).map_err(|e| key_err(e.to_string()))?;
     NoteSigner::parse(&text).map_err(|e| key_err(e.to_string()))
@@ -186,21 +168,14 @@ impl LogStore {
         let signer = if key_path.exists() {
             load_signer(&key_path)?
         } else {
-            let signer = generate_signer(&config.key_name).map_err(|reason| StoreError::Key {
-                path: key_path.clone(),
-                reason,
-            })?;
+            let signer = generate_signer(&config.key_name)
+                .map_err(|reason| StoreError::Key { path: key_path.clone(), reason })?;
             write_secret_file(&key_path, &format!("{}\n", signer.to_key_string()))
                 .map_err(io_ctx(format!("writing {}", key_path.display())))?;
             tracing::info!(verifier_key = %signer.verifier().to_key_string(), "created a new signing key");
             signer
         };
-        let store = LogStore {
-            config,
-            signer,
-            logs: RwLock::new(BTreeMap::new()),
-            creating: Mutex::new(()),
-        };
+        let store = LogStore { config, signer, logs: RwLock::new(BTreeMap::new()), creating: Mutex::new(()) };
         let entries = std::fs::read_dir(dir.join(LOGS_DIR)).map_err(io_ctx("listing logs"))?;
         for entry in entries {
             let entry = entry.map_err(io_ctx("listing logs"))?;
@@ -210,26 +185,19 @@ impl LogStore {
                 continue;
             }
             let log = store.open_log(&name)?;
-            store
-                .logs
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(name, Arc::new(log));
+            store.logs.write().unwrap_or_else(|e| e.into_inner()).insert(name, Arc::new(log));
         }
         Ok(store)
     }
 
     fn open_log(&self, name: &str) -> Result<Log, StoreError> {
         let path = self.config.dir.join(LOGS_DIR).join(name);
-        let storage =
-            FsStorage::open(&path).map_err(io_ctx(format!("opening {}", path.display())))?;
+        let storage = FsStorage::open(&path).map_err(io_ctx(format!("opening {}", path.display())))?;
         let mut cfg = LogConfig::new(&self.origin(name));
         cfg.max_batch_entries = self.config.max_batch_entries;
         cfg.max_batch_bytes = self.config.max_batch_bytes;
-        Log::open(Arc::new(storage), cfg, self.signer.clone()).map_err(|source| StoreError::Open {
-            name: name.into(),
-            source,
-        })
+        Log::open(Arc::new(storage), cfg, self.signer.clone())
+            .map_err(|source| StoreError::Open { name: name.into(), source })
     }
 
     /// The checkpoint origin of a log: `<key name>/<log name>`.
@@ -249,11 +217,7 @@ impl LogStore {
 
     /// An existing log.
     pub fn get(&self, name: &str) -> Option<Arc<Log>> {
-        self.logs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        self.logs.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
     }
 
     /// An existing log, or a new one if the store creates logs on first
@@ -279,21 +243,13 @@ impl LogStore {
         }
         let log = Arc::new(self.open_log(name)?);
         sync_dir(&self.config.dir.join(LOGS_DIR)).map_err(io_ctx("syncing logs directory"))?;
-        self.logs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.into(), log.clone());
+        self.logs.write().unwrap_or_else(|e| e.into_inner()).insert(name.into(), log.clone());
         Ok(log)
     }
 
     /// Every log, by name.
     pub fn list(&self) -> Vec<(String, Arc<Log>)> {
-        self.logs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        self.logs.read().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 }
 
@@ -306,17 +262,7 @@ mod tests {
         for ok in ["a", "prod-db", "db.prod_1", &"x".repeat(64)] {
             assert!(validate_log_name(ok, false).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "../x",
-            "a/b",
-            ".hidden",
-            "-x",
-            "_custos",
-            "a b",
-            &"x".repeat(65),
-            "é",
-        ] {
+        for bad in ["", "../x", "a/b", ".hidden", "-x", "_custos", "a b", &"x".repeat(65), "é"] {
             assert!(validate_log_name(bad, false).is_err(), "{bad}");
         }
         assert!(validate_log_name("_custos", true).is_ok());
@@ -328,10 +274,7 @@ mod tests {
         drop(LogStore::open(StoreConfig::new(dir.path())).unwrap());
         let key = dir.path().join(KEY_FILE);
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = LogStore::open(StoreConfig::new(dir.path()))
-            .err()
-            .unwrap()
-            .to_string();
+        let err = LogStore::open(StoreConfig::new(dir.path())).err().unwrap().to_string();
         assert!(err.contains("readable by others"), "{err}");
     }
 }

@@ -84,16 +84,10 @@ pub enum VerifyFailure {
 
 fn header(s: &dyn Storage, file: &'static str, magic: [u8; 8]) -> Result<u64, VerifyFailure> {
     let io = |source| VerifyFailure::Io { file, source };
-    let len = s
-        .len(file)
-        .map_err(io)?
-        .ok_or_else(|| VerifyFailure::Header {
-            file,
-            reason: "file is missing".into(),
-        })?;
+    let len =
+        s.len(file).map_err(io)?.ok_or_else(|| VerifyFailure::Header { file, reason: "file is missing".into() })?;
     let mut h = vec![0u8; HEADER_SIZE_BYTES.min(len) as usize];
-    s.read_at(file, 0, &mut h)
-        .map_err(|source| VerifyFailure::Io { file, source })?;
+    s.read_at(file, 0, &mut h).map_err(|source| VerifyFailure::Io { file, source })?;
     format::check_header(&h, magic).map_err(|reason| VerifyFailure::Header { file, reason })?;
     Ok(len)
 }
@@ -108,20 +102,12 @@ pub fn verify_log(
 ) -> Result<VerifyReport, VerifyFailure> {
     let checkpoints = read_checkpoints(s, origin, verifier)?;
     let entries_len = header(s, ENTRIES_FILE, ENTRIES_MAGIC)?;
-    let hashes_len = s
-        .len(HASHES_FILE)
-        .map_err(|source| VerifyFailure::Io {
-            file: HASHES_FILE,
-            source,
-        })?
-        .unwrap_or(0);
+    let hashes_len = s.len(HASHES_FILE).map_err(|source| VerifyFailure::Io { file: HASHES_FILE, source })?.unwrap_or(0);
     if hashes_len % HASH_SIZE as u64 != 0 {
         return Err(VerifyFailure::StoredHash {
             index: hashes_len / HASH_SIZE as u64,
             tile: hashes_len / HASH_SIZE as u64 / TILE_WIDTH,
-            reason: format!(
-                "is cut short: the hashes file has {hashes_len} bytes, not a multiple of 32"
-            ),
+            reason: format!("is cut short: the hashes file has {hashes_len} bytes, not a multiple of 32"),
         });
     }
     let stored_count = hashes_len / HASH_SIZE as u64;
@@ -152,44 +138,27 @@ pub fn verify_log(
             }
             let leaf = leaf_hash(payload);
             let tile = index / TILE_WIDTH;
-            match stored.get(index).map_err(|source| VerifyFailure::Io {
-                file: HASHES_FILE,
-                source,
-            })? {
+            match stored.get(index).map_err(|source| VerifyFailure::Io { file: HASHES_FILE, source })? {
                 Some(h) if h == leaf => {}
                 Some(_) => {
                     return Err(VerifyFailure::StoredHash {
                         index,
                         tile,
-                        reason: "differs from the hash of the entry (entry or hash altered, or entries reordered)".into(),
+                        reason: "differs from the hash of the entry (entry or hash altered, or entries reordered)"
+                            .into(),
                     });
                 }
                 None => {
-                    return Err(VerifyFailure::StoredHash {
-                        index,
-                        tile,
-                        reason: "is missing".into(),
-                    });
+                    return Err(VerifyFailure::StoredHash { index, tile, reason: "is missing".into() });
                 }
             }
-            state.push(
-                offset,
-                leaf,
-                (format::RECORD_HEADER_SIZE_BYTES + payload.len()) as u64,
-            );
+            state.push(offset, leaf, (format::RECORD_HEADER_SIZE_BYTES + payload.len()) as u64);
             while next_cp < checkpoints.len() && checkpoints[next_cp].size == state.size {
                 if checkpoints[next_cp].root != state.builder.root() {
-                    let from = if next_cp == 0 {
-                        0
-                    } else {
-                        checkpoints[next_cp - 1].size
-                    };
+                    let from = if next_cp == 0 { 0 } else { checkpoints[next_cp - 1].size };
                     return Err(VerifyFailure::Checkpoint {
                         number: next_cp as u64,
-                        reason: format!(
-                            "root does not match entries {from}..{}: one of them was altered",
-                            state.size
-                        ),
+                        reason: format!("root does not match entries {from}..{}: one of them was altered", state.size),
                     });
                 }
                 next_cp += 1;
@@ -198,19 +167,11 @@ pub fn verify_log(
         },
         |done| progress(done, entries_len),
     )?;
-    if let ScanEnd::Damaged {
-        offset,
-        reason,
-        file_len,
-    } = end
-    {
+    if let ScanEnd::Damaged { offset, reason, file_len } = end {
         return Err(VerifyFailure::Entry {
             index: state.size,
             offset,
-            reason: format!(
-                "{reason} ({} bytes from here to the end of the file)",
-                file_len - offset
-            ),
+            reason: format!("{reason} ({} bytes from here to the end of the file)", file_len - offset),
         });
     }
     if stored_count > state.size {
@@ -246,34 +207,19 @@ pub fn verify_log(
 
 /// Proves each checkpoint consistent with the one before, with proofs made
 /// from the verified stored tree.
-fn check_mutual_consistency(
-    s: &dyn Storage,
-    state: &State,
-    cps: &[Checkpoint],
-) -> Result<(), VerifyFailure> {
-    let reader = StoredReader {
-        storage: s,
-        st: state,
-    };
+fn check_mutual_consistency(s: &dyn Storage, state: &State, cps: &[Checkpoint]) -> Result<(), VerifyFailure> {
+    let reader = StoredReader { storage: s, st: state };
     for (i, pair) in cps.windows(2).enumerate() {
         let (a, b) = (&pair[0], &pair[1]);
-        let fail = |reason: String| VerifyFailure::Checkpoint {
-            number: i as u64 + 1,
-            reason,
-        };
-        let p = proof::consistency_proof(&reader, a.size, b.size)
-            .map_err(|e| fail(format!("building proof: {e}")))?;
+        let fail = |reason: String| VerifyFailure::Checkpoint { number: i as u64 + 1, reason };
+        let p = proof::consistency_proof(&reader, a.size, b.size).map_err(|e| fail(format!("building proof: {e}")))?;
         proof::verify_consistency(a.size, b.size, &a.root, &b.root, &p)
             .map_err(|e| fail(format!("inconsistent with checkpoint {i}: {e}")))?;
     }
     Ok(())
 }
 
-fn read_checkpoints(
-    s: &dyn Storage,
-    origin: &str,
-    verifier: &NoteVerifier,
-) -> Result<Vec<Checkpoint>, VerifyFailure> {
+fn read_checkpoints(s: &dyn Storage, origin: &str, verifier: &NoteVerifier) -> Result<Vec<Checkpoint>, VerifyFailure> {
     let len = header(s, CHECKPOINTS_FILE, CHECKPOINTS_MAGIC)?;
     let mut out: Vec<Checkpoint> = Vec::new();
     let end = scan_records(
@@ -281,12 +227,8 @@ fn read_checkpoints(
         CHECKPOINTS_FILE,
         len,
         |_, payload| -> Result<(), VerifyFailure> {
-            let fail = |reason: String| VerifyFailure::Checkpoint {
-                number: out.len() as u64,
-                reason,
-            };
-            let note =
-                std::str::from_utf8(payload).map_err(|_| fail("note is not UTF-8".into()))?;
+            let fail = |reason: String| VerifyFailure::Checkpoint { number: out.len() as u64, reason };
+            let note = std::str::from_utf8(payload).map_err(|_| fail("note is not UTF-8".into()))?;
             let text = verifier.open(note).map_err(|e| fail(e.to_string()))?;
             let cp = Checkpoint::parse(text).map_err(|e| fail(e.to_string()))?;
             if cp.origin != origin {
@@ -294,10 +236,7 @@ fn read_checkpoints(
             }
             if let Some(prev) = out.last() {
                 if cp.size <= prev.size {
-                    return Err(fail(format!(
-                        "size {} does not grow from {}",
-                        cp.size, prev.size
-                    )));
+                    return Err(fail(format!("size {} does not grow from {}", cp.size, prev.size)));
                 }
             }
             out.push(cp);
@@ -316,9 +255,6 @@ fn read_checkpoints(
 
 impl From<io::Error> for VerifyFailure {
     fn from(source: io::Error) -> VerifyFailure {
-        VerifyFailure::Io {
-            file: ENTRIES_FILE,
-            source,
-        }
+        VerifyFailure::Io { file: ENTRIES_FILE, source }
     }
 }

@@ -18,9 +18,7 @@ use custos_tlog::tree::MemoryTree;
 fn appends_read_back_with_proofs_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(7);
-    let all: Vec<Vec<u8>> = (0..700)
-        .map(|i| entry(&format!("e{i}"), &mut rng))
-        .collect();
+    let all: Vec<Vec<u8>> = (0..700).map(|i| entry(&format!("e{i}"), &mut rng)).collect();
     {
         let log = open(Arc::new(FsStorage::open(dir.path()).unwrap()));
         let mut next = 0;
@@ -30,10 +28,7 @@ fn appends_read_back_with_proofs_across_reopen() {
             next = r.end;
         }
         assert!(log.sign_checkpoint().unwrap().is_some());
-        assert!(
-            log.sign_checkpoint().unwrap().is_none(),
-            "nothing new to sign"
-        );
+        assert!(log.sign_checkpoint().unwrap().is_none(), "nothing new to sign");
     }
     let log = open(Arc::new(FsStorage::open(dir.path()).unwrap()));
     assert_eq!(log.size(), 700);
@@ -79,16 +74,8 @@ fn appends_read_back_with_proofs_across_reopen() {
 #[test]
 fn oversized_entry_is_rejected_and_nothing_stored() {
     let log = open(Arc::new(SimStorage::new(1)));
-    let err = log
-        .append_blocking(vec![b"ok".to_vec(), vec![0; 65536]])
-        .unwrap_err();
-    assert_eq!(
-        err,
-        AppendError::EntryTooLarge {
-            position: 1,
-            size_bytes: 65536
-        }
-    );
+    let err = log.append_blocking(vec![b"ok".to_vec(), vec![0; 65536]]).unwrap_err();
+    assert_eq!(err, AppendError::EntryTooLarge { position: 1, size_bytes: 65536 });
     assert_eq!(log.size(), 0);
     log.append_blocking(vec![vec![1; 65535]]).unwrap();
 }

@@ -24,10 +24,7 @@ struct World {
 /// One life of the log: reopen the image, check it, append until the plug
 /// is pulled, and return the new image.
 fn life(world: &mut World, round: u64, seed: u64, threads: usize) {
-    let storage = Arc::new(SimStorage::from_image(
-        std::mem::take(&mut world.image),
-        seed ^ round,
-    ));
+    let storage = Arc::new(SimStorage::from_image(std::mem::take(&mut world.image), seed ^ round));
     let log = Arc::new(open(storage.clone()));
     let size = log.size();
 
@@ -36,17 +33,11 @@ fn life(world: &mut World, round: u64, seed: u64, threads: usize) {
         assert!(*i < size, "acknowledged entry {i} lost: log has {size}");
         assert_eq!(&log.entry(*i).unwrap(), e, "entry {i} changed");
     }
-    assert!(
-        log.checkpoint().map_or(0, |c| c.checkpoint.size) >= world.signed,
-        "signed checkpoint lost"
-    );
+    assert!(log.checkpoint().map_or(0, |c| c.checkpoint.size) >= world.signed, "signed checkpoint lost");
     verify(&*storage).unwrap_or_else(|e| panic!("round {round}: {e}"));
     // Recovered entries are now durable and become part of the record.
     for i in 0..size {
-        world
-            .acked
-            .entry(i)
-            .or_insert_with(|| log.entry(i).unwrap());
+        world.acked.entry(i).or_insert_with(|| log.entry(i).unwrap());
     }
 
     let mut rng = Rng(seed.wrapping_mul(31).wrapping_add(round) | 1);
@@ -59,9 +50,8 @@ fn life(world: &mut World, round: u64, seed: u64, threads: usize) {
             let mut rng = Rng(rng.next() | 1);
             std::thread::spawn(move || {
                 for n in 0..60 {
-                    let batch: Vec<Vec<u8>> = (0..1 + rng.below(12))
-                        .map(|k| entry(&format!("r{round}t{t}n{n}k{k}"), &mut rng))
-                        .collect();
+                    let batch: Vec<Vec<u8>> =
+                        (0..1 + rng.below(12)).map(|k| entry(&format!("r{round}t{t}n{n}k{k}"), &mut rng)).collect();
                     attempted.lock().unwrap().extend(batch.iter().cloned());
                     match log.append_blocking(batch.clone()) {
                         Ok(r) => acked.lock().unwrap().extend(r.zip(batch)),
@@ -85,10 +75,7 @@ fn life(world: &mut World, round: u64, seed: u64, threads: usize) {
     }
     drop(log);
     for (i, e) in acked.lock().unwrap().drain(..) {
-        assert!(
-            world.acked.insert(i, e).is_none(),
-            "index {i} acknowledged twice"
-        );
+        assert!(world.acked.insert(i, e).is_none(), "index {i} acknowledged twice");
     }
     world.signed = signed;
     world.image = storage.crash_image();
@@ -108,11 +95,7 @@ fn life(world: &mut World, round: u64, seed: u64, threads: usize) {
 }
 
 fn run(seed: u64, rounds: u64, threads: usize) {
-    let mut world = World {
-        image: BTreeMap::new(),
-        acked: BTreeMap::new(),
-        signed: 0,
-    };
+    let mut world = World { image: BTreeMap::new(), acked: BTreeMap::new(), signed: 0 };
     for round in 0..rounds {
         life(&mut world, round, seed, threads);
     }

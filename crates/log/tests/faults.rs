@@ -17,10 +17,7 @@ fn failed_fsync_refuses_appends_until_reopen() {
     log.append_blocking(vec![b"a".to_vec()]).unwrap();
     storage.fail(FaultOp::Sync, 0);
     let err = log.append_blocking(vec![b"b".to_vec()]).unwrap_err();
-    assert!(
-        matches!(err, AppendError::Failed(ref m) if m.contains("fsync")),
-        "{err}"
-    );
+    assert!(matches!(err, AppendError::Failed(ref m) if m.contains("fsync")), "{err}");
     assert_eq!(log.size(), 1, "the failed entry is not visible");
     // Even though the disk works again, the log stays read-only.
     let err = log.append_blocking(vec![b"c".to_vec()]).unwrap_err();
@@ -43,10 +40,7 @@ fn full_disk_write_is_undone_and_log_carries_on() {
     log.append_blocking(vec![b"a".to_vec()]).unwrap();
     storage.fail(FaultOp::Append, 0);
     let err = log.append_blocking(vec![vec![b'x'; 5000]]).unwrap_err();
-    assert!(
-        matches!(err, AppendError::Io(ref m) if m.contains("No space")),
-        "{err}"
-    );
+    assert!(matches!(err, AppendError::Io(ref m) if m.contains("No space")), "{err}");
     assert!(log.failure().is_none());
     let r = log.append_blocking(vec![b"b".to_vec()]).unwrap();
     assert_eq!(r, 1..2);

@@ -18,9 +18,7 @@ fn build() -> (Image, Vec<usize>) {
     let storage = Arc::new(SimStorage::new(1));
     let log = open(storage.clone());
     let mut rng = Rng(99);
-    let all: Vec<Vec<u8>> = (0..600)
-        .map(|i| entry(&format!("entry-{i}"), &mut rng))
-        .collect();
+    let all: Vec<Vec<u8>> = (0..600).map(|i| entry(&format!("entry-{i}"), &mut rng)).collect();
     log.append_blocking(all[..300].to_vec()).unwrap();
     log.sign_checkpoint().unwrap();
     log.append_blocking(all[300..].to_vec()).unwrap();
@@ -66,10 +64,7 @@ fn forge(img: &mut Image, offsets: &[usize], i: usize) {
 fn untouched_log_verifies() {
     let (img, _) = build();
     let r = verify(&SimStorage::from_image(img, 0)).unwrap();
-    assert_eq!(
-        (r.entries, r.checkpoints, r.unsigned_entries, r.hash_tiles),
-        (600, 2, 0, 3)
-    );
+    assert_eq!((r.entries, r.checkpoints, r.unsigned_entries, r.hash_tiles), (600, 2, 0, 3));
 }
 
 #[test]
@@ -77,10 +72,7 @@ fn flipped_byte_names_the_entry() {
     let (mut img, offsets) = build();
     img.get_mut("entries").unwrap()[offsets[123] + 20] ^= 0x40;
     let (v, o) = check(img);
-    assert!(
-        v.starts_with("entry 123 at byte") && v.contains("checksum"),
-        "{v}"
-    );
+    assert!(v.starts_with("entry 123 at byte") && v.contains("checksum"), "{v}");
     assert!(o.contains("entry 123"), "{o}");
 }
 
@@ -89,10 +81,7 @@ fn forged_entry_with_valid_checksum_names_the_entry() {
     let (mut img, offsets) = build();
     forge(&mut img, &offsets, 456);
     let (v, o) = check(img);
-    assert!(
-        v.contains("stored hash of entry 456") && v.contains("tile 0/1"),
-        "{v}"
-    );
+    assert!(v.contains("stored hash of entry 456") && v.contains("tile 0/1"), "{v}");
     assert!(o.contains("entry 456"), "{o}");
 }
 
@@ -104,10 +93,7 @@ fn forged_entry_and_hash_are_caught_by_the_checkpoint() {
     let h = leaf_hash(&rec[8..]);
     img.get_mut("hashes").unwrap()[200 * 32..201 * 32].copy_from_slice(&h.0);
     let (v, o) = check(img);
-    assert!(
-        v.contains("checkpoint 0") && v.contains("entries 0..300"),
-        "{v}"
-    );
+    assert!(v.contains("checkpoint 0") && v.contains("entries 0..300"), "{v}");
     assert!(o.contains("checkpoint 0") && o.contains("0..300"), "{o}");
 }
 
@@ -117,8 +103,7 @@ fn reordered_entries_name_the_first_moved_one() {
     let (a, b) = (record(&img, &offsets, 10), record(&img, &offsets, 11));
     let mut swapped = b.clone();
     swapped.extend_from_slice(&a);
-    img.get_mut("entries").unwrap()[offsets[10]..offsets[10] + swapped.len()]
-        .copy_from_slice(&swapped);
+    img.get_mut("entries").unwrap()[offsets[10]..offsets[10] + swapped.len()].copy_from_slice(&swapped);
     let (v, o) = check(img);
     assert!(v.contains("stored hash of entry 10 "), "{v}");
     assert!(o.contains("entry 10 "), "{o}");
@@ -140,14 +125,8 @@ fn truncated_log_names_the_missing_entries() {
     img.get_mut("entries").unwrap().truncate(offsets[500]);
     img.get_mut("hashes").unwrap().truncate(500 * 32);
     let (v, o) = check(img);
-    assert!(
-        v.contains("checkpoint 1") && v.contains("entries 500.. were removed"),
-        "{v}"
-    );
-    assert!(
-        o.contains("checkpoint 1") && o.contains("entries 500.."),
-        "{o}"
-    );
+    assert!(v.contains("checkpoint 1") && v.contains("entries 500.. were removed"), "{v}");
+    assert!(o.contains("checkpoint 1") && o.contains("entries 500.."), "{o}");
 }
 
 #[test]

@@ -27,12 +27,7 @@ pub struct CheckpointError(pub &'static str);
 impl Checkpoint {
     /// The note text of this checkpoint.
     pub fn to_body(&self) -> String {
-        let mut s = format!(
-            "{}\n{}\n{}\n",
-            self.origin,
-            self.size,
-            B64.encode(self.root.0)
-        );
+        let mut s = format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root.0));
         for e in &self.extensions {
             s.push_str(e);
             s.push('\n');
@@ -42,24 +37,14 @@ impl Checkpoint {
 
     /// Parses the note text of a checkpoint.
     pub fn parse(body: &str) -> Result<Checkpoint, CheckpointError> {
-        let body = body
-            .strip_suffix('\n')
-            .ok_or(CheckpointError("does not end in a newline"))?;
+        let body = body.strip_suffix('\n').ok_or(CheckpointError("does not end in a newline"))?;
         let mut lines = body.split('\n');
-        let origin = lines
-            .next()
-            .filter(|o| !o.is_empty())
-            .ok_or(CheckpointError("empty origin"))?;
+        let origin = lines.next().filter(|o| !o.is_empty()).ok_or(CheckpointError("empty origin"))?;
         let size = lines.next().ok_or(CheckpointError("missing size"))?;
-        if size.is_empty()
-            || !size.bytes().all(|b| b.is_ascii_digit())
-            || (size.len() > 1 && size.starts_with('0'))
-        {
+        if size.is_empty() || !size.bytes().all(|b| b.is_ascii_digit()) || (size.len() > 1 && size.starts_with('0')) {
             return Err(CheckpointError("size is not a canonical decimal number"));
         }
-        let size: u64 = size
-            .parse()
-            .map_err(|_| CheckpointError("size overflows"))?;
+        let size: u64 = size.parse().map_err(|_| CheckpointError("size overflows"))?;
         let root = lines.next().ok_or(CheckpointError("missing root hash"))?;
         let root = B64
             .decode(root)
@@ -70,12 +55,7 @@ impl Checkpoint {
         if extensions.iter().any(|e| e.is_empty()) {
             return Err(CheckpointError("empty extension line"));
         }
-        Ok(Checkpoint {
-            origin: origin.to_string(),
-            size,
-            root,
-            extensions,
-        })
+        Ok(Checkpoint { origin: origin.to_string(), size, root, extensions })
     }
 }
 
@@ -85,16 +65,8 @@ mod tests {
 
     #[test]
     fn body_round_trips() {
-        let c = Checkpoint {
-            origin: "custos.local/x".into(),
-            size: 42,
-            root: Hash([9; 32]),
-            extensions: vec![],
-        };
-        assert_eq!(
-            c.to_body(),
-            "custos.local/x\n42\nCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=\n"
-        );
+        let c = Checkpoint { origin: "custos.local/x".into(), size: 42, root: Hash([9; 32]), extensions: vec![] };
+        assert_eq!(c.to_body(), "custos.local/x\n42\nCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=\n");
         assert_eq!(Checkpoint::parse(&c.to_body()), Ok(c));
     }
 

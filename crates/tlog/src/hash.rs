@@ -92,10 +92,7 @@ mod tests {
 
     #[test]
     fn empty_root_is_sha256_of_nothing() {
-        assert_eq!(
-            Hash::empty().to_hex(),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(Hash::empty().to_hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 
     #[test]

@@ -83,33 +83,20 @@ impl NoteSigner {
         check_name(name)?;
         let key = SigningKey::from_bytes(&seed);
         let id = key_id(name, key.verifying_key().as_bytes());
-        Ok(NoteSigner {
-            name: name.to_string(),
-            id,
-            key,
-        })
+        Ok(NoteSigner { name: name.to_string(), id, key })
     }
 
     /// Parses `PRIVATE+KEY+<name>+<hex id>+<base64(0x01 || seed)>`.
     pub fn parse(s: &str) -> Result<NoteSigner, NoteError> {
-        let rest = s
-            .trim_end()
-            .strip_prefix("PRIVATE+KEY+")
-            .ok_or(NoteError::BadKey("missing PRIVATE+KEY+ prefix"))?;
+        let rest = s.trim_end().strip_prefix("PRIVATE+KEY+").ok_or(NoteError::BadKey("missing PRIVATE+KEY+ prefix"))?;
         let mut parts = rest.splitn(3, '+');
-        let (Some(name), Some(id), Some(b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(name), Some(id), Some(b64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(NoteError::BadKey("want PRIVATE+KEY+name+id+key"));
         };
         let id = parse_hex4(id).ok_or(NoteError::BadKey("key ID is not 8 hex digits"))?;
-        let raw = B64
-            .decode(b64)
-            .map_err(|_| NoteError::BadKey("key is not base64"))?;
+        let raw = B64.decode(b64).map_err(|_| NoteError::BadKey("key is not base64"))?;
         if raw.len() != 33 || raw[0] != ALG_ED25519 {
-            return Err(NoteError::BadKey(
-                "key is not 0x01 followed by a 32-byte Ed25519 seed",
-            ));
+            return Err(NoteError::BadKey("key is not 0x01 followed by a 32-byte Ed25519 seed"));
         }
         let signer = NoteSigner::from_seed(name, raw[1..].try_into().expect("32 bytes"))?;
         if signer.id != id {
@@ -122,12 +109,7 @@ impl NoteSigner {
     pub fn to_key_string(&self) -> String {
         let mut raw = vec![ALG_ED25519];
         raw.extend_from_slice(self.key.as_bytes());
-        format!(
-            "PRIVATE+KEY+{}+{}+{}",
-            self.name,
-            hex4(&self.id),
-            B64.encode(raw)
-        )
+        format!("PRIVATE+KEY+{}+{}+{}", self.name, hex4(&self.id), B64.encode(raw))
     }
 
     /// The key name.
@@ -137,11 +119,7 @@ impl NoteSigner {
 
     /// The matching verifier.
     pub fn verifier(&self) -> NoteVerifier {
-        NoteVerifier {
-            name: self.name.clone(),
-            id: self.id,
-            key: self.key.verifying_key(),
-        }
+        NoteVerifier { name: self.name.clone(), id: self.id, key: self.key.verifying_key() }
     }
 
     /// Signs `text`, which must be non-empty and end in a newline, and
@@ -151,19 +129,13 @@ impl NoteSigner {
         let sig = self.key.sign(text.as_bytes());
         let mut raw = self.id.to_vec();
         raw.extend_from_slice(&sig.to_bytes());
-        Ok(format!(
-            "{text}\n\u{2014} {} {}\n",
-            self.name,
-            B64.encode(raw)
-        ))
+        Ok(format!("{text}\n\u{2014} {} {}\n", self.name, B64.encode(raw)))
     }
 }
 
 fn check_text(text: &str) -> Result<(), NoteError> {
     if text.is_empty() || !text.ends_with('\n') {
-        return Err(NoteError::Malformed(
-            "text must be non-empty and end in a newline",
-        ));
+        return Err(NoteError::Malformed("text must be non-empty and end in a newline"));
     }
     if text.len() > MAX_NOTE_SIZE_BYTES {
         return Err(NoteError::Malformed("note is over the size limit"));
@@ -186,32 +158,21 @@ impl NoteVerifier {
     /// Parses `<name>+<hex id>+<base64(0x01 || public key)>`.
     pub fn parse(s: &str) -> Result<NoteVerifier, NoteError> {
         let mut parts = s.trim().splitn(3, '+');
-        let (Some(name), Some(id), Some(b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(name), Some(id), Some(b64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(NoteError::BadKey("want name+id+key"));
         };
         check_name(name)?;
         let id = parse_hex4(id).ok_or(NoteError::BadKey("key ID is not 8 hex digits"))?;
-        let raw = B64
-            .decode(b64)
-            .map_err(|_| NoteError::BadKey("key is not base64"))?;
+        let raw = B64.decode(b64).map_err(|_| NoteError::BadKey("key is not base64"))?;
         if raw.len() != 33 || raw[0] != ALG_ED25519 {
-            return Err(NoteError::BadKey(
-                "key is not 0x01 followed by a 32-byte Ed25519 public key",
-            ));
+            return Err(NoteError::BadKey("key is not 0x01 followed by a 32-byte Ed25519 public key"));
         }
         let public: [u8; 32] = raw[1..].try_into().expect("32 bytes");
-        let key = VerifyingKey::from_bytes(&public)
-            .map_err(|_| NoteError::BadKey("not a valid Ed25519 point"))?;
+        let key = VerifyingKey::from_bytes(&public).map_err(|_| NoteError::BadKey("not a valid Ed25519 point"))?;
         if key_id(name, &public) != id {
             return Err(NoteError::BadKey("key ID does not match the key"));
         }
-        Ok(NoteVerifier {
-            name: name.to_string(),
-            id,
-            key,
-        })
+        Ok(NoteVerifier { name: name.to_string(), id, key })
     }
 
     /// The verifier key string.
@@ -229,16 +190,12 @@ impl NoteVerifier {
     /// Checks that `note` carries a valid signature by this key and returns
     /// its text. Signatures by other keys are ignored, as the spec allows.
     pub fn open<'a>(&self, note: &'a str) -> Result<&'a str, NoteError> {
-        let split = note
-            .rfind("\n\n")
-            .ok_or(NoteError::Malformed("no blank line before the signatures"))?;
+        let split = note.rfind("\n\n").ok_or(NoteError::Malformed("no blank line before the signatures"))?;
         let text = &note[..split + 1];
         check_text(text)?;
         let sigs = &note[split + 2..];
         if !sigs.ends_with('\n') {
-            return Err(NoteError::Malformed(
-                "signature block does not end in a newline",
-            ));
+            return Err(NoteError::Malformed("signature block does not end in a newline"));
         }
         let mut count = 0;
         for line in sigs[..sigs.len() - 1].split('\n') {
@@ -246,23 +203,19 @@ impl NoteVerifier {
             if count > MAX_SIGNATURES {
                 return Err(NoteError::Malformed("too many signatures"));
             }
-            let rest = line.strip_prefix("\u{2014} ").ok_or(NoteError::Malformed(
-                "signature line does not start with an em dash",
-            ))?;
-            let (name, b64) = rest
-                .split_once(' ')
-                .ok_or(NoteError::Malformed("signature line lacks a key name"))?;
-            let raw = B64
-                .decode(b64)
-                .map_err(|_| NoteError::Malformed("signature is not base64"))?;
+            let rest = line
+                .strip_prefix("\u{2014} ")
+                .ok_or(NoteError::Malformed("signature line does not start with an em dash"))?;
+            let (name, b64) = rest.split_once(' ').ok_or(NoteError::Malformed("signature line lacks a key name"))?;
+            let raw = B64.decode(b64).map_err(|_| NoteError::Malformed("signature is not base64"))?;
             if raw.len() < 4 {
                 return Err(NoteError::Malformed("signature is shorter than a key ID"));
             }
             if name != self.name || raw[..4] != self.id {
                 continue;
             }
-            let sig = Signature::from_slice(&raw[4..])
-                .map_err(|_| NoteError::InvalidSignature(self.to_key_string()))?;
+            let sig =
+                Signature::from_slice(&raw[4..]).map_err(|_| NoteError::InvalidSignature(self.to_key_string()))?;
             return match self.key.verify(text.as_bytes(), &sig) {
                 Ok(()) => Ok(text),
                 Err(_) => Err(NoteError::InvalidSignature(self.to_key_string())),
@@ -286,14 +239,8 @@ mod tests {
         // be taken for a field separator.
         for seed in 0..32u8 {
             let s = NoteSigner::from_seed("n", [seed; 32]).unwrap();
-            assert_eq!(
-                NoteSigner::parse(&s.to_key_string()).unwrap().verifier(),
-                s.verifier()
-            );
-            assert_eq!(
-                NoteVerifier::parse(&s.verifier().to_key_string()).unwrap(),
-                s.verifier()
-            );
+            assert_eq!(NoteSigner::parse(&s.to_key_string()).unwrap().verifier(), s.verifier());
+            assert_eq!(NoteVerifier::parse(&s.verifier().to_key_string()).unwrap(), s.verifier());
         }
         let s = signer();
         let s2 = NoteSigner::parse(&s.to_key_string()).unwrap();
@@ -310,10 +257,7 @@ mod tests {
         let v = signer().verifier().to_key_string();
         let wrong_id = v.replacen('+', "+0", 1);
         assert!(NoteVerifier::parse(&wrong_id).is_err());
-        assert_eq!(
-            NoteSigner::from_seed("a+b", [0; 32]).err(),
-            Some(NoteError::BadName("a+b".into()))
-        );
+        assert_eq!(NoteSigner::from_seed("a+b", [0; 32]).err(), Some(NoteError::BadName("a+b".into())));
     }
 
     #[test]
@@ -322,15 +266,9 @@ mod tests {
         let note = s.sign("hello\nworld\n").unwrap();
         assert_eq!(s.verifier().open(&note), Ok("hello\nworld\n"));
         let tampered = note.replace("world", "w0rld");
-        assert!(matches!(
-            s.verifier().open(&tampered),
-            Err(NoteError::InvalidSignature(_))
-        ));
+        assert!(matches!(s.verifier().open(&tampered), Err(NoteError::InvalidSignature(_))));
         let other = NoteSigner::from_seed("example.com/log", [8u8; 32]).unwrap();
-        assert!(matches!(
-            other.verifier().open(&note),
-            Err(NoteError::NoValidSignature(_))
-        ));
+        assert!(matches!(other.verifier().open(&note), Err(NoteError::NoValidSignature(_))));
         assert!(s.sign("no newline").is_err());
     }
 }

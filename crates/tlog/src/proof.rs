@@ -61,28 +61,16 @@ pub fn tree_hash<R: HashReader>(r: &R, size: u64) -> Result<Hash, R::Error> {
 }
 
 /// The inclusion proof of leaf `index` in the tree of `size` leaves.
-pub fn inclusion_proof<R: HashReader>(
-    r: &R,
-    size: u64,
-    index: u64,
-) -> Result<Vec<Hash>, ProofError<R::Error>> {
+pub fn inclusion_proof<R: HashReader>(r: &R, size: u64, index: u64) -> Result<Vec<Hash>, ProofError<R::Error>> {
     if index >= size {
-        return Err(ProofError::OutOfRange(format!(
-            "index {index} is not below tree size {size}"
-        )));
+        return Err(ProofError::OutOfRange(format!("index {index} is not below tree size {size}")));
     }
     let mut out = Vec::new();
     path(r, index, 0, size, &mut out).map_err(ProofError::Read)?;
     Ok(out)
 }
 
-fn path<R: HashReader>(
-    r: &R,
-    m: u64,
-    start: u64,
-    n: u64,
-    out: &mut Vec<Hash>,
-) -> Result<(), R::Error> {
+fn path<R: HashReader>(r: &R, m: u64, start: u64, n: u64, out: &mut Vec<Hash>) -> Result<(), R::Error> {
     if n == 1 {
         return Ok(());
     }
@@ -105,9 +93,7 @@ pub fn consistency_proof<R: HashReader>(
     new_size: u64,
 ) -> Result<Vec<Hash>, ProofError<R::Error>> {
     if old_size > new_size {
-        return Err(ProofError::OutOfRange(format!(
-            "old size {old_size} is above new size {new_size}"
-        )));
+        return Err(ProofError::OutOfRange(format!("old size {old_size} is above new size {new_size}")));
     }
     let mut out = Vec::new();
     if old_size == 0 || old_size == new_size {
@@ -144,17 +130,9 @@ fn subproof<R: HashReader>(
 
 /// Verifies that `leaf` is at `index` in the tree of `size` leaves with
 /// hash `root` (RFC 9162 §2.1.3.2).
-pub fn verify_inclusion(
-    index: u64,
-    size: u64,
-    leaf: &Hash,
-    proof: &[Hash],
-    root: &Hash,
-) -> Result<(), VerifyError> {
+pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root: &Hash) -> Result<(), VerifyError> {
     if index >= size {
-        return Err(VerifyError::OutOfRange(format!(
-            "index {index} is not below tree size {size}"
-        )));
+        return Err(VerifyError::OutOfRange(format!("index {index} is not below tree size {size}")));
     }
     let (mut f, mut s) = (index, size - 1);
     let mut r = *leaf;
@@ -193,9 +171,7 @@ pub fn verify_consistency(
     proof: &[Hash],
 ) -> Result<(), VerifyError> {
     if old_size > new_size {
-        return Err(VerifyError::OutOfRange(format!(
-            "old size {old_size} is above new size {new_size}"
-        )));
+        return Err(VerifyError::OutOfRange(format!("old size {old_size} is above new size {new_size}")));
     }
     if old_size == new_size || old_size == 0 {
         if !proof.is_empty() {

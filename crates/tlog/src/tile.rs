@@ -87,13 +87,8 @@ impl Tile {
     /// Parses a path produced by [`Tile::path`], accepting only the
     /// canonical form so that one tile has exactly one name.
     pub fn parse(path: &str) -> Result<Tile, TilePathError> {
-        let err = |reason| TilePathError {
-            path: path.to_string(),
-            reason,
-        };
-        let rest = path
-            .strip_prefix("tile/")
-            .ok_or_else(|| err("does not start with tile/"))?;
+        let err = |reason| TilePathError { path: path.to_string(), reason };
+        let rest = path.strip_prefix("tile/").ok_or_else(|| err("does not start with tile/"))?;
         let (level, rest) = rest.split_once('/').ok_or_else(|| err("missing index"))?;
         let kind = if level == "entries" {
             TileKind::Entries
@@ -118,12 +113,7 @@ impl Tile {
         let mut index: u64 = 0;
         for (i, g) in groups.iter().enumerate() {
             let last = i + 1 == groups.len();
-            let digits = if last {
-                *g
-            } else {
-                g.strip_prefix('x')
-                    .ok_or_else(|| err("inner index group lacks x"))?
-            };
+            let digits = if last { *g } else { g.strip_prefix('x').ok_or_else(|| err("inner index group lacks x"))? };
             if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(err("index group is not three digits"));
             }
@@ -131,10 +121,7 @@ impl Tile {
             if i == 0 && v == 0 && !last {
                 return Err(err("index has a leading zero group"));
             }
-            index = index
-                .checked_mul(1000)
-                .and_then(|x| x.checked_add(v))
-                .ok_or_else(|| err("index overflows"))?;
+            index = index.checked_mul(1000).and_then(|x| x.checked_add(v)).ok_or_else(|| err("index overflows"))?;
         }
         Ok(Tile { kind, index, width })
     }
@@ -147,11 +134,7 @@ impl Tile {
         let mut n = size; // hashes at tree level 8 * level
         while n > 0 {
             for index in 0..n / TILE_WIDTH {
-                out.push(Tile {
-                    kind: TileKind::Hashes { level },
-                    index,
-                    width: TILE_WIDTH as u16,
-                });
+                out.push(Tile { kind: TileKind::Hashes { level }, index, width: TILE_WIDTH as u16 });
             }
             if n % TILE_WIDTH != 0 {
                 out.push(Tile {
@@ -169,18 +152,10 @@ impl Tile {
     /// The entry bundles of a tree of `size` leaves, full ones first.
     pub fn bundles_for_size(size: u64) -> Vec<Tile> {
         let mut out: Vec<Tile> = (0..size / TILE_WIDTH)
-            .map(|index| Tile {
-                kind: TileKind::Entries,
-                index,
-                width: TILE_WIDTH as u16,
-            })
+            .map(|index| Tile { kind: TileKind::Entries, index, width: TILE_WIDTH as u16 })
             .collect();
         if size % TILE_WIDTH != 0 {
-            out.push(Tile {
-                kind: TileKind::Entries,
-                index: size / TILE_WIDTH,
-                width: (size % TILE_WIDTH) as u16,
-            });
+            out.push(Tile { kind: TileKind::Entries, index: size / TILE_WIDTH, width: (size % TILE_WIDTH) as u16 });
         }
         out
     }
@@ -188,11 +163,7 @@ impl Tile {
 
 fn parse_small<T: std::str::FromStr>(s: &str) -> Option<T> {
     // Canonical decimal: no sign, no leading zeros.
-    if s.is_empty()
-        || s.len() > 5
-        || !s.bytes().all(|b| b.is_ascii_digit())
-        || (s.len() > 1 && s.starts_with('0'))
-    {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
         return None;
     }
     s.parse().ok()
@@ -230,10 +201,7 @@ pub fn decode_bundle(bytes: &[u8]) -> Result<Vec<&[u8]>, TileDataError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < bytes.len() {
-        let truncated = TileDataError::Truncated {
-            entry: out.len(),
-            offset: pos,
-        };
+        let truncated = TileDataError::Truncated { entry: out.len(), offset: pos };
         if pos + 2 > bytes.len() {
             return Err(truncated);
         }
@@ -253,10 +221,7 @@ pub fn decode_hash_tile(bytes: &[u8]) -> Result<Vec<Hash>, TileDataError> {
     if bytes.len() % HASH_SIZE != 0 {
         return Err(TileDataError::BadHashTile(bytes.len()));
     }
-    Ok(bytes
-        .chunks(HASH_SIZE)
-        .map(|c| Hash::from_slice(c).expect("chunk is 32 bytes"))
-        .collect())
+    Ok(bytes.chunks(HASH_SIZE).map(|c| Hash::from_slice(c).expect("chunk is 32 bytes")).collect())
 }
 
 /// The root of a power-of-two run of hashes from one tile: the complete
@@ -285,21 +250,9 @@ mod tests {
     #[test]
     fn paths_round_trip_and_reject_non_canonical() {
         for t in [
-            Tile {
-                kind: TileKind::Hashes { level: 0 },
-                index: 1234067,
-                width: 256,
-            },
-            Tile {
-                kind: TileKind::Hashes { level: 2 },
-                index: 5,
-                width: 7,
-            },
-            Tile {
-                kind: TileKind::Entries,
-                index: 999,
-                width: 1,
-            },
+            Tile { kind: TileKind::Hashes { level: 0 }, index: 1234067, width: 256 },
+            Tile { kind: TileKind::Hashes { level: 2 }, index: 5, width: 7 },
+            Tile { kind: TileKind::Entries, index: 999, width: 1 },
         ] {
             assert_eq!(Tile::parse(&t.path()), Ok(t), "{}", t.path());
         }
@@ -328,17 +281,8 @@ mod tests {
         push_bundle_entry(&mut b, &[7u8; 300]).unwrap();
         let d = decode_bundle(&b).unwrap();
         assert_eq!(d, vec![&b"hello"[..], &b""[..], &[7u8; 300][..]]);
-        assert_eq!(
-            decode_bundle(&b[..b.len() - 1]),
-            Err(TileDataError::Truncated {
-                entry: 2,
-                offset: 9
-            })
-        );
-        assert_eq!(
-            push_bundle_entry(&mut b, &vec![0; 65536]),
-            Err(TileDataError::EntryTooLarge(65536))
-        );
+        assert_eq!(decode_bundle(&b[..b.len() - 1]), Err(TileDataError::Truncated { entry: 2, offset: 9 }));
+        assert_eq!(push_bundle_entry(&mut b, &vec![0; 65536]), Err(TileDataError::EntryTooLarge(65536)));
     }
 
     #[test]
@@ -347,29 +291,8 @@ mod tests {
         let t = Tile::hash_tiles_for_size(256 * 256 + 3);
         // Level 0: 256 full + 1 partial(3); level 1: 1 full; level 2: partial(1).
         assert_eq!(t.len(), 259);
-        assert_eq!(
-            t[256],
-            Tile {
-                kind: TileKind::Hashes { level: 0 },
-                index: 256,
-                width: 3
-            }
-        );
-        assert_eq!(
-            t[257],
-            Tile {
-                kind: TileKind::Hashes { level: 1 },
-                index: 0,
-                width: 256
-            }
-        );
-        assert_eq!(
-            t[258],
-            Tile {
-                kind: TileKind::Hashes { level: 2 },
-                index: 0,
-                width: 1
-            }
-        );
+        assert_eq!(t[256], Tile { kind: TileKind::Hashes { level: 0 }, index: 256, width: 3 });
+        assert_eq!(t[257], Tile { kind: TileKind::Hashes { level: 1 }, index: 0, width: 256 });
+        assert_eq!(t[258], Tile { kind: TileKind::Hashes { level: 2 }, index: 0, width: 1 });
     }
 }

@@ -34,10 +34,7 @@ impl TreeBuilder {
 
     /// Rebuilds the right edge of a tree of `size` leaves from its complete
     /// subtrees, read through `subtree(level, index)`.
-    pub fn from_subtrees<E>(
-        size: u64,
-        mut subtree: impl FnMut(u32, u64) -> Result<Hash, E>,
-    ) -> Result<TreeBuilder, E> {
+    pub fn from_subtrees<E>(size: u64, mut subtree: impl FnMut(u32, u64) -> Result<Hash, E>) -> Result<TreeBuilder, E> {
         let mut edge = Vec::new();
         let mut start = 0u64;
         for level in (0..64).rev() {
@@ -62,10 +59,7 @@ impl TreeBuilder {
         let mut level = 0;
         done(level, index, &hash);
         while index & 1 == 1 {
-            let left = self
-                .edge
-                .pop()
-                .expect("edge has one subtree per set bit of size");
+            let left = self.edge.pop().expect("edge has one subtree per set bit of size");
             hash = node_hash(&left, &hash);
             index >>= 1;
             level += 1;
@@ -163,10 +157,9 @@ mod tests {
             b.push(*leaf, |_, _, _| {});
             let want = root_of_leaves(&leaves[..=n]);
             assert_eq!(b.root(), want, "size {}", n + 1);
-            let rebuilt = TreeBuilder::from_subtrees(n as u64 + 1, |l, i| {
-                Ok::<_, ()>(tree.levels[l as usize][i as usize])
-            })
-            .unwrap();
+            let rebuilt =
+                TreeBuilder::from_subtrees(n as u64 + 1, |l, i| Ok::<_, ()>(tree.levels[l as usize][i as usize]))
+                    .unwrap();
             assert_eq!(rebuilt.root(), want);
         }
     }

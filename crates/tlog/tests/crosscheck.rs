@@ -25,9 +25,7 @@ impl tlog_tiles::HashReader for TlogReader<'_> {
 }
 
 fn entries(n: usize) -> Vec<Vec<u8>> {
-    (0..n)
-        .map(|i| format!("{{\"event\":{i}}}").into_bytes())
-        .collect()
+    (0..n).map(|i| format!("{{\"event\":{i}}}").into_bytes()).collect()
 }
 
 #[test]
@@ -39,28 +37,16 @@ fn roots_and_proofs_match_ct_merkle() {
     for (n, e) in data.iter().enumerate() {
         ct.push(e.clone());
         let size = n as u64 + 1;
-        assert_eq!(
-            ct.root().as_bytes().as_slice(),
-            tree_hash(&ours, size).unwrap().0,
-            "root {size}"
-        );
+        assert_eq!(ct.root().as_bytes().as_slice(), tree_hash(&ours, size).unwrap().0, "root {size}");
         if n % 37 == 0 || n == data.len() - 1 {
             for i in 0..=n {
                 let theirs = ct.prove_inclusion(i);
-                let mine: Vec<u8> = inclusion_proof(&ours, size, i as u64)
-                    .unwrap()
-                    .iter()
-                    .flat_map(|h| h.0)
-                    .collect();
+                let mine: Vec<u8> = inclusion_proof(&ours, size, i as u64).unwrap().iter().flat_map(|h| h.0).collect();
                 assert_eq!(theirs.as_bytes(), &mine[..], "inclusion {i} in {size}");
             }
             for old in 1..size {
                 let theirs = ct.prove_consistency((size - old) as usize);
-                let mine: Vec<u8> = consistency_proof(&ours, old, size)
-                    .unwrap()
-                    .iter()
-                    .flat_map(|h| h.0)
-                    .collect();
+                let mine: Vec<u8> = consistency_proof(&ours, old, size).unwrap().iter().flat_map(|h| h.0).collect();
                 assert_eq!(theirs.as_bytes(), &mine[..], "consistency {old} -> {size}");
             }
         }
@@ -101,14 +87,8 @@ proptest! {
 fn checkpoint_bytes_match_tlog_tiles() {
     for (origin, size) in [("custos.local/prod", 0u64), ("example.com/a", 123456789)] {
         let root = leaf_hash(origin.as_bytes());
-        let ours = Checkpoint {
-            origin: origin.into(),
-            size,
-            root,
-            extensions: vec![],
-        };
-        let theirs =
-            tlog_tiles::Checkpoint::new(origin, size, tlog_tiles::Hash(root.0), "").unwrap();
+        let ours = Checkpoint { origin: origin.into(), size, root, extensions: vec![] };
+        let theirs = tlog_tiles::Checkpoint::new(origin, size, tlog_tiles::Hash(root.0), "").unwrap();
         assert_eq!(ours.to_body().as_bytes(), &theirs.to_bytes()[..]);
         let parsed = tlog_tiles::Checkpoint::from_bytes(ours.to_body().as_bytes()).unwrap();
         assert_eq!(parsed.size(), size);
@@ -119,13 +99,8 @@ fn checkpoint_bytes_match_tlog_tiles() {
 fn notes_and_keys_interoperate_with_signed_note() {
     let signer = NoteSigner::from_seed("custos.local", [42u8; 32]).unwrap();
     let vkey = signer.verifier().to_key_string();
-    let text = Checkpoint {
-        origin: "custos.local/x".into(),
-        size: 3,
-        root: Hash([1; 32]),
-        extensions: vec![],
-    }
-    .to_body();
+    let text =
+        Checkpoint { origin: "custos.local/x".into(), size: 3, root: Hash([1; 32]), extensions: vec![] }.to_body();
 
     // Their verifier accepts our key string and our signed note.
     let their_verifier = signed_note::StandardVerifier::new(&vkey).unwrap();
@@ -142,8 +117,5 @@ fn notes_and_keys_interoperate_with_signed_note() {
     theirs.add_sigs(&[&their_signer]).unwrap();
     let theirs = String::from_utf8(theirs.to_bytes()).unwrap();
     assert_eq!(theirs, ours);
-    assert_eq!(
-        NoteVerifier::parse(&vkey).unwrap().open(&theirs).unwrap(),
-        text
-    );
+    assert_eq!(NoteVerifier::parse(&vkey).unwrap().open(&theirs).unwrap(), text);
 }

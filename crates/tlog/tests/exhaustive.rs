@@ -4,8 +4,7 @@
 
 use custos_tlog::hash::{Hash, leaf_hash};
 use custos_tlog::proof::{
-    VerifyError, consistency_proof, inclusion_proof, tree_hash, verify_consistency,
-    verify_inclusion,
+    VerifyError, consistency_proof, inclusion_proof, tree_hash, verify_consistency, verify_inclusion,
 };
 use custos_tlog::tree::{MemoryTree, root_of_leaves};
 
@@ -22,21 +21,13 @@ fn flip(h: &Hash, bit: usize) -> Hash {
 }
 
 fn bits_for(size: u64, salt: u64) -> Vec<usize> {
-    if size <= ALL_BITS_UP_TO {
-        (0..256).collect()
-    } else {
-        vec![((size * 31 + salt * 7) % 256) as usize]
-    }
+    if size <= ALL_BITS_UP_TO { (0..256).collect() } else { vec![((size * 31 + salt * 7) % 256) as usize] }
 }
 
 fn setup() -> (Vec<Hash>, MemoryTree, Vec<Hash>) {
-    let leaves: Vec<Hash> = (0..MAX_SIZE)
-        .map(|i| leaf_hash(format!("entry {i}").as_bytes()))
-        .collect();
+    let leaves: Vec<Hash> = (0..MAX_SIZE).map(|i| leaf_hash(format!("entry {i}").as_bytes())).collect();
     let tree = MemoryTree::from_leaves(leaves.iter().copied());
-    let roots: Vec<Hash> = (0..=MAX_SIZE)
-        .map(|n| tree_hash(&tree, n).unwrap())
-        .collect();
+    let roots: Vec<Hash> = (0..=MAX_SIZE).map(|n| tree_hash(&tree, n).unwrap()).collect();
     (leaves, tree, roots)
 }
 
@@ -56,16 +47,12 @@ fn every_inclusion_proof_verifies_and_any_flip_fails() {
         for i in 0..n {
             let leaf = leaves[i as usize];
             let proof = inclusion_proof(&tree, n, i).unwrap();
-            verify_inclusion(i, n, &leaf, &proof, &root)
-                .unwrap_or_else(|e| panic!("{i} in {n}: {e}"));
+            verify_inclusion(i, n, &leaf, &proof, &root).unwrap_or_else(|e| panic!("{i} in {n}: {e}"));
             for j in 0..proof.len() {
                 for bit in bits_for(n, i + j as u64) {
                     let mut bad = proof.clone();
                     bad[j] = flip(&bad[j], bit);
-                    assert!(
-                        verify_inclusion(i, n, &leaf, &bad, &root).is_err(),
-                        "flip {j}/{bit} of {i} in {n}"
-                    );
+                    assert!(verify_inclusion(i, n, &leaf, &bad, &root).is_err(), "flip {j}/{bit} of {i} in {n}");
                 }
             }
             let bit = bits_for(n, i)[0];
@@ -76,10 +63,7 @@ fn every_inclusion_proof_verifies_and_any_flip_fails() {
             }
             let mut longer = proof.clone();
             longer.push(root);
-            assert_eq!(
-                verify_inclusion(i, n, &leaf, &longer, &root),
-                Err(VerifyError::WrongLength)
-            );
+            assert_eq!(verify_inclusion(i, n, &leaf, &longer, &root), Err(VerifyError::WrongLength));
             if !proof.is_empty() {
                 assert!(verify_inclusion(i, n, &leaf, &proof[1..], &root).is_err());
             }
@@ -94,16 +78,12 @@ fn every_consistency_proof_verifies_and_any_flip_fails() {
         for m in 1..=n {
             let (r1, r2) = (roots[m as usize], roots[n as usize]);
             let proof = consistency_proof(&tree, m, n).unwrap();
-            verify_consistency(m, n, &r1, &r2, &proof)
-                .unwrap_or_else(|e| panic!("{m} -> {n}: {e}"));
+            verify_consistency(m, n, &r1, &r2, &proof).unwrap_or_else(|e| panic!("{m} -> {n}: {e}"));
             for j in 0..proof.len() {
                 for bit in bits_for(n, m + j as u64) {
                     let mut bad = proof.clone();
                     bad[j] = flip(&bad[j], bit);
-                    assert!(
-                        verify_consistency(m, n, &r1, &r2, &bad).is_err(),
-                        "flip {j}/{bit} of {m} -> {n}"
-                    );
+                    assert!(verify_consistency(m, n, &r1, &r2, &bad).is_err(), "flip {j}/{bit} of {m} -> {n}");
                 }
             }
             let bit = bits_for(n, m)[0];
@@ -121,14 +101,8 @@ fn out_of_range_requests_are_errors_not_panics() {
     let (_, tree, roots) = setup();
     assert!(inclusion_proof(&tree, 5, 5).is_err());
     assert!(consistency_proof(&tree, 6, 5).is_err());
-    assert!(matches!(
-        verify_inclusion(5, 5, &roots[1], &[], &roots[5]),
-        Err(VerifyError::OutOfRange(_))
-    ));
-    assert!(matches!(
-        verify_consistency(6, 5, &roots[6], &roots[5], &[]),
-        Err(VerifyError::OutOfRange(_))
-    ));
+    assert!(matches!(verify_inclusion(5, 5, &roots[1], &[], &roots[5]), Err(VerifyError::OutOfRange(_))));
+    assert!(matches!(verify_consistency(6, 5, &roots[6], &roots[5], &[]), Err(VerifyError::OutOfRange(_))));
     // Equal sizes need equal roots and an empty proof.
     assert!(verify_consistency(5, 5, &roots[5], &roots[5], &[]).is_ok());
     assert!(verify_consistency(5, 5, &roots[5], &roots[4], &[]).is_err());

@@ -2,30 +2,14 @@
 //! Transparency's `merkle_tree_test`), which every CT implementation uses.
 
 use custos_tlog::hash::{Hash, leaf_hash};
-use custos_tlog::proof::{
-    consistency_proof, inclusion_proof, tree_hash, verify_consistency, verify_inclusion,
-};
+use custos_tlog::proof::{consistency_proof, inclusion_proof, tree_hash, verify_consistency, verify_inclusion};
 use custos_tlog::tree::MemoryTree;
 
 fn leaves() -> Vec<Vec<u8>> {
-    [
-        "",
-        "00",
-        "10",
-        "2021",
-        "3031",
-        "40414243",
-        "5051525354555657",
-        "606162636465666768696a6b6c6d6e6f",
-    ]
-    .iter()
-    .map(|h| {
-        (0..h.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
-            .collect()
-    })
-    .collect()
+    ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
+        .iter()
+        .map(|h| (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect())
+        .collect()
 }
 
 fn h(s: &str) -> Hash {
@@ -51,12 +35,7 @@ fn tree() -> MemoryTree {
 fn rfc6962_roots_for_sizes_1_to_8() {
     let t = tree();
     for (i, want) in ROOTS.iter().enumerate() {
-        assert_eq!(
-            tree_hash(&t, i as u64 + 1).unwrap(),
-            h(want),
-            "size {}",
-            i + 1
-        );
+        assert_eq!(tree_hash(&t, i as u64 + 1).unwrap(), h(want), "size {}", i + 1);
     }
 }
 
@@ -82,11 +61,7 @@ fn rfc6962_inclusion_vectors() {
                 "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
             ],
         ),
-        (
-            2,
-            3,
-            &["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"],
-        ),
+        (2, 3, &["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"]),
         (
             1,
             5,
@@ -101,20 +76,9 @@ fn rfc6962_inclusion_vectors() {
     let leaves = leaves();
     for (index, size, proof) in cases {
         let want: Vec<Hash> = proof.iter().map(|p| h(p)).collect();
-        assert_eq!(
-            inclusion_proof(&t, size, index).unwrap(),
-            want,
-            "index {index} size {size}"
-        );
+        assert_eq!(inclusion_proof(&t, size, index).unwrap(), want, "index {index} size {size}");
         let root = h(ROOTS[size as usize - 1]);
-        verify_inclusion(
-            index,
-            size,
-            &leaf_hash(&leaves[index as usize]),
-            &want,
-            &root,
-        )
-        .unwrap();
+        verify_inclusion(index, size, &leaf_hash(&leaves[index as usize]), &want, &root).unwrap();
     }
 }
 
@@ -152,11 +116,7 @@ fn rfc6962_consistency_vectors() {
     let t = tree();
     for (old, new, proof) in cases {
         let want: Vec<Hash> = proof.iter().map(|p| h(p)).collect();
-        assert_eq!(
-            consistency_proof(&t, old, new).unwrap(),
-            want,
-            "{old} -> {new}"
-        );
+        assert_eq!(consistency_proof(&t, old, new).unwrap(), want, "{old} -> {new}");
         let (r1, r2) = (h(ROOTS[old as usize - 1]), h(ROOTS[new as usize - 1]));
         verify_consistency(old, new, &r1, &r2, &want).unwrap();
     }
