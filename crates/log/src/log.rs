@@ -3,6 +3,7 @@
 
 use std::io;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
@@ -162,8 +163,15 @@ pub enum SignError {
     Io(String),
 }
 
+/// Entries framed as records and hashed, ready for the writer.
+struct Prepared {
+    records: Vec<u8>,
+    leaves: Vec<Hash>,
+    lens: Vec<u32>,
+}
+
 struct Request {
-    entries: Vec<Vec<u8>>,
+    prepared: Prepared,
     reply: oneshot::Sender<Result<Range<u64>, AppendError>>,
 }
 
@@ -231,6 +239,28 @@ struct Inner {
     failed: Mutex<Option<String>>,
     /// Serialises checkpoint signing.
     signing: Mutex<()>,
+    stats: Stats,
+}
+
+#[derive(Default)]
+struct Stats {
+    commits: AtomicU64,
+    entries: AtomicU64,
+    bytes: AtomicU64,
+    fsync_ns: AtomicU64,
+}
+
+/// Counters of a log since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Group commits, each one write and one fsync of the entries file.
+    pub commits: u64,
+    /// Entries appended.
+    pub entries: u64,
+    /// Entry bytes appended.
+    pub bytes: u64,
+    /// Time spent in fsync of the entries file.
+    pub fsync_ns: u64,
 }
 
 /// An open log. Appends go through one writer thread; reads run on any
@@ -262,6 +292,7 @@ impl Log {
             state: RwLock::new(state),
             failed: Mutex::new(None),
             signing: Mutex::new(()),
+            stats: Stats::default(),
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH_REQUESTS);
         let w = inner.clone();
@@ -282,30 +313,46 @@ impl Log {
         self.inner.signer.verifier()
     }
 
-    fn check(entries: &[Vec<u8>]) -> Result<(), AppendError> {
+    /// Checks, frames and hashes entries on the caller's thread, so that
+    /// the writer thread only writes, syncs and publishes.
+    fn prepare<E: AsRef<[u8]>>(entries: &[E]) -> Result<Prepared, AppendError> {
+        let mut bytes = 0;
         for (position, e) in entries.iter().enumerate() {
-            if e.len() > MAX_ENTRY_SIZE_BYTES {
-                return Err(AppendError::EntryTooLarge { position, size_bytes: e.len() });
+            let len = e.as_ref().len();
+            if len > MAX_ENTRY_SIZE_BYTES {
+                return Err(AppendError::EntryTooLarge { position, size_bytes: len });
             }
+            bytes += format::RECORD_HEADER_SIZE_BYTES + len;
         }
-        Ok(())
+        let mut p = Prepared {
+            records: Vec::with_capacity(bytes),
+            leaves: Vec::with_capacity(entries.len()),
+            lens: Vec::with_capacity(entries.len()),
+        };
+        for e in entries {
+            let e = e.as_ref();
+            format::encode_record(&mut p.records, e);
+            p.leaves.push(leaf_hash(e));
+            p.lens.push((format::RECORD_HEADER_SIZE_BYTES + e.len()) as u32);
+        }
+        Ok(p)
     }
 
     /// Appends entries and returns their indexes once they are durable.
-    pub async fn append(&self, entries: Vec<Vec<u8>>) -> Result<Range<u64>, AppendError> {
-        Self::check(&entries)?;
+    pub async fn append<E: AsRef<[u8]>>(&self, entries: &[E]) -> Result<Range<u64>, AppendError> {
+        let prepared = Self::prepare(entries)?;
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or(AppendError::Closed)?;
-        tx.send(Request { entries, reply }).await.map_err(|_| AppendError::Closed)?;
+        tx.send(Request { prepared, reply }).await.map_err(|_| AppendError::Closed)?;
         rx.await.map_err(|_| AppendError::Closed)?
     }
 
     /// [`Log::append`] for threads outside an async runtime.
-    pub fn append_blocking(&self, entries: Vec<Vec<u8>>) -> Result<Range<u64>, AppendError> {
-        Self::check(&entries)?;
+    pub fn append_blocking<E: AsRef<[u8]>>(&self, entries: &[E]) -> Result<Range<u64>, AppendError> {
+        let prepared = Self::prepare(entries)?;
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or(AppendError::Closed)?;
-        tx.blocking_send(Request { entries, reply }).map_err(|_| AppendError::Closed)?;
+        tx.blocking_send(Request { prepared, reply }).map_err(|_| AppendError::Closed)?;
         rx.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 
@@ -501,6 +548,17 @@ impl Log {
         SignError::Io(msg)
     }
 
+    /// Counters since open.
+    pub fn stats(&self) -> LogStats {
+        let s = &self.inner.stats;
+        LogStats {
+            commits: s.commits.load(Ordering::Relaxed),
+            entries: s.entries.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+            fsync_ns: s.fsync_ns.load(Ordering::Relaxed),
+        }
+    }
+
     /// The number of checkpoints signed so far.
     pub fn checkpoint_count(&self) -> u64 {
         self.read_state().checkpoint_count
@@ -588,19 +646,19 @@ impl HashReader for StoredReader<'_> {
 fn writer_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
     let cfg = inner.config.clone();
     while let Some(first) = rx.blocking_recv() {
-        let mut count = first.entries.len();
-        let mut bytes: usize = first.entries.iter().map(Vec::len).sum();
+        let mut count = first.prepared.leaves.len();
+        let mut bytes = first.prepared.records.len();
         let mut batch = vec![first];
         while count < cfg.max_batch_entries && bytes < cfg.max_batch_bytes {
             let Ok(r) = rx.try_recv() else { break };
-            count += r.entries.len();
-            bytes += r.entries.iter().map(Vec::len).sum::<usize>();
+            count += r.prepared.leaves.len();
+            bytes += r.prepared.records.len();
             batch.push(r);
         }
         match commit(&inner, &batch, count, bytes) {
             Ok(mut next) => {
                 for r in batch {
-                    let n = r.entries.len() as u64;
+                    let n = r.prepared.leaves.len() as u64;
                     let _ = r.reply.send(Ok(next..next + n));
                     next += n;
                 }
@@ -625,16 +683,19 @@ fn commit(inner: &Inner, batch: &[Request], count: usize, bytes: usize) -> Resul
         let st = inner.state.read().unwrap_or_else(|e| e.into_inner());
         (st.size, st.entries_len)
     };
-    let mut buf = Vec::with_capacity(bytes + count * format::RECORD_HEADER_SIZE_BYTES);
-    let mut leaves = Vec::with_capacity(count);
-    let mut lens = Vec::with_capacity(count);
-    for e in batch.iter().flat_map(|r| r.entries.iter()) {
-        format::encode_record(&mut buf, e);
-        leaves.push(leaf_hash(e));
-        lens.push((format::RECORD_HEADER_SIZE_BYTES + e.len()) as u64);
-    }
+    let joined;
+    let records: &[u8] = if batch.len() == 1 {
+        &batch[0].prepared.records
+    } else {
+        let mut buf = Vec::with_capacity(bytes);
+        for r in batch {
+            buf.extend_from_slice(&r.prepared.records);
+        }
+        joined = buf;
+        &joined
+    };
     let storage = &inner.storage;
-    if let Err(e) = storage.append(ENTRIES_FILE, &buf) {
+    if let Err(e) = storage.append(ENTRIES_FILE, records) {
         // Undo whatever part was written, so the log stays usable once the
         // cause (a full disk, say) is gone.
         return match storage.truncate(ENTRIES_FILE, first_offset) {
@@ -646,7 +707,10 @@ fn commit(inner: &Inner, batch: &[Request], count: usize, bytes: usize) -> Resul
             }
         };
     }
-    if let Err(e) = storage.sync(ENTRIES_FILE) {
+    let fsync_start = std::time::Instant::now();
+    let synced = storage.sync(ENTRIES_FILE);
+    inner.stats.fsync_ns.fetch_add(fsync_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    if let Err(e) = synced {
         // After a failed fsync the page cache may hold anything: never
         // retry, never acknowledge (the "fsyncgate" lesson).
         let msg = format!("fsync of entries: {e}");
@@ -655,16 +719,26 @@ fn commit(inner: &Inner, batch: &[Request], count: usize, bytes: usize) -> Resul
     }
     // Durable from here on. The stored hashes are a cache that recovery
     // rebuilds, so they are written but not synced per batch.
-    let raw: Vec<u8> = leaves.iter().flat_map(|h| h.0).collect();
+    let mut raw = Vec::with_capacity(count * HASH_SIZE);
+    for r in batch {
+        for h in &r.prepared.leaves {
+            raw.extend_from_slice(&h.0);
+        }
+    }
     let hashes = storage.append(HASHES_FILE, &raw);
     {
         let mut st = inner.state.write().unwrap_or_else(|e| e.into_inner());
         let mut offset = first_offset;
-        for (leaf, len) in leaves.iter().zip(lens) {
-            st.push(offset, *leaf, len);
-            offset += len;
+        for r in batch {
+            for (leaf, len) in r.prepared.leaves.iter().zip(&r.prepared.lens) {
+                st.push(offset, *leaf, u64::from(*len));
+                offset += u64::from(*len);
+            }
         }
     }
+    inner.stats.commits.fetch_add(1, Ordering::Relaxed);
+    inner.stats.entries.fetch_add(count as u64, Ordering::Relaxed);
+    inner.stats.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     if let Err(e) = hashes {
         set_failed(inner, &format!("writing stored hashes: {e}"));
     }

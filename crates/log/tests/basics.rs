@@ -23,7 +23,7 @@ fn appends_read_back_with_proofs_across_reopen() {
         let log = open(Arc::new(FsStorage::open(dir.path()).unwrap()));
         let mut next = 0;
         for chunk in all.chunks(97) {
-            let r = log.append_blocking(chunk.to_vec()).unwrap();
+            let r = log.append_blocking(chunk).unwrap();
             assert_eq!(r, next..next + chunk.len() as u64);
             next = r.end;
         }
@@ -74,10 +74,10 @@ fn appends_read_back_with_proofs_across_reopen() {
 #[test]
 fn oversized_entry_is_rejected_and_nothing_stored() {
     let log = open(Arc::new(SimStorage::new(1)));
-    let err = log.append_blocking(vec![b"ok".to_vec(), vec![0; 65536]]).unwrap_err();
+    let err = log.append_blocking(&[b"ok".to_vec(), vec![0; 65536]]).unwrap_err();
     assert_eq!(err, AppendError::EntryTooLarge { position: 1, size_bytes: 65536 });
     assert_eq!(log.size(), 0);
-    log.append_blocking(vec![vec![1; 65535]]).unwrap();
+    log.append_blocking(&[vec![1; 65535]]).unwrap();
 }
 
 #[test]
@@ -91,7 +91,7 @@ fn concurrent_appends_share_fsyncs_and_all_land() {
                 let mut got = Vec::new();
                 for n in 0..200 {
                     let e = format!("t{t}-{n}").into_bytes();
-                    let r = log.append_blocking(vec![e.clone()]).unwrap();
+                    let r = log.append_blocking(&[&e]).unwrap();
                     got.push((r.start, e));
                 }
                 got

@@ -53,7 +53,7 @@ fn life(world: &mut World, round: u64, seed: u64, threads: usize) {
                     let batch: Vec<Vec<u8>> =
                         (0..1 + rng.below(12)).map(|k| entry(&format!("r{round}t{t}n{n}k{k}"), &mut rng)).collect();
                     attempted.lock().unwrap().extend(batch.iter().cloned());
-                    match log.append_blocking(batch.clone()) {
+                    match log.append_blocking(&batch) {
                         Ok(r) => acked.lock().unwrap().extend(r.zip(batch)),
                         Err(_) => return,
                     }

@@ -19,9 +19,9 @@ fn build() -> (Image, Vec<usize>) {
     let log = open(storage.clone());
     let mut rng = Rng(99);
     let all: Vec<Vec<u8>> = (0..600).map(|i| entry(&format!("entry-{i}"), &mut rng)).collect();
-    log.append_blocking(all[..300].to_vec()).unwrap();
+    log.append_blocking(&all[..300]).unwrap();
     log.sign_checkpoint().unwrap();
-    log.append_blocking(all[300..].to_vec()).unwrap();
+    log.append_blocking(&all[300..]).unwrap();
     log.sign_checkpoint().unwrap();
     drop(log);
     let mut offsets = Vec::new();

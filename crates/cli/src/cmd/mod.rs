@@ -1,0 +1,5 @@
+//! One module per subcommand. Each `run` returns the process exit code.
+
+pub mod bench;
+pub mod keygen;
+pub mod verify;
