@@ -1,0 +1,195 @@
+//! RFC 8785 JSON Canonicalization Scheme: object members sorted by their
+//! UTF-16 code units, no insignificant whitespace, minimal string escapes,
+//! and numbers in the shortest form ECMAScript prints.
+
+use serde_json::{Number, Value};
+
+/// Why a value has no canonical form.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CanonError {
+    /// An integer beyond ±2^53 cannot be represented exactly as an
+    /// IEEE 754 double, which JCS requires.
+    #[error("number {number} at {path} is beyond ±2^53 and cannot be canonicalised; send it as a string")]
+    UnsafeInteger {
+        /// The number as given.
+        number: String,
+        /// Where it is.
+        path: String,
+    },
+}
+
+const MAX_SAFE: u64 = 1 << 53;
+
+/// The canonical bytes of a JSON value.
+pub fn to_canonical(v: &Value) -> Result<String, CanonError> {
+    let mut out = String::new();
+    write(&mut out, v, &mut String::from("$"))?;
+    Ok(out)
+}
+
+fn write(out: &mut String, v: &Value, path: &mut String) -> Result<(), CanonError> {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => number(out, n, path)?,
+        Value::String(s) => string(out, s),
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                write(out, x, path)?;
+                path.truncate(len);
+            }
+            out.push(']');
+        }
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                string(out, k);
+                out.push(':');
+                let len = path.len();
+                path.push('.');
+                path.push_str(k);
+                write(out, &m[*k], path)?;
+                path.truncate(len);
+            }
+            out.push('}');
+        }
+    }
+    Ok(())
+}
+
+fn string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\u{c}' => out.push_str("\\f"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn number(out: &mut String, n: &Number, path: &str) -> Result<(), CanonError> {
+    let unsafe_int = || CanonError::UnsafeInteger { number: n.to_string(), path: path.to_string() };
+    if let Some(u) = n.as_u64() {
+        if u > MAX_SAFE {
+            return Err(unsafe_int());
+        }
+        out.push_str(&u.to_string());
+    } else if let Some(i) = n.as_i64() {
+        if i.unsigned_abs() > MAX_SAFE {
+            return Err(unsafe_int());
+        }
+        out.push_str(&i.to_string());
+    } else {
+        out.push_str(&es_number(n.as_f64().unwrap_or(0.0)));
+    }
+    Ok(())
+}
+
+/// ECMAScript's Number::toString for a finite double.
+pub fn es_number(f: f64) -> String {
+    if f == 0.0 {
+        return "0".into();
+    }
+    // `{:e}` gives the shortest round-trip digits: "-1.2345e-7".
+    let sci = format!("{:e}", f.abs());
+    let (mant, exp) = sci.split_once('e').expect("exponent");
+    let digits: String = mant.chars().filter(|c| *c != '.').collect();
+    let k = digits.len() as i32;
+    let n = exp.parse::<i32>().expect("exponent") + 1; // value = 0.digits × 10^n
+    let mut s = String::new();
+    if f < 0.0 {
+        s.push('-');
+    }
+    if k <= n && n <= 21 {
+        s.push_str(&digits);
+        s.extend(std::iter::repeat_n('0', (n - k) as usize));
+    } else if 0 < n && n <= 21 {
+        s.push_str(&digits[..n as usize]);
+        s.push('.');
+        s.push_str(&digits[n as usize..]);
+    } else if -6 < n && n <= 0 {
+        s.push_str("0.");
+        s.extend(std::iter::repeat_n('0', (-n) as usize));
+        s.push_str(&digits);
+    } else {
+        s.push_str(&digits[..1]);
+        if k > 1 {
+            s.push('.');
+            s.push_str(&digits[1..]);
+        }
+        s.push('e');
+        s.push(if n - 1 >= 0 { '+' } else { '-' });
+        s.push_str(&(n - 1).abs().to_string());
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rfc8785_examples() {
+        // Key order by UTF-16 code units, from RFC 8785 §3.2.3.
+        let v: Value = serde_json::from_str(
+            r#"{"\u20ac":"Euro Sign","\r":"Carriage Return","\ufb33":"Hebrew Letter Dalet With Dagesh","1":"One","\ud83d\ude00":"Emoji: Grinning Face","\u0080":"Control","\u00f6":"Latin Small Letter O With Diaeresis"}"#,
+        )
+        .unwrap();
+        let c = to_canonical(&v).unwrap();
+        let keys: Vec<&str> = ["\r", "1", "\u{80}", "\u{f6}", "\u{20ac}", "\u{1f600}", "\u{fb33}"].to_vec();
+        let mut pos = 0;
+        for k in keys {
+            let p = c.find(&format!("\"{}\":", k.replace('\r', "\\r"))).unwrap();
+            assert!(p >= pos, "{k:?} out of order in {c}");
+            pos = p;
+        }
+        assert_eq!(
+            to_canonical(&json!({"b": [1, "x\n", null, true], "a": {}})).unwrap(),
+            r#"{"a":{},"b":[1,"x\n",null,true]}"#
+        );
+    }
+
+    #[test]
+    fn numbers_print_like_ecmascript() {
+        for (f, s) in [
+            (1e21, "1e+21"),
+            (1e20, "100000000000000000000"),
+            (0.000001, "0.000001"),
+            (1e-7, "1e-7"),
+            (123.456, "123.456"),
+            (-0.5, "-0.5"),
+            (4.35, "4.35"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+        ] {
+            assert_eq!(es_number(f), s);
+        }
+        assert_eq!(to_canonical(&json!(9007199254740992u64)).unwrap(), "9007199254740992");
+        assert!(to_canonical(&json!({"x": [9007199254740993u64]})).unwrap_err().to_string().contains("$.x[0]"));
+    }
+
+    #[test]
+    fn control_characters_are_escaped_minimally() {
+        assert_eq!(to_canonical(&json!("\u{1}é\u{7f}/")).unwrap(), "\"\\u0001é\u{7f}/\"");
+    }
+}
