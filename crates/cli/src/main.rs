@@ -6,6 +6,8 @@
 //! and dispatches.
 
 mod cmd;
+mod http;
+mod remote;
 
 use clap::{Parser, Subcommand};
 
@@ -19,9 +21,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the server on the embedded storage.
+    Serve(cmd::serve::Args),
+    /// Post events and print their receipts.
+    Send(cmd::send::Args),
+    /// Export entries with proofs as a self-contained bundle.
+    Export(cmd::export::Args),
+    /// Fill a log with realistic demo access events.
+    Demo(cmd::demo::Args),
     /// Create a signing key and print its verifier key.
     Keygen(cmd::keygen::Args),
-    /// Verify logs offline: every entry, stored tile and checkpoint.
+    /// Verify a data directory offline, a live log from its tiles, or a bundle.
     Verify(cmd::verify::Args),
     /// Measure the log: append throughput, latency and verify throughput.
     Bench(cmd::bench::Args),
@@ -34,6 +44,10 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(a) => cmd::serve::run(a),
+        Command::Send(a) => cmd::send::run(a),
+        Command::Export(a) => cmd::export::run(a),
+        Command::Demo(a) => cmd::demo::run(a),
         Command::Keygen(a) => cmd::keygen::run(a),
         Command::Verify(a) => cmd::verify::run(a),
         Command::Bench(a) => cmd::bench::run(a),

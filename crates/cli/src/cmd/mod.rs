@@ -1,5 +1,9 @@
 //! One module per subcommand. Each `run` returns the process exit code.
 
 pub mod bench;
+pub mod demo;
+pub mod export;
 pub mod keygen;
+pub mod send;
+pub mod serve;
 pub mod verify;

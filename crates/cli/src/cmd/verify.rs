@@ -12,9 +12,19 @@ use custos_tlog::note::NoteVerifier;
 /// Arguments of `custos verify`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The data directory to verify.
-    #[arg(long, env = "CUSTOS_DATA")]
-    data: PathBuf,
+    /// The data directory to verify offline.
+    #[arg(long, env = "CUSTOS_DATA", conflicts_with_all = ["url", "bundle"])]
+    data: Option<PathBuf>,
+    /// A live log's tiles URL, `http://HOST/tlog/LOG`: verified on this
+    /// side from its tiles, and against the last checkpoint verified.
+    #[arg(long, requires = "key", conflicts_with = "bundle")]
+    url: Option<String>,
+    /// Where `--url` keeps the last verified checkpoint.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// An exported bundle (`custos export`), checked with no server.
+    #[arg(long, requires = "key")]
+    bundle: Option<PathBuf>,
     /// Verify only this log.
     #[arg(long)]
     log: Option<String>,
@@ -27,10 +37,17 @@ pub struct Args {
 
 /// Runs the command: 0 if every log verifies, 1 if one fails.
 pub fn run(a: Args) -> anyhow::Result<i32> {
+    if let Some(url) = &a.url {
+        return run_url(url, a.key.as_deref().unwrap_or_default(), a.state.as_deref());
+    }
+    if let Some(path) = &a.bundle {
+        return run_bundle(path, a.key.as_deref().unwrap_or_default());
+    }
+    let Some(data) = a.data.clone() else { bail!("give --data DIR, --url URL or --bundle FILE") };
     let verifier = match &a.key {
         Some(k) => NoteVerifier::parse(k).context("parsing --key")?,
         None => {
-            let v = load_signer(&a.data.join(KEY_FILE))?.verifier();
+            let v = load_signer(&data.join(KEY_FILE))?.verifier();
             eprintln!(
                 "note: using the data directory's own key {}; pass --key to check against a key you hold",
                 v.to_key_string()
@@ -38,7 +55,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             v
         }
     };
-    let logs_dir = a.data.join(LOGS_DIR);
+    let logs_dir = data.join(LOGS_DIR);
     let names: Vec<String> = match &a.log {
         Some(l) => vec![l.clone()],
         None => {
@@ -107,4 +124,48 @@ fn progress_bar(name: &str) -> Option<indicatif::ProgressBar> {
     );
     b.set_message(name.to_string());
     Some(b)
+}
+
+fn run_url(url: &str, key: &str, state: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    let verifier = NoteVerifier::parse(key).context("parsing --key")?;
+    let state = state.map(PathBuf::from).unwrap_or_else(|| crate::remote::default_state_path(url));
+    match crate::remote::verify_url(url, &verifier, &state) {
+        Ok(r) => {
+            let from = r
+                .previous_size
+                .map_or("no earlier checkpoint".to_string(), |s| format!("consistent with size {s} verified before"));
+            println!(
+                "OK   {url}: checkpoint {} size {} root {}; {} tiles and bundles recomputed; {from}",
+                r.checkpoint.origin, r.checkpoint.size, r.checkpoint.root, r.tiles
+            );
+            Ok(0)
+        }
+        Err(e) => {
+            println!("FAIL {url}: {e:#}");
+            Ok(1)
+        }
+    }
+}
+
+fn run_bundle(path: &std::path::Path, key: &str) -> anyhow::Result<i32> {
+    let verifier = NoteVerifier::parse(key).context("parsing --key")?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bundle: crate::remote::Bundle =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    match crate::remote::verify_bundle(&bundle, &verifier) {
+        Ok((cp, n)) => {
+            println!(
+                "OK   {}: {n} entries proven in checkpoint {} size {} root {}",
+                path.display(),
+                cp.origin,
+                cp.size,
+                cp.root
+            );
+            Ok(0)
+        }
+        Err(e) => {
+            println!("FAIL {}: {e:#}", path.display());
+            Ok(1)
+        }
+    }
 }

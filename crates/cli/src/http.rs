@@ -1,0 +1,48 @@
+//! A small blocking HTTP client for the commands that talk to a server.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// Largest answer read into memory.
+const MAX_RESPONSE_BYTES: u64 = 256 << 20;
+
+/// An agent that returns 4xx/5xx answers instead of failing on them.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+fn read(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>, url: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    let mut resp = resp.with_context(|| format!("requesting {url}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_RESPONSE_BYTES)
+        .read_to_vec()
+        .with_context(|| format!("reading {url}"))?;
+    Ok((status, body))
+}
+
+/// GET, returning the status and body.
+pub fn get(agent: &ureq::Agent, url: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    read(agent.get(url).call(), url)
+}
+
+/// GET that must answer 200.
+pub fn get_ok(agent: &ureq::Agent, url: &str) -> anyhow::Result<Vec<u8>> {
+    let (status, body) = get(agent, url)?;
+    if status != 200 {
+        bail!("GET {url}: HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
+    }
+    Ok(body)
+}
+
+/// POST a body with a content type, returning the status and body.
+pub fn post(agent: &ureq::Agent, url: &str, content_type: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+    read(agent.post(url).header("Content-Type", content_type).send(body), url)
+}

@@ -1,0 +1,37 @@
+//! Server settings. Every limit is a named field with its default here.
+
+use std::time::Duration;
+
+/// A request body is at most this large by default, after decompression.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
+/// One event, as sent, is at most this large by default.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 64 << 10;
+/// One request carries at most this many events.
+pub const MAX_EVENTS_PER_REQUEST: usize = 100_000;
+/// A range read returns at most this many entries.
+pub const MAX_RANGE_ENTRIES: u64 = 1000;
+/// Client `uid`s remembered per log for deduplicating retries.
+pub const DEDUPE_WINDOW: usize = 1_000_000;
+/// How long `?wait=checkpoint` waits for a covering checkpoint.
+pub const CHECKPOINT_WAIT: Duration = Duration::from_secs(10);
+
+/// Settings of a running server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Largest request body, after decompression.
+    pub max_body_bytes: usize,
+    /// Largest single event as sent.
+    pub max_event_bytes: usize,
+    /// How often grown logs get a new signed checkpoint.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            checkpoint_interval: Duration::from_millis(500),
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! `POST /v1/logs/{log}/events`: validate a batch, store it durably, answer
+//! with one receipt per event.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use custos_event::schema::FieldError;
+use custos_event::{EventError, ServerFields};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::config::{CHECKPOINT_WAIT, MAX_EVENTS_PER_REQUEST};
+use crate::error::{ApiError, Problem};
+use crate::state::{AppState, LogExt, Receipt};
+
+/// Query parameters of an ingest request.
+#[derive(Deserialize, Default)]
+pub struct IngestQuery {
+    /// `checkpoint`: wait for a signed checkpoint and return proofs.
+    wait: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Ndjson,
+}
+
+fn content_format(headers: &HeaderMap) -> Result<Format, ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match mime.as_str() {
+        "application/json" => Ok(Format::Json),
+        "application/x-ndjson" | "application/jsonl" | "application/ndjson" => Ok(Format::Ndjson),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type {ct:?} is not accepted: send application/json or application/x-ndjson"),
+        )),
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is over the limit of {limit} bytes (max_body_bytes), after decompression"),
+    )
+}
+
+/// Reads the body, at most `limit` bytes before and after decompression.
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit))?;
+    let enc = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim();
+    let mut reader: Box<dyn Read> = match enc.to_ascii_lowercase().as_str() {
+        "identity" | "" => return Ok(raw.to_vec()),
+        "gzip" | "x-gzip" => Box::new(flate2::read::GzDecoder::new(&raw[..])),
+        "zstd" => Box::new(
+            zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| ApiError::bad_request(format!("zstd body: {e}")))?,
+        ),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Encoding {other:?} is not accepted: send gzip, zstd or none"),
+            ));
+        }
+    };
+    let mut out = Vec::new();
+    reader
+        .by_ref()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::bad_request(format!("body is not valid {enc}: {e}")))?;
+    if out.len() > limit {
+        return Err(too_large(limit));
+    }
+    Ok(out)
+}
+
+/// One event of the batch and where it came from.
+struct Item {
+    line: Option<usize>,
+    index: Option<usize>,
+    value: Value,
+}
+
+fn problem(item: (Option<usize>, Option<usize>), field: &str, error: impl Into<String>) -> Problem {
+    Problem { line: item.0, index: item.1, field: field.into(), error: error.into() }
+}
+
+fn parse(body: &[u8], format: Format, max_event_bytes: usize) -> Result<Vec<Item>, ApiError> {
+    let reject = |problems: Vec<Problem>| ApiError {
+        problems,
+        ..ApiError::bad_request("the batch was rejected and nothing was stored; see problems")
+    };
+    let mut items = Vec::new();
+    match format {
+        Format::Json => {
+            let v: Value = serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("malformed JSON at line {} column {}: {e}", e.line(), e.column()))
+            })?;
+            match v {
+                Value::Array(a) => {
+                    items.extend(a.into_iter().enumerate().map(|(i, value)| Item { line: None, index: Some(i), value }))
+                }
+                Value::Object(_) => items.push(Item { line: None, index: Some(0), value: v }),
+                _ => return Err(ApiError::bad_request("body must be a JSON object or an array of objects")),
+            }
+        }
+        Format::Ndjson => {
+            let mut problems = Vec::new();
+            for (n, line) in body.split(|&b| b == b'\n').enumerate() {
+                let line_no = n + 1;
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                if line.len() > max_event_bytes {
+                    problems.push(problem(
+                        (Some(line_no), None),
+                        "$",
+                        format!("event is {} bytes, over the limit of {max_event_bytes} bytes", line.len()),
+                    ));
+                    continue;
+                }
+                match serde_json::from_slice::<Value>(line) {
+                    Ok(value) => items.push(Item { line: Some(line_no), index: None, value }),
+                    Err(e) => problems.push(problem(
+                        (Some(line_no), None),
+                        "$",
+                        format!("malformed JSON at column {}: {e}", e.column()),
+                    )),
+                }
+            }
+            if !problems.is_empty() {
+                return Err(reject(problems));
+            }
+        }
+    }
+    if items.is_empty() {
+        return Err(ApiError::bad_request("the body holds no events"));
+    }
+    if items.len() > MAX_EVENTS_PER_REQUEST {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{} events in one request, over the limit of {MAX_EVENTS_PER_REQUEST}", items.len()),
+        ));
+    }
+    Ok(items)
+}
+
+/// A validated, sealed event.
+struct Sealed {
+    uid: Option<String>,
+    entry: Vec<u8>,
+}
+
+fn seal_all(items: Vec<Item>, server: &ServerFields, max_event_bytes: usize) -> Result<Vec<Sealed>, ApiError> {
+    let mut problems = Vec::new();
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let at = (item.line, item.index);
+        let event: Map<String, Value> = match custos_event::validate(item.value) {
+            Ok(e) => e,
+            Err(errs) => {
+                problems.extend(errs.into_iter().map(|FieldError { field, error }| problem(at, &field, error)));
+                continue;
+            }
+        };
+        let uid = event.get("uid").and_then(Value::as_str).map(str::to_string);
+        match custos_event::seal(event, server) {
+            Ok(entry) if entry.len() > max_event_bytes => problems.push(problem(
+                at,
+                "$",
+                format!("event is {} bytes once sealed, over the limit of {max_event_bytes} bytes", entry.len()),
+            )),
+            Ok(entry) => out.push(Sealed { uid, entry }),
+            Err(EventError::TooLarge { size_bytes }) => problems.push(problem(
+                at,
+                "$",
+                format!("event is {size_bytes} bytes once sealed, over the limit of 65535 bytes"),
+            )),
+            Err(EventError::Fields(errs)) => {
+                problems.extend(errs.into_iter().map(|FieldError { field, error }| problem(at, &field, error)))
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ApiError {
+            problems,
+            ..ApiError::bad_request("the batch was rejected and nothing was stored; see problems")
+        });
+    }
+    Ok(out)
+}
+
+/// Stores the events that are not retries of earlier ones and returns one
+/// receipt per event, with `true` for duplicates.
+async fn store(ext: &LogExt, events: Vec<Sealed>) -> Result<Vec<(Receipt, bool)>, ApiError> {
+    let mut uids: Vec<String> = events.iter().filter_map(|e| e.uid.clone()).collect();
+    uids.sort();
+    uids.dedup();
+    let slots: Vec<_> = {
+        let mut d = ext.dedupe.lock().unwrap_or_else(|e| e.into_inner());
+        uids.iter().map(|u| (u.clone(), d.slot(u))).collect()
+    };
+    // Locking in sorted order cannot deadlock with another batch.
+    let mut guards = HashMap::new();
+    for (uid, slot) in slots {
+        guards.insert(uid, slot.lock_owned().await);
+    }
+    enum Plan {
+        Known(Receipt),
+        New(usize),
+        SameAs(String),
+    }
+    let mut plans = Vec::with_capacity(events.len());
+    let mut fresh: Vec<&[u8]> = Vec::new();
+    let mut first_new: HashMap<&str, usize> = HashMap::new();
+    for e in &events {
+        let plan = match &e.uid {
+            Some(u) if guards[u].is_some() => Plan::Known(guards[u].clone().expect("checked")),
+            Some(u) if first_new.contains_key(u.as_str()) => Plan::SameAs(u.clone()),
+            uid => {
+                if let Some(u) = uid {
+                    first_new.insert(u, fresh.len());
+                }
+                fresh.push(&e.entry);
+                Plan::New(fresh.len() - 1)
+            }
+        };
+        plans.push(plan);
+    }
+    let start = if fresh.is_empty() { 0 } else { ext.log.append(&fresh).await?.start };
+    let new_receipt = |k: usize| Receipt { index: start + k as u64, leaf_hash: custos_tlog::leaf_hash(fresh[k]) };
+    for (uid, k) in &first_new {
+        **guards.get_mut(*uid).expect("locked") = Some(new_receipt(*k));
+    }
+    Ok(plans
+        .into_iter()
+        .map(|p| match p {
+            Plan::Known(r) => (r, true),
+            Plan::New(k) => (new_receipt(k), false),
+            Plan::SameAs(u) => (new_receipt(first_new[u.as_str()]), true),
+        })
+        .collect())
+}
+
+/// The ingest handler.
+pub async fn post_events(
+    State(state): State<Arc<AppState>>,
+    Path(log): Path<String>,
+    Query(q): Query<IngestQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let wait_checkpoint = match q.wait.as_deref() {
+        None => false,
+        Some("checkpoint") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("wait={other:?} is not known; use wait=checkpoint"))),
+    };
+    custos_log::store::validate_log_name(&log, false).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let format = content_format(&headers)?;
+    let body = read_body(body, &headers, state.config.max_body_bytes).await?;
+    let body_len = body.len();
+    let max_event = state.config.max_event_bytes;
+    let server = ServerFields {
+        log: log.clone(),
+        received_at_ns: custos_event::time::now_nanos(),
+        submitter: "anonymous".into(),
+        via: "http".into(),
+        address: Some(peer.ip().to_string()),
+    };
+    // Parsing and canonicalising is CPU work: keep it off the async threads.
+    let sealed = tokio::task::spawn_blocking(move || {
+        let items = parse(&body, format, max_event)?;
+        seal_all(items, &server, max_event)
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
+    let count = sealed.len();
+    let ext = state.for_write(&log).await?;
+    let receipts = store(&ext, sealed).await?;
+    metrics::counter!("custos_ingest_events_total", "log" => log.clone()).increment(count as u64);
+    metrics::counter!("custos_ingest_bytes_total", "log" => log.clone()).increment(body_len as u64);
+    metrics::histogram!("custos_ingest_latency_seconds").record(started.elapsed().as_secs_f64());
+    let mut out: Vec<Value> = receipts
+        .iter()
+        .map(|(r, dup)| {
+            let mut v = json!({"log": log, "index": r.index, "leaf_hash": B64.encode(r.leaf_hash.0)});
+            if *dup {
+                v["duplicate"] = Value::Bool(true);
+            }
+            v
+        })
+        .collect();
+    if wait_checkpoint {
+        let need = receipts.iter().map(|(r, _)| r.index + 1).max().unwrap_or(0);
+        let mut rx = ext.checkpoint_size.subscribe();
+        state.checkpoint_now.notify_one();
+        let waited = tokio::time::timeout(CHECKPOINT_WAIT, rx.wait_for(|s| *s >= need)).await;
+        if !matches!(waited, Ok(Ok(_))) {
+            return Err(ApiError::unavailable(
+                "events are stored (receipts are valid) but no checkpoint covered them in time; retry with the same uids",
+                1,
+            ));
+        }
+        let cp = ext.log.checkpoint().ok_or_else(|| ApiError::unavailable("no checkpoint yet", 1))?;
+        for (v, (r, _)) in out.iter_mut().zip(&receipts) {
+            let proof = ext.log.inclusion_proof(r.index, cp.checkpoint.size)?;
+            v["tree_size"] = json!(cp.checkpoint.size);
+            v["inclusion_proof"] = json!(proof.iter().map(|h| B64.encode(h.0)).collect::<Vec<_>>());
+            v["checkpoint"] = json!(cp.note);
+        }
+    }
+    Ok((StatusCode::OK, axum::Json(json!({ "receipts": out }))).into_response())
+}

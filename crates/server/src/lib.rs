@@ -1,0 +1,69 @@
+//! The Custos HTTP server.
+//!
+//! # Layout
+//! - [`config`]: limits and settings, each a named field with a default.
+//! - [`state`]: shared state: the log store and, per log, deduplication
+//!   and checkpoint notifications.
+//! - [`error`]: the JSON error answer, and which status each failure gets.
+//! - [`ingest`]: `POST /v1/logs/{log}/events`.
+//! - [`read`]: logs, entries with proofs, consistency proofs.
+//! - [`tiles`]: the C2SP tlog-tiles API under `/tlog/{log}/`.
+//! - [`ops`]: health, readiness and Prometheus metrics.
+//! - [`checkpointer`]: signs checkpoints of grown logs on an interval.
+//!
+//! # Invariants
+//! - An ingest answer is sent only after the log acknowledged the events as
+//!   durable; a rejected request stores nothing.
+//! - Only this crate knows HTTP and the JSON wire format of answers.
+
+pub mod checkpointer;
+pub mod config;
+pub mod error;
+pub mod ingest;
+pub mod ops;
+pub mod read;
+pub mod state;
+pub mod tiles;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+pub use config::ServerConfig;
+pub use state::AppState;
+
+/// The router of every endpoint.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/logs", get(read::list_logs))
+        .route("/v1/logs/{log}", get(read::log_info))
+        .route("/v1/logs/{log}/events", post(ingest::post_events))
+        .route("/v1/logs/{log}/entries", get(read::entry_range))
+        .route("/v1/logs/{log}/entries/{index}", get(read::one_entry))
+        .route("/v1/logs/{log}/consistency", get(read::consistency))
+        .route("/tlog/{log}/checkpoint", get(tiles::checkpoint))
+        .route("/tlog/{log}/tile/{*path}", get(tiles::tile))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests and
+/// signs a final checkpoint of every grown log.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let checkpointer = tokio::spawn(checkpointer::run(state.clone()));
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    checkpointer.abort();
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || checkpointer::sign_all(&s)).await?;
+    Ok(())
+}

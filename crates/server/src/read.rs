@@ -1,0 +1,216 @@
+//! Reads: the list of logs, one log, entries with inclusion proofs, and
+//! consistency proofs.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use custos_log::Log;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::MAX_RANGE_ENTRIES;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+fn b64s(hashes: &[custos_tlog::Hash]) -> Vec<String> {
+    hashes.iter().map(|h| B64.encode(h.0)).collect()
+}
+
+/// `GET /v1/logs`.
+pub async fn list_logs(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let logs: Vec<Value> = state
+        .store
+        .list()
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with('_'))
+        .map(|(name, log)| json!({"name": name, "size": log.size()}))
+        .collect();
+    Json(json!({ "logs": logs }))
+}
+
+/// `GET /v1/logs/{log}`.
+pub async fn log_info(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let ext = state.existing(&name).await?;
+    let log = &ext.log;
+    let cp = log
+        .checkpoint()
+        .map(|c| json!({"size": c.checkpoint.size, "root": B64.encode(c.checkpoint.root.0), "note": c.note}));
+    Ok(Json(json!({
+        "name": name,
+        "origin": log.origin(),
+        "size": log.size(),
+        "verifier_key": log.verifier().to_key_string(),
+        "checkpoint": cp,
+    })))
+}
+
+/// Query of entry reads.
+#[derive(Deserialize)]
+pub struct EntryQuery {
+    tree_size: Option<u64>,
+}
+
+/// The tree size to prove against: the one asked for, or the latest
+/// checkpoint's. `None` when no checkpoint covers `index` yet.
+fn proof_size(log: &Log, asked: Option<u64>, index: u64) -> Result<Option<(u64, Option<String>)>, ApiError> {
+    match asked {
+        Some(n) if n <= index => Err(ApiError::bad_request(format!("tree_size {n} does not include entry {index}"))),
+        Some(n) if n > log.size() => {
+            Err(ApiError::bad_request(format!("tree_size {n} is beyond the log's {} entries", log.size())))
+        }
+        Some(n) => Ok(Some((n, log.checkpoint().filter(|c| c.checkpoint.size == n).map(|c| c.note)))),
+        None => Ok(log.checkpoint().filter(|c| c.checkpoint.size > index).map(|c| (c.checkpoint.size, Some(c.note)))),
+    }
+}
+
+fn entry_json(index: u64, entry: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(entry).to_string();
+    let event: Value = serde_json::from_slice(entry).unwrap_or(Value::Null);
+    json!({
+        "index": index,
+        "leaf_hash": B64.encode(custos_tlog::leaf_hash(entry).0),
+        "entry": text,
+        "event": event,
+    })
+}
+
+/// `GET /v1/logs/{log}/entries/{index}[?tree_size=N]`: the entry and its
+/// inclusion proof against the latest checkpoint or the given size.
+pub async fn one_entry(
+    State(state): State<Arc<AppState>>,
+    Path((name, index)): Path<(String, String)>,
+    Query(q): Query<EntryQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let index: u64 = index.parse().map_err(|_| ApiError::bad_request(format!("index {index:?} is not a number")))?;
+    let ext = state.existing(&name).await?;
+    let log = ext.log.clone();
+    let size = log.size();
+    if index >= size {
+        return Err(ApiError::not_found(format!("entry {index} does not exist; the log has {size} entries")));
+    }
+    let asked = q.tree_size;
+    let v = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+        let entry = log.entry(index)?;
+        let mut v = entry_json(index, &entry);
+        v["log"] = json!(name);
+        match proof_size(&log, asked, index)? {
+            Some((n, note)) => {
+                v["tree_size"] = json!(n);
+                v["inclusion_proof"] = json!(b64s(&log.inclusion_proof(index, n)?));
+                v["root"] = json!(B64.encode(log.root_at(n)?.0));
+                v["checkpoint"] = json!(note);
+            }
+            None => {
+                v["inclusion_proof"] = Value::Null;
+                v["note"] = json!("no checkpoint covers this entry yet; retry within a second");
+            }
+        }
+        Ok(v)
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
+    Ok(Json(v))
+}
+
+/// Query of range reads.
+#[derive(Deserialize)]
+pub struct RangeQuery {
+    start: Option<u64>,
+    end: Option<u64>,
+    /// Include an inclusion proof per entry against this tree size.
+    tree_size: Option<u64>,
+    /// `true`: include proofs against the latest checkpoint.
+    proofs: Option<bool>,
+}
+
+/// `GET /v1/logs/{log}/entries?start=&end=`: at most
+/// [`MAX_RANGE_ENTRIES`] entries `[start, end)`.
+pub async fn entry_range(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<RangeQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let ext = state.existing(&name).await?;
+    let log = ext.log.clone();
+    let size = log.size();
+    let start = q.start.unwrap_or(0);
+    let end = q.end.unwrap_or_else(|| size.min(start.saturating_add(MAX_RANGE_ENTRIES)));
+    if start > end || end > size {
+        return Err(ApiError::bad_request(format!(
+            "range start={start} end={end} is out of bounds: the log has {size} entries"
+        )));
+    }
+    if end - start > MAX_RANGE_ENTRIES {
+        return Err(ApiError::bad_request(format!(
+            "range of {} entries is over the limit of {MAX_RANGE_ENTRIES} per request",
+            end - start
+        )));
+    }
+    let v = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+        let proof_at = match (q.tree_size, q.proofs) {
+            (Some(n), _) => Some(n),
+            (None, Some(true)) => log.checkpoint().map(|c| c.checkpoint.size),
+            _ => None,
+        };
+        if let Some(n) = proof_at {
+            if n < end || n > size {
+                return Err(ApiError::bad_request(format!("tree_size {n} must cover the range and be at most {size}")));
+            }
+        }
+        let mut out = Vec::new();
+        for (i, e) in log.entries(start, end)?.iter().enumerate() {
+            let index = start + i as u64;
+            let mut v = entry_json(index, e);
+            if let Some(n) = proof_at {
+                v["inclusion_proof"] = json!(b64s(&log.inclusion_proof(index, n)?));
+            }
+            out.push(v);
+        }
+        let mut v = json!({"log": name, "start": start, "end": end, "entries": out});
+        if let Some(n) = proof_at {
+            v["tree_size"] = json!(n);
+            v["root"] = json!(B64.encode(log.root_at(n)?.0));
+            v["checkpoint"] = json!(log.checkpoint().filter(|c| c.checkpoint.size == n).map(|c| c.note));
+        }
+        Ok(v)
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
+    Ok(Json(v))
+}
+
+/// Query of consistency proofs.
+#[derive(Deserialize)]
+pub struct ConsistencyQuery {
+    from: u64,
+    to: Option<u64>,
+}
+
+/// `GET /v1/logs/{log}/consistency?from=&to=`.
+pub async fn consistency(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<ConsistencyQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let ext = state.existing(&name).await?;
+    let log = &ext.log;
+    let to = q.to.or_else(|| log.checkpoint().map(|c| c.checkpoint.size)).unwrap_or(0);
+    if q.from > to || to > log.size() {
+        return Err(ApiError::bad_request(format!(
+            "from={} to={to} is out of bounds: need from <= to <= {}",
+            q.from,
+            log.size()
+        )));
+    }
+    let proof = log.consistency_proof(q.from, to)?;
+    Ok(Json(json!({
+        "from": q.from,
+        "to": to,
+        "from_root": B64.encode(log.root_at(q.from)?.0),
+        "to_root": B64.encode(log.root_at(to)?.0),
+        "proof": b64s(&proof),
+    })))
+}
