@@ -1,0 +1,174 @@
+//! Helpers for end-to-end tests: a real `custos serve` process on a free
+//! loopback port, and a plain HTTP client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use custos_tlog::hash::Hash;
+use serde_json::Value;
+
+/// A running server. Killed (SIGKILL) when dropped unless stopped.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub verifier_key: String,
+    pub data: PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_custos")
+}
+
+impl Server {
+    /// Starts `custos serve` on `data` with an OS-chosen port and waits
+    /// until it answers `/healthz`.
+    pub fn start(data: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(["--checkpoint-interval-ms", "200"])
+            .args(extra)
+            .env("CUSTOS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn custos serve");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut url = String::new();
+        let mut verifier_key = String::new();
+        for line in lines.by_ref() {
+            let line = line.expect("server stdout");
+            if let Some(u) = line.strip_prefix("custos listening on ") {
+                url = u.to_string();
+            }
+            if let Some(k) = line.strip_prefix("verifier key: ") {
+                verifier_key = k.to_string();
+                break;
+            }
+        }
+        assert!(!url.is_empty(), "server did not print its address");
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        let s = Server { child, url, verifier_key, data: data.to_path_buf() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(&format!("{}/healthz", s.url)).0 != 200 {
+            assert!(Instant::now() < deadline, "server never became healthy");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        unsafe_kill(self.child.id(), "TERM");
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+
+    /// SIGKILL.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        std::mem::forget(self);
+    }
+
+    pub fn events_url(&self, log: &str) -> String {
+        format!("{}/v1/logs/{log}/events", self.url)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap();
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+fn read(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Vec<u8>) {
+    let mut r = r.expect("http request");
+    let status = r.status().as_u16();
+    (status, r.body_mut().with_config().limit(1 << 30).read_to_vec().unwrap())
+}
+
+pub fn get(url: &str) -> (u16, Vec<u8>) {
+    match agent().get(url).call() {
+        Ok(r) => read(Ok(r)),
+        Err(_) => (0, Vec::new()),
+    }
+}
+
+pub fn get_json(url: &str) -> (u16, Value) {
+    let (s, b) = get(url);
+    (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+pub fn post(url: &str, content_type: &str, body: impl AsRef<[u8]>, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = agent().post(url).header("Content-Type", content_type);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let (s, b) = read(req.send(body.as_ref()));
+    (s, serde_json::from_slice(&b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into())))
+}
+
+/// A valid event for user `user`, numbered `n`.
+pub fn event(user: &str, n: u64) -> Value {
+    serde_json::json!({
+        "time": "2026-11-27T09:00:00Z",
+        "activity": "db.query",
+        "actor": {"user": {"name": user}},
+        "status": if n % 7 == 0 { "failure" } else { "success" },
+        "src_endpoint": {"ip": "10.0.0.1", "port": 5000 + n % 1000},
+        "message": format!("SELECT {n}"),
+    })
+}
+
+pub fn ndjson(events: &[Value]) -> String {
+    events.iter().map(Value::to_string).collect::<Vec<_>>().join("\n")
+}
+
+pub fn hash(b64: &Value) -> Hash {
+    Hash::from_slice(&B64.decode(b64.as_str().expect("base64 string")).unwrap()).unwrap()
+}
+
+/// Polls until `f` returns Some, up to 30 s.
+pub fn poll<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition never held");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Fetches entry `index` once a checkpoint covers it and checks its
+/// inclusion proof and signature with client-side code only.
+pub fn prove(url: &str, log: &str, index: u64, leaf: &Hash, vkey: &str) {
+    let v = poll(|| {
+        let (s, v) = get_json(&format!("{url}/v1/logs/{log}/entries/{index}"));
+        (s == 200 && !v["inclusion_proof"].is_null()).then_some(v)
+    });
+    let entry = v["entry"].as_str().unwrap();
+    assert_eq!(&custos_tlog::leaf_hash(entry.as_bytes()), leaf, "entry {index} bytes do not hash to its receipt");
+    let verifier = custos_tlog::note::NoteVerifier::parse(vkey).unwrap();
+    let text = verifier.open(v["checkpoint"].as_str().unwrap()).unwrap();
+    let cp = custos_tlog::Checkpoint::parse(text).unwrap();
+    let proof: Vec<Hash> = v["inclusion_proof"].as_array().unwrap().iter().map(hash).collect();
+    custos_tlog::proof::verify_inclusion(index, cp.size, leaf, &proof, &cp.root).unwrap();
+}

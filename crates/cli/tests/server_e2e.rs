@@ -1,0 +1,331 @@
+//! The server end to end over real HTTP against a spawned `custos serve`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use serde_json::{Value, json};
+
+#[test]
+fn ingest_receipts_proofs_restart_and_tiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let events: Vec<Value> = (0..600).map(|n| event("alice", n)).collect();
+    // One object, an array and NDJSON.
+    let (st, one) = post(&s.events_url("prod"), "application/json", events[0].to_string(), &[]);
+    assert_eq!(st, 200, "{one}");
+    assert_eq!(one["receipts"][0]["index"], 0);
+    let (st, arr) =
+        post(&s.events_url("prod"), "application/json", Value::Array(events[1..300].to_vec()).to_string(), &[]);
+    assert_eq!(st, 200, "{arr}");
+    let (st, nd) = post(&s.events_url("prod"), "application/x-ndjson", ndjson(&events[300..]), &[]);
+    assert_eq!(st, 200, "{nd}");
+    let mut receipts: Vec<Value> = one["receipts"].as_array().unwrap().clone();
+    receipts.extend(arr["receipts"].as_array().unwrap().iter().cloned());
+    receipts.extend(nd["receipts"].as_array().unwrap().iter().cloned());
+    for (i, r) in receipts.iter().enumerate() {
+        assert_eq!(r["index"], i as u64);
+        assert_eq!(r["log"], "prod");
+    }
+    for i in [0usize, 255, 256, 599] {
+        prove(&s.url, "prod", i as u64, &hash(&receipts[i]["leaf_hash"]), &s.verifier_key);
+    }
+    // The stored event is what was sent, plus the server's fields.
+    let (_, e) = get_json(&format!("{}/v1/logs/prod/entries/5", s.url));
+    assert_eq!(e["event"]["message"], "SELECT 5");
+    assert_eq!(e["event"]["submitter"]["via"], "http");
+    assert_eq!(e["event"]["log"], "prod");
+
+    // wait=checkpoint returns proofs that verify.
+    let (st, w) = post(
+        &format!("{}?wait=checkpoint", s.events_url("prod")),
+        "application/json",
+        event("bob", 1).to_string(),
+        &[],
+    );
+    assert_eq!(st, 200, "{w}");
+    let r = &w["receipts"][0];
+    let verifier = custos_tlog::note::NoteVerifier::parse(&s.verifier_key).unwrap();
+    let cp = custos_tlog::Checkpoint::parse(verifier.open(r["checkpoint"].as_str().unwrap()).unwrap()).unwrap();
+    let proof: Vec<_> = r["inclusion_proof"].as_array().unwrap().iter().map(hash).collect();
+    custos_tlog::proof::verify_inclusion(600, cp.size, &hash(&r["leaf_hash"]), &proof, &cp.root).unwrap();
+
+    // Log listing and info.
+    let (_, logs) = get_json(&format!("{}/v1/logs", s.url));
+    assert_eq!(logs["logs"][0]["name"], "prod");
+    let (_, info) = get_json(&format!("{}/v1/logs/prod", s.url));
+    assert_eq!(info["origin"], "custos.local/prod");
+    assert_eq!(info["verifier_key"], s.verifier_key.as_str());
+    let (st, range) = get_json(&format!("{}/v1/logs/prod/entries?start=10&end=20", s.url));
+    assert_eq!(st, 200);
+    assert_eq!(range["entries"].as_array().unwrap().len(), 10);
+    let (st, c) = get_json(&format!("{}/v1/logs/prod/consistency?from=10&to=601", s.url));
+    assert_eq!(st, 200, "{c}");
+    let proof: Vec<_> = c["proof"].as_array().unwrap().iter().map(hash).collect();
+    custos_tlog::proof::verify_consistency(10, 601, &hash(&c["from_root"]), &hash(&c["to_root"]), &proof).unwrap();
+
+    // Tile content types and caching.
+    let resp = agent().get(&format!("{}/tlog/prod/tile/0/000", s.url)).call().unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/octet-stream");
+    assert!(resp.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    let resp = agent().get(&format!("{}/tlog/prod/checkpoint", s.url)).call().unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(get(&format!("{}/tlog/prod/tile/0/x001/000", s.url)).0, 404);
+    assert_eq!(get(&format!("{}/tlog/prod/tile/0/67", s.url)).0, 400);
+
+    // A second, independent reading of the tiles: the client recomputes
+    // every tile and bundle and compares with the signed checkpoint.
+    let state = dir.path().join("verify-state.json");
+    let tlog = format!("{}/tlog/prod", s.url);
+    let v = Command::new(bin())
+        .args(["verify", "--url", &tlog, "--key", &s.verifier_key, "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+
+    // Restart: data and checkpoints persist and verify.
+    assert!(s.stop().success());
+    let s = Server::start(dir.path(), &[]);
+    let (_, info) = get_json(&format!("{}/v1/logs/prod", s.url));
+    assert_eq!(info["size"], 601);
+    assert_eq!(info["checkpoint"]["size"], 601);
+    prove(&s.url, "prod", 300, &hash(&receipts[300]["leaf_hash"]), &s.verifier_key);
+    let (st, more) = post(&s.events_url("prod"), "application/json", event("carol", 9).to_string(), &[]);
+    assert_eq!((st, more["receipts"][0]["index"].as_u64()), (200, Some(601)));
+    poll(|| (get_json(&format!("{}/v1/logs/prod", s.url)).1["checkpoint"]["size"] == 602).then_some(()));
+    let tlog = format!("{}/tlog/prod", s.url);
+    let v = Command::new(bin())
+        .args(["verify", "--url", &tlog, "--key", &s.verifier_key, "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&v.stdout);
+    assert!(v.status.success() && out.contains("consistent with size 601"), "{out}");
+    assert!(s.stop().success());
+    let off = Command::new(bin())
+        .args(["verify", "--data"])
+        .arg(dir.path())
+        .args(["--key", &info["verifier_key"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(off.status.success(), "{}", String::from_utf8_lossy(&off.stdout));
+}
+
+#[test]
+fn retries_with_a_uid_return_the_original_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let mut e = event("alice", 1);
+    e["uid"] = json!("req-1");
+    let mut f = event("alice", 2);
+    f["uid"] = json!("req-2");
+    let (_, a) = post(&s.events_url("l"), "application/json", e.to_string(), &[]);
+    // A retry of req-1 in a batch with a new event and a repeat of req-2.
+    let (st, b) = post(&s.events_url("l"), "application/json", json!([e, f, f]).to_string(), &[]);
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["receipts"][0]["index"], a["receipts"][0]["index"]);
+    assert_eq!(b["receipts"][0]["duplicate"], true);
+    assert_eq!(b["receipts"][1]["index"], 1);
+    assert_eq!(b["receipts"][2]["index"], 1);
+    assert_eq!(get_json(&format!("{}/v1/logs/l", s.url)).1["size"], 2);
+    // Concurrent retries store the event once.
+    let mut g = event("alice", 3);
+    g["uid"] = json!("req-3");
+    let body = g.to_string();
+    let url = s.events_url("l");
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (u, b) = (url.clone(), body.clone());
+            std::thread::spawn(move || post(&u, "application/json", b, &[]).1["receipts"][0]["index"].clone())
+        })
+        .collect();
+    let idx: Vec<Value> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(idx.iter().all(|i| *i == idx[0]), "{idx:?}");
+    assert_eq!(get_json(&format!("{}/v1/logs/l", s.url)).1["size"], 3);
+    // Across a restart too.
+    s.stop();
+    let s = Server::start(dir.path(), &[]);
+    let (_, r) = post(&s.events_url("l"), "application/json", e.to_string(), &[]);
+    assert_eq!(r["receipts"][0]["duplicate"], true);
+    assert_eq!(r["receipts"][0]["index"], 0);
+}
+
+#[test]
+fn compressed_bodies_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let body = ndjson(&(0..50).map(|n| event("dan", n)).collect::<Vec<_>>());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(body.as_bytes()).unwrap();
+    let (st, r) =
+        post(&s.events_url("z"), "application/x-ndjson", gz.finish().unwrap(), &[("Content-Encoding", "gzip")]);
+    assert_eq!((st, r["receipts"].as_array().map(Vec::len)), (200, Some(50)), "{r}");
+    let z = zstd::encode_all(body.as_bytes(), 3).unwrap();
+    let (st, r) = post(&s.events_url("z"), "application/x-ndjson", z, &[("Content-Encoding", "zstd")]);
+    assert_eq!((st, r["receipts"][49]["index"].as_u64()), (200, Some(99)), "{r}");
+    let (st, r) = post(&s.events_url("z"), "application/x-ndjson", "garbage", &[("Content-Encoding", "gzip")]);
+    assert_eq!(st, 400, "{r}");
+    let (st, _) = post(&s.events_url("z"), "application/x-ndjson", body, &[("Content-Encoding", "br")]);
+    assert_eq!(st, 415);
+}
+
+/// Each bad request gets a 4xx naming the problem, and nothing is stored.
+#[test]
+fn bad_inputs_are_rejected_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--max-body-bytes", "200000"]);
+    let (st, _) = post(&s.events_url("b"), "application/json", event("x", 1).to_string(), &[]);
+    assert_eq!(st, 200);
+    let size = || get_json(&format!("{}/v1/logs/b", s.url)).1["size"].clone();
+    let good = event("x", 1);
+    let mut missing = good.clone();
+    missing.as_object_mut().unwrap().remove("status");
+    let big = json!(merge(&good, json!({"message": "y".repeat(70_000)})));
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("application/json", "{\"time\": ".into(), 400, "malformed JSON at line 1"),
+        ("application/x-ndjson", format!("{good}\n{{oops\n{good}"), 400, "\"line\":2"),
+        ("application/json", json!([good, missing]).to_string(), 400, "\"field\":\"status\""),
+        ("application/json", big.to_string(), 400, "longer than 65535 bytes"),
+        ("application/x-ndjson", big.to_string(), 400, "over the limit of 65536 bytes"),
+        ("application/json", format!("[{}]", vec![good.to_string(); 2000].join(",")), 413, "limit of 200000 bytes"),
+        ("text/plain", good.to_string(), 415, "application/x-ndjson"),
+        ("application/json", "[]".into(), 400, "no events"),
+        ("application/json", "42".into(), 400, "JSON object"),
+    ];
+    for (ct, body, want, msg) in cases {
+        let (st, r) = post(&s.events_url("b"), ct, &body, &[]);
+        assert_eq!(st, want, "{ct} {:.80}: {r}", body);
+        assert!(r.to_string().contains(msg), "expected {msg:?} in {r}");
+    }
+    assert_eq!(size(), 1, "a rejected request stored something");
+    // Log names with path characters or over the length limit.
+    let (st, r) = post(&s.events_url("..%2Fx"), "application/json", good.to_string(), &[]);
+    assert_eq!(st, 400, "{r}");
+    assert!(r.to_string().contains("invalid log name"), "{r}");
+    let (st, r) = post(&s.events_url(&"a".repeat(65)), "application/json", good.to_string(), &[]);
+    assert!(st == 400 && r.to_string().contains("longer than 64"), "{r}");
+    let (st, r) = post(&s.events_url("_custos"), "application/json", good.to_string(), &[]);
+    assert!(st == 400 && r.to_string().contains("reserved"), "{r}");
+    assert!(!dir.path().join("logs/..").join("x").exists());
+    // Ranges and indexes out of bounds.
+    let (st, r) = get_json(&format!("{}/v1/logs/b/entries?start=0&end=5", s.url));
+    assert!(st == 400 && r["error"].as_str().unwrap().contains("out of bounds"), "{r}");
+    let (st, _) = get_json(&format!("{}/v1/logs/b/entries/7", s.url));
+    assert_eq!(st, 404);
+    let (st, _) = get_json(&format!("{}/v1/logs/b/entries/x", s.url));
+    assert_eq!(st, 400);
+    let (st, _) = get_json(&format!("{}/v1/logs/b/consistency?from=2&to=1", s.url));
+    assert_eq!(st, 400);
+    let (st, _) = get_json(&format!("{}/v1/logs/nope", s.url));
+    assert_eq!(st, 404);
+    let (st, _) = post(&format!("{}?wait=forever", s.events_url("b")), "application/json", good.to_string(), &[]);
+    assert_eq!(st, 400);
+    assert_eq!(size(), 1);
+}
+
+fn merge(a: &Value, b: Value) -> Value {
+    let mut a = a.clone();
+    for (k, v) in b.as_object().unwrap() {
+        a[k] = v.clone();
+    }
+    a
+}
+
+#[test]
+fn explicit_log_creation_refuses_unknown_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--explicit-logs", "--create-log", "known"]);
+    let (st, r) = post(&s.events_url("unknown"), "application/json", event("x", 1).to_string(), &[]);
+    assert_eq!(st, 404, "{r}");
+    let (st, _) = post(&s.events_url("known"), "application/json", event("x", 1).to_string(), &[]);
+    assert_eq!(st, 200);
+}
+
+/// Many concurrent clients, then kill -9 in the middle of heavy ingest:
+/// every receipt handed out is present and provable after restart.
+#[test]
+fn kill_9_during_heavy_ingest_loses_no_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let receipts: Arc<Mutex<BTreeMap<u64, Value>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let (url, receipts, stop) = (s.events_url("heavy"), receipts.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let batch: Vec<Value> = (0..50).map(|k| event(&format!("t{t}"), n * 50 + k)).collect();
+                    n += 1;
+                    let Ok(mut resp) =
+                        agent().post(&url).header("Content-Type", "application/x-ndjson").send(ndjson(&batch))
+                    else {
+                        return;
+                    };
+                    if resp.status() != 200 {
+                        return;
+                    }
+                    let Ok(raw) = resp.body_mut().read_to_vec() else { return };
+                    let Ok(v) = serde_json::from_slice::<Value>(&raw) else { return };
+                    let mut r = receipts.lock().unwrap();
+                    for x in v["receipts"].as_array().unwrap() {
+                        assert!(r.insert(x["index"].as_u64().unwrap(), x.clone()).is_none(), "index handed out twice");
+                    }
+                }
+            })
+        })
+        .collect();
+    poll(|| (receipts.lock().unwrap().len() > 20_000).then_some(()));
+    s.kill9();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let receipts = receipts.lock().unwrap().clone();
+    let s = Server::start(dir.path(), &[]);
+    let max = *receipts.keys().last().unwrap();
+    let size = poll(|| {
+        let (_, i) = get_json(&format!("{}/v1/logs/heavy", s.url));
+        (i["checkpoint"]["size"].as_u64()? > max).then(|| i["size"].as_u64().unwrap())
+    });
+    assert!(size > max);
+    // Every receipt: same leaf hash at the same index. Prove a sample with
+    // full proofs, and compare all leaf hashes through range reads.
+    for start in (0..=max).step_by(1000) {
+        let end = (start + 1000).min(max + 1);
+        let (_, page) = get_json(&format!("{}/v1/logs/heavy/entries?start={start}&end={end}", s.url));
+        for e in page["entries"].as_array().unwrap() {
+            if let Some(r) = receipts.get(&e["index"].as_u64().unwrap()) {
+                assert_eq!(e["leaf_hash"], r["leaf_hash"], "entry {} changed", e["index"]);
+            }
+        }
+    }
+    for (i, r) in receipts.iter().step_by(997) {
+        prove(&s.url, "heavy", *i, &hash(&r["leaf_hash"]), &s.verifier_key);
+    }
+}
+
+#[test]
+fn health_readiness_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    post(&s.events_url("m"), "application/json", event("x", 1).to_string(), &[]);
+    assert_eq!(get(&format!("{}/readyz", s.url)).0, 200);
+    let (st, body) = get(&format!("{}/metrics", s.url));
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(st, 200);
+    for m in [
+        "custos_ingest_events_total",
+        "custos_ingest_latency_seconds",
+        "custos_log_size",
+        "custos_log_fsync_seconds_sum",
+    ] {
+        assert!(text.contains(m), "{m} missing from metrics:\n{text}");
+    }
+    assert!(text.contains("custos_log_size{log=\"m\"} 1"), "{text}");
+}
