@@ -22,16 +22,64 @@ const MAX_SAFE: u64 = 1 << 53;
 
 /// The canonical bytes of a JSON value.
 pub fn to_canonical(v: &Value) -> Result<String, CanonError> {
-    let mut out = String::new();
-    write(&mut out, v, &mut String::from("$"))?;
+    let mut out = String::with_capacity(512);
+    if write(&mut out, v).is_err() {
+        // Rare: find where the unsafe number is, for the error message.
+        let mut path = String::from("$");
+        return Err(find_unsafe(v, &mut path).unwrap_or(CanonError::UnsafeInteger { number: "?".into(), path }));
+    }
     Ok(out)
 }
 
-fn write(out: &mut String, v: &Value, path: &mut String) -> Result<(), CanonError> {
+/// An integer JCS cannot represent: beyond ±2^53.
+fn is_unsafe(n: &Number) -> bool {
+    n.as_u64().is_some_and(|u| u > MAX_SAFE) || n.as_i64().is_some_and(|i| i.unsigned_abs() > MAX_SAFE)
+}
+
+fn find_unsafe(v: &Value, path: &mut String) -> Option<CanonError> {
+    match v {
+        Value::Number(n) if is_unsafe(n) => {
+            Some(CanonError::UnsafeInteger { number: n.to_string(), path: path.clone() })
+        }
+        Value::Array(a) => a.iter().enumerate().find_map(|(i, x)| {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            let r = find_unsafe(x, path);
+            path.truncate(len);
+            r
+        }),
+        Value::Object(m) => m.iter().find_map(|(k, x)| {
+            let len = path.len();
+            path.push('.');
+            path.push_str(k);
+            let r = find_unsafe(x, path);
+            path.truncate(len);
+            r
+        }),
+        _ => None,
+    }
+}
+
+/// Orders keys by UTF-16 code units. For the common all-BMP-or-ASCII case
+/// this equals byte order; only keys with characters above U+FFFF or in
+/// U+E000..U+FFFF can differ, so take the slow path only then.
+fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    if a.is_ascii() || b.is_ascii() {
+        return a.cmp(b);
+    }
+    a.encode_utf16().cmp(b.encode_utf16())
+}
+
+fn write(out: &mut String, v: &Value) -> Result<(), ()> {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => number(out, n, path)?,
+        Value::Number(n) => {
+            if is_unsafe(n) {
+                return Err(());
+            }
+            number(out, n);
+        }
         Value::String(s) => string(out, s),
         Value::Array(a) => {
             out.push('[');
@@ -39,28 +87,26 @@ fn write(out: &mut String, v: &Value, path: &mut String) -> Result<(), CanonErro
                 if i > 0 {
                     out.push(',');
                 }
-                let len = path.len();
-                path.push_str(&format!("[{i}]"));
-                write(out, x, path)?;
-                path.truncate(len);
+                write(out, x)?;
             }
             out.push(']');
         }
         Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+            let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+            // serde_json's map is usually already in byte order, which
+            // matches UTF-16 order for these keys; check rather than assume,
+            // since a feature such as preserve_order changes the map.
+            if !entries.is_sorted_by(|a, b| key_order(a.0, b.0).is_le()) {
+                entries.sort_by(|a, b| key_order(a.0, b.0));
+            }
             out.push('{');
-            for (i, k) in keys.iter().enumerate() {
+            for (i, (k, x)) in entries.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
                 string(out, k);
                 out.push(':');
-                let len = path.len();
-                path.push('.');
-                path.push_str(k);
-                write(out, &m[*k], path)?;
-                path.truncate(len);
+                write(out, x)?;
             }
             out.push('}');
         }
@@ -70,6 +116,11 @@ fn write(out: &mut String, v: &Value, path: &mut String) -> Result<(), CanonErro
 
 fn string(out: &mut String, s: &str) {
     out.push('"');
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -86,22 +137,15 @@ fn string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-fn number(out: &mut String, n: &Number, path: &str) -> Result<(), CanonError> {
-    let unsafe_int = || CanonError::UnsafeInteger { number: n.to_string(), path: path.to_string() };
+fn number(out: &mut String, n: &Number) {
+    use std::fmt::Write;
     if let Some(u) = n.as_u64() {
-        if u > MAX_SAFE {
-            return Err(unsafe_int());
-        }
-        out.push_str(&u.to_string());
+        let _ = write!(out, "{u}");
     } else if let Some(i) = n.as_i64() {
-        if i.unsigned_abs() > MAX_SAFE {
-            return Err(unsafe_int());
-        }
-        out.push_str(&i.to_string());
+        let _ = write!(out, "{i}");
     } else {
         out.push_str(&es_number(n.as_f64().unwrap_or(0.0)));
     }
-    Ok(())
 }
 
 /// ECMAScript's Number::toString for a finite double.

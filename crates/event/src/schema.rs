@@ -40,6 +40,36 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "unmapped",
 ];
 
+/// Whether a top-level field is one of [`KNOWN_FIELDS`], as a `match` the
+/// compiler turns into a few length and byte comparisons.
+fn is_known_field(k: &str) -> bool {
+    let known = matches!(
+        k,
+        "time"
+            | "activity"
+            | "class_uid"
+            | "category_uid"
+            | "severity"
+            | "actor"
+            | "resource"
+            | "targets"
+            | "src_endpoint"
+            | "dst_endpoint"
+            | "status"
+            | "status_detail"
+            | "status_code"
+            | "message"
+            | "metadata"
+            | "raw_data"
+            | "uid"
+            | "seq"
+            | "duration_ms"
+            | "unmapped"
+    );
+    debug_assert_eq!(known, KNOWN_FIELDS.contains(&k));
+    known
+}
+
 /// The outcomes `status` may take.
 pub const STATUSES: &[&str] = &["success", "failure", "unknown"];
 
@@ -72,8 +102,9 @@ pub enum EventError {
 pub struct ServerFields {
     /// The log the event is stored in.
     pub log: String,
-    /// When the server received it, nanoseconds since the epoch.
-    pub received_at_ns: i64,
+    /// When the server received it, RFC 3339 UTC (see
+    /// [`crate::time::format_rfc3339`]).
+    pub received_at: String,
     /// The authenticated identity that submitted it.
     pub submitter: String,
     /// How it arrived: `http`, `syslog`, `k8s`, `otlp`, `gateway`, `system`.
@@ -82,23 +113,19 @@ pub struct ServerFields {
     pub address: Option<String>,
 }
 
-struct Check<'a> {
+struct Check {
     errors: Vec<FieldError>,
-    obj: &'a Map<String, Value>,
 }
 
-impl Check<'_> {
+impl Check {
     fn err(&mut self, field: &str, error: impl Into<String>) {
         self.errors.push(FieldError { field: field.to_string(), error: error.into() });
     }
 }
 
-fn get<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(v, |v, k| v.get(k))
-}
-
-fn check_string(c: &mut Check, root: &Value, path: &str, required: bool, max: usize) -> Option<String> {
-    match get(root, path) {
+/// Checks an optional or required string field, already looked up.
+fn check_string<'a>(c: &mut Check, v: Option<&'a Value>, path: &str, required: bool, max: usize) -> Option<&'a str> {
+    match v {
         None | Some(Value::Null) if !required => None,
         None | Some(Value::Null) => {
             c.err(path, "required");
@@ -112,7 +139,7 @@ fn check_string(c: &mut Check, root: &Value, path: &str, required: bool, max: us
             c.err(path, format!("longer than {max} bytes"));
             None
         }
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) => Some(s),
         Some(_) => {
             c.err(path, "must be a string");
             None
@@ -120,51 +147,48 @@ fn check_string(c: &mut Check, root: &Value, path: &str, required: bool, max: us
     }
 }
 
-fn check_object(c: &mut Check, root: &Value, path: &str) {
-    if let Some(v) = get(root, path) {
-        if !v.is_object() && !v.is_null() {
-            c.err(path, "must be an object");
-        }
-    }
+/// Field paths of an endpoint object, spelled out so that checking a valid
+/// event formats no strings.
+struct EndpointPaths {
+    root: &'static str,
+    ip: &'static str,
+    port: &'static str,
+    hostname: &'static str,
 }
 
-fn check_endpoint(c: &mut Check, root: &Value, path: &str) {
-    let Some(ep) = get(root, path) else { return };
+const SRC: EndpointPaths = EndpointPaths {
+    root: "src_endpoint",
+    ip: "src_endpoint.ip",
+    port: "src_endpoint.port",
+    hostname: "src_endpoint.hostname",
+};
+const DST: EndpointPaths = EndpointPaths {
+    root: "dst_endpoint",
+    ip: "dst_endpoint.ip",
+    port: "dst_endpoint.port",
+    hostname: "dst_endpoint.hostname",
+};
+
+fn check_endpoint(c: &mut Check, ep: Option<&Value>, p: &EndpointPaths) {
+    let Some(ep) = ep else { return };
     if !ep.is_object() {
-        return c.err(path, "must be an object");
+        return c.err(p.root, "must be an object");
     }
-    if let Some(ip) = check_string(c, root, &format!("{path}.ip"), false, 64) {
+    if let Some(ip) = check_string(c, ep.get("ip"), p.ip, false, 64) {
         if ip.parse::<std::net::IpAddr>().is_err() {
-            c.err(&format!("{path}.ip"), format!("{ip:?} is not an IPv4 or IPv6 address"));
+            c.err(p.ip, format!("{ip:?} is not an IPv4 or IPv6 address"));
         }
     }
-    if let Some(p) = ep.get("port") {
-        if !p.as_u64().is_some_and(|p| p <= 65535) {
-            c.err(&format!("{path}.port"), "must be an integer from 0 to 65535");
+    if let Some(port) = ep.get("port") {
+        if !port.as_u64().is_some_and(|port| port <= 65535) {
+            c.err(p.port, "must be an integer from 0 to 65535");
         }
     }
-    check_string(c, root, &format!("{path}.hostname"), false, 255);
+    check_string(c, ep.get("hostname"), p.hostname, false, 255);
 }
 
-/// Checks an event against the schema and returns it with `time`
-/// normalised to RFC 3339 UTC. Every problem is reported, not just the
-/// first.
-pub fn validate(v: Value) -> Result<Map<String, Value>, Vec<FieldError>> {
-    let Value::Object(obj) = &v else {
-        return Err(vec![FieldError { field: "$".into(), error: "an event must be a JSON object".into() }]);
-    };
-    let mut c = Check { errors: Vec::new(), obj };
-    for k in c.obj.keys() {
-        if SERVER_FIELDS.contains(&k.as_str()) {
-            c.errors.push(FieldError { field: k.clone(), error: "is set by the server and must not be sent".into() });
-        } else if !KNOWN_FIELDS.contains(&k.as_str()) {
-            c.errors.push(FieldError {
-                field: k.clone(),
-                error: "unknown field; put extra data under metadata or unmapped".into(),
-            });
-        }
-    }
-    let time = match obj.get("time") {
+fn check_time(c: &mut Check, v: Option<&Value>) -> Option<i64> {
+    match v {
         None | Some(Value::Null) => {
             c.err("time", "required");
             None
@@ -187,54 +211,81 @@ pub fn validate(v: Value) -> Result<Map<String, Value>, Vec<FieldError>> {
             c.err("time", "must be an RFC 3339 string or epoch milliseconds");
             None
         }
-    };
-    if let Some(a) = check_string(&mut c, &v, "activity", true, MAX_ACTIVITY_BYTES) {
-        if !a.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:/".contains(&b)) {
-            c.err("activity", "only letters, digits and . _ - : / are allowed");
-        }
     }
-    match get(&v, "actor.user") {
-        Some(Value::Object(_)) => {
-            let name = check_string(&mut c, &v, "actor.user.name", false, 256);
-            let uid = check_string(&mut c, &v, "actor.user.uid", false, 256);
-            if name.is_none() && uid.is_none() && !c.errors.iter().any(|e| e.field.starts_with("actor.user.")) {
+}
+
+fn check_actor(c: &mut Check, actor: Option<&Value>) {
+    let user = actor.and_then(|a| a.get("user"));
+    match user {
+        Some(u @ Value::Object(_)) => {
+            let before = c.errors.len();
+            let name = check_string(c, u.get("name"), "actor.user.name", false, 256);
+            let uid = check_string(c, u.get("uid"), "actor.user.uid", false, 256);
+            if name.is_none() && uid.is_none() && c.errors.len() == before {
                 c.err("actor.user.name", "required (or actor.user.uid)");
             }
         }
         Some(_) => c.err("actor.user", "must be an object"),
         None => c.err("actor.user.name", "required (or actor.user.uid)"),
     }
-    check_string(&mut c, &v, "actor.session.uid", false, 256);
-    if let Some(s) = check_string(&mut c, &v, "status", true, 16) {
-        if !STATUSES.contains(&s.as_str()) {
-            c.err("status", format!("{s:?} is not one of success, failure, unknown"));
-        }
-    }
-    check_string(&mut c, &v, "status_detail", false, 4096);
-    check_string(&mut c, &v, "message", false, MAX_EVENT_BYTES);
-    check_string(&mut c, &v, "raw_data", false, MAX_EVENT_BYTES);
-    check_string(&mut c, &v, "uid", false, MAX_UID_BYTES);
-    for f in ["class_uid", "category_uid", "seq"] {
-        if let Some(x) = obj.get(f) {
-            if !x.is_u64() {
-                c.err(f, "must be a non-negative integer");
+    let session = actor.and_then(|a| a.get("session"));
+    check_string(c, session.and_then(|s| s.get("uid")), "actor.session.uid", false, 256);
+}
+
+/// Checks an event against the schema and returns it with `time`
+/// normalised to RFC 3339 UTC. Every problem is reported, not just the
+/// first.
+pub fn validate(v: Value) -> Result<Map<String, Value>, Vec<FieldError>> {
+    let Value::Object(mut obj) = v else {
+        return Err(vec![FieldError { field: "$".into(), error: "an event must be a JSON object".into() }]);
+    };
+    let mut c = Check { errors: Vec::new() };
+    for k in obj.keys() {
+        if !is_known_field(k) {
+            if SERVER_FIELDS.contains(&k.as_str()) {
+                c.err(k, "is set by the server and must not be sent");
+            } else {
+                c.err(k, "unknown field; put extra data under metadata or unmapped");
             }
         }
     }
+    let time = check_time(&mut c, obj.get("time"));
+    if let Some(a) = check_string(&mut c, obj.get("activity"), "activity", true, MAX_ACTIVITY_BYTES) {
+        if !a.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:/".contains(&b)) {
+            c.err("activity", "only letters, digits and . _ - : / are allowed");
+        }
+    }
+    let actor = obj.get("actor");
+    check_actor(&mut c, actor);
+    if let Some(s) = check_string(&mut c, obj.get("status"), "status", true, 16) {
+        if !STATUSES.contains(&s) {
+            c.err("status", format!("{s:?} is not one of success, failure, unknown"));
+        }
+    }
+    check_string(&mut c, obj.get("status_detail"), "status_detail", false, 4096);
+    check_string(&mut c, obj.get("message"), "message", false, MAX_EVENT_BYTES);
+    check_string(&mut c, obj.get("raw_data"), "raw_data", false, MAX_EVENT_BYTES);
+    check_string(&mut c, obj.get("uid"), "uid", false, MAX_UID_BYTES);
+    for f in ["class_uid", "category_uid", "seq"] {
+        if obj.get(f).is_some_and(|x| !x.is_u64()) {
+            c.err(f, "must be a non-negative integer");
+        }
+    }
     for f in ["actor", "resource", "metadata", "unmapped"] {
-        check_object(&mut c, &v, f);
+        if obj.get(f).is_some_and(|x| !x.is_object() && !x.is_null()) {
+            c.err(f, "must be an object");
+        }
     }
     if let Some(t) = obj.get("targets") {
         if !t.as_array().is_some_and(|a| a.iter().all(Value::is_object)) {
             c.err("targets", "must be an array of objects");
         }
     }
-    check_endpoint(&mut c, &v, "src_endpoint");
-    check_endpoint(&mut c, &v, "dst_endpoint");
+    check_endpoint(&mut c, obj.get("src_endpoint"), &SRC);
+    check_endpoint(&mut c, obj.get("dst_endpoint"), &DST);
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
-    let Value::Object(mut obj) = v else { unreachable!("checked above") };
     if let Some(ns) = time {
         obj.insert("time".into(), Value::String(format_rfc3339(ns)));
     }
@@ -245,7 +296,7 @@ pub fn validate(v: Value) -> Result<Map<String, Value>, Vec<FieldError>> {
 /// the log entry.
 pub fn seal(mut event: Map<String, Value>, server: &ServerFields) -> Result<Vec<u8>, EventError> {
     event.insert("log".into(), Value::String(server.log.clone()));
-    event.insert("received_at".into(), Value::String(format_rfc3339(server.received_at_ns)));
+    event.insert("received_at".into(), Value::String(server.received_at.clone()));
     let mut sub = Map::new();
     sub.insert("name".into(), Value::String(server.submitter.clone()));
     sub.insert("via".into(), Value::String(server.via.clone()));
@@ -287,7 +338,7 @@ mod tests {
         assert_eq!(e["time"], "2026-11-27T08:00:00Z");
         let server = ServerFields {
             log: "prod".into(),
-            received_at_ns: 0,
+            received_at: format_rfc3339(0),
             submitter: "ci".into(),
             via: "http".into(),
             address: None,
@@ -329,7 +380,7 @@ mod tests {
         v["message"] = json!("x".repeat(65_500));
         let server = ServerFields {
             log: "l".into(),
-            received_at_ns: 0,
+            received_at: format_rfc3339(0),
             submitter: "s".into(),
             via: "http".into(),
             address: None,

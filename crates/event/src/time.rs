@@ -122,22 +122,50 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
 /// Formats nanoseconds since the epoch as RFC 3339 UTC, with as many
 /// fraction digits as needed (none, 3, 6 or 9).
 pub fn format_rfc3339(nanos: i64) -> String {
+    // Written digit by digit: `format!` showed in ingest profiles.
+    fn push(out: &mut Vec<u8>, v: i64, width: usize) {
+        let mut buf = [b'0'; 20];
+        let mut v = v.unsigned_abs();
+        let mut i = buf.len();
+        while v > 0 {
+            i -= 1;
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        let digits = (buf.len() - i).max(width);
+        out.extend_from_slice(&buf[buf.len() - digits..]);
+    }
     let secs = nanos.div_euclid(1_000_000_000);
     let frac = nanos.rem_euclid(1_000_000_000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    let mut s = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60);
+    let mut s = Vec::with_capacity(32);
+    if y < 0 {
+        s.push(b'-');
+    }
+    push(&mut s, y, 4);
+    s.push(b'-');
+    push(&mut s, m, 2);
+    s.push(b'-');
+    push(&mut s, d, 2);
+    s.push(b'T');
+    push(&mut s, rem / 3600, 2);
+    s.push(b':');
+    push(&mut s, rem % 3600 / 60, 2);
+    s.push(b':');
+    push(&mut s, rem % 60, 2);
     if frac != 0 {
+        s.push(b'.');
         if frac % 1_000_000 == 0 {
-            s.push_str(&format!(".{:03}", frac / 1_000_000));
+            push(&mut s, frac / 1_000_000, 3);
         } else if frac % 1000 == 0 {
-            s.push_str(&format!(".{:06}", frac / 1000));
+            push(&mut s, frac / 1000, 6);
         } else {
-            s.push_str(&format!(".{frac:09}"));
+            push(&mut s, frac, 9);
         }
     }
-    s.push('Z');
-    s
+    s.push(b'Z');
+    String::from_utf8(s).expect("ASCII")
 }
 
 /// The current time in nanoseconds since the epoch.

@@ -340,11 +340,17 @@ impl Log {
 
     /// Appends entries and returns their indexes once they are durable.
     pub async fn append<E: AsRef<[u8]>>(&self, entries: &[E]) -> Result<Range<u64>, AppendError> {
+        Ok(self.append_hashed(entries).await?.0)
+    }
+
+    /// [`Log::append`], also returning the leaf hash of each entry.
+    pub async fn append_hashed<E: AsRef<[u8]>>(&self, entries: &[E]) -> Result<(Range<u64>, Vec<Hash>), AppendError> {
         let prepared = Self::prepare(entries)?;
+        let leaves = prepared.leaves.clone();
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or(AppendError::Closed)?;
         tx.send(Request { prepared, reply }).await.map_err(|_| AppendError::Closed)?;
-        rx.await.map_err(|_| AppendError::Closed)?
+        Ok((rx.await.map_err(|_| AppendError::Closed)??, leaves))
     }
 
     /// [`Log::append`] for threads outside an async runtime.
