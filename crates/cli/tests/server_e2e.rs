@@ -250,6 +250,22 @@ fn explicit_log_creation_refuses_unknown_logs() {
 /// every receipt handed out is present and provable after restart.
 #[test]
 fn kill_9_during_heavy_ingest_loses_no_receipt() {
+    stop_during_heavy_ingest(Stop::Kill9);
+}
+
+/// SIGTERM during heavy ingest drains in-flight requests: the server exits
+/// cleanly and every receipt is present after restart.
+#[test]
+fn sigterm_during_heavy_ingest_drains_and_loses_nothing() {
+    stop_during_heavy_ingest(Stop::Term);
+}
+
+enum Stop {
+    Kill9,
+    Term,
+}
+
+fn stop_during_heavy_ingest(how: Stop) {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     let receipts: Arc<Mutex<BTreeMap<u64, Value>>> = Arc::default();
@@ -281,7 +297,10 @@ fn kill_9_during_heavy_ingest_loses_no_receipt() {
         })
         .collect();
     poll(|| (receipts.lock().unwrap().len() > 20_000).then_some(()));
-    s.kill9();
+    match how {
+        Stop::Kill9 => s.kill9(),
+        Stop::Term => assert!(s.stop().success(), "server did not exit cleanly on SIGTERM"),
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for h in handles {
         h.join().unwrap();
