@@ -28,9 +28,24 @@ fn read(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>, url: &str) 
     Ok((status, body))
 }
 
+/// The bearer token to send, from `--token` or `CUSTOS_TOKEN`.
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Sets the bearer token for every request of this process.
+pub fn set_token(token: Option<String>) {
+    let _ = TOKEN.set(token);
+}
+
+fn auth<B>(req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+    match TOKEN.get().and_then(Option::as_deref) {
+        Some(t) => req.header("Authorization", format!("Bearer {t}")),
+        None => req,
+    }
+}
+
 /// GET, returning the status and body.
 pub fn get(agent: &ureq::Agent, url: &str) -> anyhow::Result<(u16, Vec<u8>)> {
-    read(agent.get(url).call(), url)
+    read(auth(agent.get(url)).call(), url)
 }
 
 /// GET that must answer 200.
@@ -44,5 +59,5 @@ pub fn get_ok(agent: &ureq::Agent, url: &str) -> anyhow::Result<Vec<u8>> {
 
 /// POST a body with a content type, returning the status and body.
 pub fn post(agent: &ureq::Agent, url: &str, content_type: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
-    read(agent.post(url).header("Content-Type", content_type).send(body), url)
+    read(auth(agent.post(url)).header("Content-Type", content_type).send(body), url)
 }

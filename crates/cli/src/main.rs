@@ -20,6 +20,9 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "custos", version, about)]
 struct Cli {
+    /// Bearer token for commands that talk to a server.
+    #[arg(long, global = true, env = "CUSTOS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,6 +37,8 @@ enum Command {
     Export(cmd::export::Args),
     /// Fill a log with realistic demo access events.
     Demo(cmd::demo::Args),
+    /// Create, list and revoke access tokens in a data directory.
+    Token(cmd::token::Args),
     /// Create a signing key and print its verifier key.
     Keygen(cmd::keygen::Args),
     /// Verify a data directory offline, a live log from its tiles, or a bundle.
@@ -48,7 +53,9 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    http::set_token(cli.token);
     let result = match cli.command {
+        Command::Token(a) => cmd::token::run(a),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Send(a) => cmd::send::run(a),
         Command::Export(a) => cmd::export::run(a),

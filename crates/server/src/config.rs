@@ -12,6 +12,8 @@ pub const MAX_EVENTS_PER_REQUEST: usize = 100_000;
 pub const MAX_RANGE_ENTRIES: u64 = 1000;
 /// Client `uid`s remembered per log for deduplicating retries.
 pub const DEDUPE_WINDOW: usize = 1_000_000;
+/// A request body must arrive within this (against slow senders).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `?wait=checkpoint` waits for a covering checkpoint.
 pub const CHECKPOINT_WAIT: Duration = Duration::from_secs(10);
 

@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -18,7 +18,7 @@ use custos_event::{EventError, ServerFields};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::config::{CHECKPOINT_WAIT, MAX_EVENTS_PER_REQUEST};
+use crate::config::{BODY_TIMEOUT, CHECKPOINT_WAIT, MAX_EVENTS_PER_REQUEST};
 use crate::error::{ApiError, Problem};
 use crate::state::{AppState, LogExt, Receipt};
 
@@ -57,7 +57,15 @@ fn too_large(limit: usize) -> ApiError {
 
 /// Reads the body, at most `limit` bytes before and after decompression.
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit))?;
+    let raw = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(r) => r.map_err(|_| too_large(limit))?,
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("request body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+            ));
+        }
+    };
     let enc = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim();
     let mut reader: Box<dyn Read> = match enc.to_ascii_lowercase().as_str() {
         "identity" | "" => return Ok(raw.to_vec()),
@@ -263,7 +271,8 @@ pub async fn post_events(
     State(state): State<Arc<AppState>>,
     Path(log): Path<String>,
     Query(q): Query<IngestQuery>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(peer): Extension<crate::conn::Peer>,
+    id: Option<Extension<custos_auth::Identity>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -274,6 +283,9 @@ pub async fn post_events(
         Some(other) => return Err(ApiError::bad_request(format!("wait={other:?} is not known; use wait=checkpoint"))),
     };
     custos_log::store::validate_log_name(&log, false).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let id = id.map(|Extension(i)| i);
+    crate::authn::authorize(&state, id.as_ref(), custos_auth::Action::Append(&log))?;
+    let submitter = id.map_or_else(|| "anonymous".to_string(), |i| i.name);
     let format = content_format(&headers)?;
     let body = read_body(body, &headers, state.config.max_body_bytes).await?;
     let body_len = body.len();
@@ -281,9 +293,9 @@ pub async fn post_events(
     let server = ServerFields {
         log: log.clone(),
         received_at: custos_event::time::format_rfc3339(custos_event::time::now_nanos()),
-        submitter: "anonymous".into(),
+        submitter,
         via: "http".into(),
-        address: Some(peer.ip().to_string()),
+        address: peer.addr.map(|a| a.ip().to_string()),
     };
     // Parsing and canonicalising is CPU work: keep it off the async threads.
     let sealed = tokio::task::spawn_blocking(move || {

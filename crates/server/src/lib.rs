@@ -16,8 +16,12 @@
 //!   durable; a rejected request stores nothing.
 //! - Only this crate knows HTTP and the JSON wire format of answers.
 
+pub mod admin;
+pub mod audit;
+pub mod authn;
 pub mod checkpointer;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod ingest;
 pub mod ops;
@@ -25,7 +29,6 @@ pub mod read;
 pub mod state;
 pub mod tiles;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -48,22 +51,42 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/v1/tokens", get(admin::list_tokens).post(admin::create_token))
+        .route("/v1/tokens/{id}", axum::routing::delete(admin::revoke_token))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authn::middleware))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests and
-/// signs a final checkpoint of every grown log.
+/// signs a final checkpoint of every grown log. Start and stop are
+/// recorded in the `_custos` system log.
 pub async fn serve(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    lifecycle(&state, "custos.server.start", format!("listening on {addr}")).await?;
     let checkpointer = tokio::spawn(checkpointer::run(state.clone()));
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    conn::accept_loop(listener, router(state.clone()), tls, shutdown).await?;
     checkpointer.abort();
+    lifecycle(&state, "custos.server.stop", "drained in-flight requests".into()).await?;
     let s = state.clone();
     tokio::task::spawn_blocking(move || checkpointer::sign_all(&s)).await?;
     Ok(())
+}
+
+async fn lifecycle(state: &AppState, activity: &str, detail: String) -> anyhow::Result<()> {
+    let e = audit::MetaEvent {
+        activity,
+        actor: "custos",
+        ip: None,
+        log: None,
+        success: true,
+        detail,
+        message: activity.into(),
+    };
+    audit::record(state, e).await.map_err(|e| anyhow::anyhow!("recording {activity}: {}", e.message))
 }

@@ -29,7 +29,15 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+pub async fn metrics(
+    State(state): State<Arc<AppState>>,
+    id: Option<axum::Extension<custos_auth::Identity>>,
+) -> Response {
+    if let Err(e) =
+        crate::authn::authorize(&state, id.as_ref().map(|axum::Extension(i)| i), custos_auth::Action::Metrics)
+    {
+        return e.into_response();
+    }
     for (name, log) in state.store.list() {
         let st = log.stats();
         metrics::gauge!("custos_log_size", "log" => name.clone()).set(log.size() as f64);

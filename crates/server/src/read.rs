@@ -3,14 +3,16 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use custos_auth::{Action, Identity};
 use custos_log::Log;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::authn::authorize;
 use crate::config::MAX_RANGE_ENTRIES;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -20,20 +22,42 @@ fn b64s(hashes: &[custos_tlog::Hash]) -> Vec<String> {
 }
 
 /// `GET /v1/logs`.
-pub async fn list_logs(State(state): State<Arc<AppState>>) -> Json<Value> {
+pub async fn list_logs(
+    State(state): State<Arc<AppState>>,
+    id: Option<Extension<Identity>>,
+) -> Result<Json<Value>, ApiError> {
+    let id = id.map(|Extension(i)| i);
+    authorize(&state, id.as_ref(), Action::ListLogs)?;
+    let id = id.expect("authorized callers have an identity");
     let logs: Vec<Value> = state
         .store
         .list()
         .into_iter()
-        .filter(|(name, _)| !name.starts_with('_'))
+        .filter(|(name, _)| custos_auth::policy::may_see(&id, name))
         .map(|(name, log)| json!({"name": name, "size": log.size()}))
         .collect();
-    Json(json!({ "logs": logs }))
+    Ok(Json(json!({ "logs": logs })))
+}
+
+/// A log the caller may read: invalid names get 400, and logs out of
+/// scope get the same 404 as logs that do not exist.
+async fn readable(
+    state: &AppState,
+    id: Option<Extension<Identity>>,
+    name: &str,
+) -> Result<Arc<crate::state::LogExt>, ApiError> {
+    custos_log::store::validate_log_name(name, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    authorize(state, id.as_ref().map(|Extension(i)| i), Action::Read(name))?;
+    state.existing(name).await
 }
 
 /// `GET /v1/logs/{log}`.
-pub async fn log_info(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    let ext = state.existing(&name).await?;
+pub async fn log_info(
+    State(state): State<Arc<AppState>>,
+    id: Option<Extension<Identity>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let ext = readable(&state, id, &name).await?;
     let log = &ext.log;
     let cp = log
         .checkpoint()
@@ -81,11 +105,12 @@ fn entry_json(index: u64, entry: &[u8]) -> Value {
 /// inclusion proof against the latest checkpoint or the given size.
 pub async fn one_entry(
     State(state): State<Arc<AppState>>,
+    id: Option<Extension<Identity>>,
     Path((name, index)): Path<(String, String)>,
     Query(q): Query<EntryQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let ext = readable(&state, id, &name).await?;
     let index: u64 = index.parse().map_err(|_| ApiError::bad_request(format!("index {index:?} is not a number")))?;
-    let ext = state.existing(&name).await?;
     let log = ext.log.clone();
     let size = log.size();
     if index >= size {
@@ -130,10 +155,11 @@ pub struct RangeQuery {
 /// [`MAX_RANGE_ENTRIES`] entries `[start, end)`.
 pub async fn entry_range(
     State(state): State<Arc<AppState>>,
+    id: Option<Extension<Identity>>,
     Path(name): Path<String>,
     Query(q): Query<RangeQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let ext = state.existing(&name).await?;
+    let ext = readable(&state, id, &name).await?;
     let log = ext.log.clone();
     let size = log.size();
     let start = q.start.unwrap_or(0);
@@ -192,10 +218,11 @@ pub struct ConsistencyQuery {
 /// `GET /v1/logs/{log}/consistency?from=&to=`.
 pub async fn consistency(
     State(state): State<Arc<AppState>>,
+    id: Option<Extension<Identity>>,
     Path(name): Path<String>,
     Query(q): Query<ConsistencyQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let ext = state.existing(&name).await?;
+    let ext = readable(&state, id, &name).await?;
     let log = &ext.log;
     let to = q.to.or_else(|| log.checkpoint().map(|c| c.checkpoint.size)).unwrap_or(0);
     if q.from > to || to > log.size() {

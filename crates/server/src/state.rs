@@ -60,8 +60,25 @@ pub struct LogExt {
     pub checkpoint_size: watch::Sender<u64>,
 }
 
+/// How callers are authenticated.
+#[derive(Default)]
+pub struct AuthConfig {
+    /// The token store; `None` switches authentication off (development
+    /// and benchmarks only, on loopback).
+    pub tokens: Option<Arc<custos_auth::TokenStore>>,
+    /// Checkpoints and hash tiles readable without credentials, for
+    /// witnesses and monitors.
+    pub public_hashes: bool,
+    /// Client certificate subject (CN) to the logs it may append to.
+    pub cert_identities: HashMap<String, custos_auth::Scope>,
+}
+
 /// Everything handlers share.
 pub struct AppState {
+    /// Authentication settings.
+    pub auth: AuthConfig,
+    /// Rate limiters by identity key.
+    pub buckets: Mutex<HashMap<String, crate::authn::Bucket>>,
     /// The data directory.
     pub store: Arc<LogStore>,
     /// Settings and limits.
@@ -78,7 +95,7 @@ static METRICS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::BadName { .. } => ApiError::bad_request(e.to_string()),
-        StoreError::NotFound(_) => ApiError::not_found(e.to_string()),
+        StoreError::NotFound(name) => crate::authn::not_found(&name),
         other => {
             tracing::error!(error = %other, "log store failed");
             ApiError::unavailable(other.to_string(), 30)
@@ -88,7 +105,7 @@ fn store_error(e: StoreError) -> ApiError {
 
 impl AppState {
     /// Wraps an open store.
-    pub fn new(store: Arc<LogStore>, config: ServerConfig) -> AppState {
+    pub fn new(store: Arc<LogStore>, config: ServerConfig, auth: AuthConfig) -> AppState {
         let metrics = METRICS
             .get_or_init(|| {
                 let recorder = PrometheusBuilder::new().build_recorder();
@@ -97,6 +114,8 @@ impl AppState {
             })
             .clone();
         AppState {
+            auth,
+            buckets: Mutex::new(HashMap::new()),
             store,
             config,
             exts: Mutex::new(HashMap::new()),
@@ -109,7 +128,7 @@ impl AppState {
     /// a path-like name gets 400.
     pub async fn existing(&self, name: &str) -> Result<Arc<LogExt>, ApiError> {
         custos_log::store::validate_log_name(name, true).map_err(store_error)?;
-        let log = self.store.get(name).ok_or_else(|| ApiError::not_found(format!("log {name:?} not found")))?;
+        let log = self.store.get(name).ok_or_else(|| crate::authn::not_found(name))?;
         self.ext(name, log).await
     }
 

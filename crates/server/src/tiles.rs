@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use custos_auth::{Action, Identity};
 use custos_tlog::tile::{Tile, TileKind};
 
 use crate::error::ApiError;
@@ -16,7 +18,13 @@ use crate::state::AppState;
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// `GET /tlog/{log}/checkpoint`: the latest signed checkpoint.
-pub async fn checkpoint(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+pub async fn checkpoint(
+    State(state): State<Arc<AppState>>,
+    id: Option<Extension<Identity>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    custos_log::store::validate_log_name(&name, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    crate::authn::authorize(&state, id.as_ref().map(|Extension(i)| i), Action::ReadHashes(&name))?;
     let ext = state.existing(&name).await?;
     let cp = ext.log.checkpoint().ok_or_else(|| ApiError::not_found(format!("log {name:?} has no checkpoint yet")))?;
     Ok((

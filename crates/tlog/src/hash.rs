@@ -69,6 +69,11 @@ impl std::fmt::Display for Hash {
     }
 }
 
+/// Plain SHA-256, for fingerprints.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
 /// The leaf hash of one log entry: `SHA-256(0x00 || entry)`.
 pub fn leaf_hash(entry: &[u8]) -> Hash {
     let mut h = Sha256::new();

@@ -6,4 +6,5 @@ pub mod export;
 pub mod keygen;
 pub mod send;
 pub mod serve;
+pub mod token;
 pub mod verify;

@@ -42,6 +42,31 @@ pub struct Args {
     /// Largest event in bytes [default: 64 KiB].
     #[arg(long, env = "CUSTOS_MAX_EVENT_BYTES")]
     max_event_bytes: Option<usize>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "CUSTOS_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "CUSTOS_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) for client certificates: mutual TLS for sources.
+    #[arg(long, env = "CUSTOS_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve TLS with a fresh self-signed certificate, for development;
+    /// prints its fingerprint.
+    #[arg(long, env = "CUSTOS_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
+    tls_self_signed: bool,
+    /// Map a client certificate subject CN to an ingest identity:
+    /// `CN=log1,log2` (or `CN=*`). Repeatable.
+    #[arg(long = "cert-identity", env = "CUSTOS_CERT_IDENTITIES", value_delimiter = ';')]
+    cert_identities: Vec<String>,
+    /// Let anyone read checkpoints and hash tiles (they hold only hashes
+    /// and sizes), for witnesses and monitors.
+    #[arg(long, env = "CUSTOS_PUBLIC_HASHES")]
+    public_hashes: bool,
+    /// Switch authentication off. Only for development and benchmarks, and
+    /// only on a loopback address.
+    #[arg(long, env = "CUSTOS_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -56,6 +81,11 @@ struct FileConfig {
     key_name: Option<String>,
     max_body_bytes: Option<usize>,
     max_event_bytes: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    cert_identities: Option<std::collections::BTreeMap<String, String>>,
+    public_hashes: Option<bool>,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -95,6 +125,33 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     for name in &create {
         store.create(name, false)?;
     }
+    let auth =
+        auth_config(&data, &listen, a.insecure_no_auth, a.public_hashes || file.public_hashes.unwrap_or(false), {
+            let mut m: Vec<String> = a.cert_identities;
+            m.extend(file.cert_identities.unwrap_or_default().into_iter().map(|(k, v)| format!("{k}={v}")));
+            m
+        })?;
+    let tls = match (a.tls_cert.or(file.tls_cert), a.tls_key.or(file.tls_key), a.tls_self_signed) {
+        (Some(cert), Some(key), _) => Some((cert, key)),
+        (None, None, true) => {
+            let (cert, key, fp) = custos_server::conn::self_signed(&data.join("tls"))?;
+            println!("self-signed TLS certificate {} SHA-256 fingerprint {fp}", cert.display());
+            Some((cert, key))
+        }
+        (None, None, false) => None,
+        _ => anyhow::bail!("give both --tls-cert and --tls-key"),
+    };
+    let client_ca = a.tls_client_ca.or(file.tls_client_ca);
+    let tls = match &tls {
+        Some((cert, key)) => Some(custos_server::conn::tls_acceptor(&custos_server::conn::TlsFiles {
+            cert,
+            key,
+            client_ca: client_ca.as_deref(),
+        })?),
+        None if client_ca.is_some() => anyhow::bail!("--tls-client-ca needs TLS: give --tls-cert and --tls-key"),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         logs = store.list().len(),
         ms = started.elapsed().as_millis() as u64,
@@ -104,12 +161,12 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;
-        println!("custos listening on http://{addr}");
+        println!("custos listening on {scheme}://{addr}");
         println!("data directory: {}", data.display());
         println!("verifier key: {}", store.verifier().to_key_string());
         tracing::info!(%addr, data = %data.display(), "serving");
-        let state = Arc::new(AppState::new(store, server_cfg));
-        custos_server::serve(state, listener, shutdown_signal()).await?;
+        let state = Arc::new(AppState::new(store, server_cfg, auth));
+        custos_server::serve(state, listener, tls, shutdown_signal()).await?;
         tracing::info!("stopped after draining requests and signing final checkpoints");
         anyhow::Ok(())
     })?;
@@ -130,4 +187,38 @@ async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("shutting down: draining in-flight requests");
+}
+
+/// Authentication settings; creates and prints the bootstrap admin token
+/// when the store has none.
+fn auth_config(
+    data: &std::path::Path,
+    listen: &SocketAddr,
+    insecure_no_auth: bool,
+    public_hashes: bool,
+    cert_identities: Vec<String>,
+) -> anyhow::Result<custos_server::state::AuthConfig> {
+    let mut certs = std::collections::HashMap::new();
+    for m in cert_identities {
+        let (cn, logs) = m.split_once('=').with_context(|| format!("--cert-identity {m:?} is not CN=log1,log2"))?;
+        certs.insert(cn.trim().to_string(), custos_auth::Scope::parse(logs));
+    }
+    if insecure_no_auth {
+        anyhow::ensure!(listen.ip().is_loopback(), "--insecure-no-auth is only allowed on a loopback address");
+        tracing::warn!("authentication is OFF: anyone who can connect may read and write every log");
+        return Ok(custos_server::state::AuthConfig { tokens: None, public_hashes, cert_identities: certs });
+    }
+    let tokens = custos_auth::TokenStore::open(data)?;
+    if tokens.records()?.is_empty() {
+        let (token, rec) = tokens.create(
+            "bootstrap-admin",
+            custos_auth::Role::Admin,
+            custos_auth::Scope::All,
+            None,
+            None,
+            std::time::SystemTime::now(),
+        )?;
+        println!("bootstrap admin token {} (shown once, stored hashed): {token}", rec.id);
+    }
+    Ok(custos_server::state::AuthConfig { tokens: Some(Arc::new(tokens)), public_hashes, cert_identities: certs })
 }

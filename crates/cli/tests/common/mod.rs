@@ -18,6 +18,17 @@ pub struct Server {
     pub url: String,
     pub verifier_key: String,
     pub data: PathBuf,
+    /// The bootstrap admin token, when this start created it.
+    pub admin_token: Option<String>,
+}
+
+/// Admin tokens by server URL, so that the plain helpers below send the
+/// right one. Data directories keep their token across restarts.
+static TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+static DATA_TOKENS: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn token_for(url: &str) -> Option<String> {
+    TOKENS.lock().unwrap().iter().find(|(u, _)| url.starts_with(u.as_str())).map(|(_, t)| t.clone())
 }
 
 pub fn bin() -> &'static str {
@@ -41,8 +52,12 @@ impl Server {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut url = String::new();
         let mut verifier_key = String::new();
+        let mut admin_token = None;
         for line in lines.by_ref() {
             let line = line.expect("server stdout");
+            if line.starts_with("bootstrap admin token ") {
+                admin_token = line.rsplit(' ').next().map(str::to_string);
+            }
             if let Some(u) = line.strip_prefix("custos listening on ") {
                 url = u.to_string();
             }
@@ -54,7 +69,14 @@ impl Server {
         assert!(!url.is_empty(), "server did not print its address");
         // Keep draining stdout so the server never blocks on it.
         std::thread::spawn(move || for _ in lines {});
-        let s = Server { child, url, verifier_key, data: data.to_path_buf() };
+        if let Some(t) = &admin_token {
+            DATA_TOKENS.lock().unwrap().push((data.to_path_buf(), t.clone()));
+        }
+        let known = DATA_TOKENS.lock().unwrap().iter().find(|(d, _)| d == data).map(|(_, t)| t.clone());
+        if let Some(t) = &known {
+            TOKENS.lock().unwrap().push((url.clone(), t.clone()));
+        }
+        let s = Server { child, url, verifier_key, data: data.to_path_buf(), admin_token: known };
         let deadline = Instant::now() + Duration::from_secs(30);
         while get(&format!("{}/healthz", s.url)).0 != 200 {
             assert!(Instant::now() < deadline, "server never became healthy");
@@ -105,7 +127,16 @@ fn read(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Vec<u
 }
 
 pub fn get(url: &str) -> (u16, Vec<u8>) {
-    match agent().get(url).call() {
+    get_as(url, token_for(url).as_deref())
+}
+
+/// GET with a given bearer token, or none.
+pub fn get_as(url: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+    let mut req = agent().get(url);
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    match req.call() {
         Ok(r) => read(Ok(r)),
         Err(_) => (0, Vec::new()),
     }
@@ -117,7 +148,21 @@ pub fn get_json(url: &str) -> (u16, Value) {
 }
 
 pub fn post(url: &str, content_type: &str, body: impl AsRef<[u8]>, headers: &[(&str, &str)]) -> (u16, Value) {
+    post_as(url, token_for(url).as_deref(), content_type, body, headers)
+}
+
+/// POST with a given bearer token, or none.
+pub fn post_as(
+    url: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: impl AsRef<[u8]>,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
     let mut req = agent().post(url).header("Content-Type", content_type);
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
