@@ -93,6 +93,14 @@ fn recorded_read(method: &Method, path: &str) -> Option<Option<String>> {
     }
 }
 
+/// Whether a path is a checkpoint or hash tile, which `public_hashes`
+/// opens to everyone.
+fn is_hash_path(path: &str) -> bool {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    matches!(parts.as_slice(), ["tlog", _, "checkpoint"])
+        || matches!(parts.as_slice(), ["tlog", _, "tile", l, ..] if *l != "entries")
+}
+
 /// The middleware.
 pub async fn middleware(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
@@ -124,6 +132,14 @@ pub async fn middleware(State(state): State<Arc<AppState>>, mut req: Request, ne
             return r;
         }
     };
+    if identity.is_none() && !(state.auth.public_hashes && is_hash_path(&path)) {
+        // Nothing is anonymous: without credentials, nothing else is said.
+        let mut r =
+            ApiError::new(StatusCode::UNAUTHORIZED, "authentication required: send Authorization: Bearer <token>")
+                .into_response();
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
     if let Some(id) = &identity {
         if let Some(rate) = id.rate_limit_per_sec {
             let verdict =

@@ -38,10 +38,18 @@ pub async fn checkpoint(
 /// `GET /tlog/{log}/tile/...`: a hash tile or an entry bundle.
 pub async fn tile(
     State(state): State<Arc<AppState>>,
+    id: Option<Extension<Identity>>,
     Path((name, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let ext = state.existing(&name).await?;
+    custos_log::store::validate_log_name(&name, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let t = Tile::parse(&format!("tile/{path}")).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // Entry bundles hold events; hash tiles only hashes.
+    let action = match t.kind {
+        TileKind::Entries => Action::Read(&name),
+        TileKind::Hashes { .. } => Action::ReadHashes(&name),
+    };
+    crate::authn::authorize(&state, id.as_ref().map(|Extension(i)| i), action)?;
+    let ext = state.existing(&name).await?;
     let log = ext.log.clone();
     let bytes = tokio::task::spawn_blocking(move || match t.kind {
         TileKind::Hashes { level } => log.hash_tile(level, t.index, t.width),

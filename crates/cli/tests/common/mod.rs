@@ -78,7 +78,18 @@ impl Server {
         }
         let s = Server { child, url, verifier_key, data: data.to_path_buf(), admin_token: known };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while get(&format!("{}/healthz", s.url)).0 != 200 {
+        let healthy = |url: &str| {
+            if url.starts_with("https://") {
+                // ureq here speaks plain HTTP only; curl checks TLS servers.
+                Command::new("curl")
+                    .args(["-s", "-k", &format!("{url}/healthz")])
+                    .output()
+                    .is_ok_and(|o| o.stdout == b"ok\n")
+            } else {
+                get(&format!("{url}/healthz")).0 == 200
+            }
+        };
+        while !healthy(&s.url) {
             assert!(Instant::now() < deadline, "server never became healthy");
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -1,0 +1,461 @@
+//! Access control end to end: the authorization matrix, tenant isolation,
+//! expiry and revocation, the meta-audit trail, rate limits, TLS and mutual
+//! TLS with real certificates, and key file permissions.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+/// Creates a token offline with the CLI, as automation would.
+fn token(data: &Path, role: &str, logs: &str, name: &str, extra: &[&str]) -> String {
+    let out = Command::new(bin())
+        .args(["token", "create", "--data"])
+        .arg(data)
+        .args(["--role", role, "--logs", logs, "--name", name])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    s: Server,
+    tokens: Vec<(&'static str, Option<String>)>,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let admin = s.admin_token.clone().unwrap();
+    for log in ["a", "b"] {
+        let (st, r) = post_as(&s.events_url(log), Some(&admin), "application/json", event("seed", 1).to_string(), &[]);
+        assert_eq!(st, 200, "{r}");
+    }
+    poll(|| (get_json(&format!("{}/v1/logs/a", s.url)).1["checkpoint"]["size"] == 1).then_some(()));
+    let tokens = vec![
+        ("ingest", Some(token(dir.path(), "ingest", "a", "ingest-a", &[]))),
+        ("reader", Some(token(dir.path(), "reader", "a", "reader-a", &[]))),
+        ("auditor", Some(token(dir.path(), "auditor", "*", "auditor", &[]))),
+        ("admin", Some(admin)),
+        ("none", None),
+        ("bogus", Some("custos_0123456789ab_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into())),
+    ];
+    Setup { _dir: dir, s, tokens }
+}
+
+/// Every role × every endpoint × own log / other log / system log.
+#[test]
+fn authorization_matrix() {
+    let Setup { s, tokens, _dir } = setup();
+    // (method, path with {log}, body)
+    let endpoints: &[(&str, &str)] = &[
+        ("POST", "/v1/logs/{log}/events"),
+        ("GET", "/v1/logs/{log}"),
+        ("GET", "/v1/logs/{log}/entries/0"),
+        ("GET", "/v1/logs/{log}/entries?start=0&end=1"),
+        ("GET", "/v1/logs/{log}/consistency?from=0"),
+        ("GET", "/tlog/{log}/checkpoint"),
+        ("GET", "/tlog/{log}/tile/0/000.p/1"),
+        ("GET", "/tlog/{log}/tile/entries/000.p/1"),
+    ];
+    let mut failures = Vec::new();
+    for (role, tok) in &tokens {
+        for (method, path) in endpoints {
+            for log in ["a", "b", "_custos"] {
+                let url = format!("{}{}", s.url, path.replace("{log}", log));
+                let status = if *method == "POST" {
+                    post_as(&url, tok.as_deref(), "application/json", event("m", 2).to_string(), &[]).0
+                } else {
+                    get_as(&url, tok.as_deref()).0
+                };
+                let want = expected(role, method, path, log);
+                if status != want {
+                    failures
+                        .push(format!("{role} {method} {} -> {status}, expected {want}", path.replace("{log}", log)));
+                }
+            }
+        }
+        // Endpoints without a log.
+        for (method, path, want) in [
+            ("GET", "/v1/logs", global(role, "list")),
+            ("GET", "/v1/tokens", global(role, "manage")),
+            ("POST", "/v1/tokens", global(role, "manage_post")),
+            ("GET", "/metrics", global(role, "metrics")),
+            ("GET", "/healthz", 200),
+        ] {
+            let url = format!("{}{path}", s.url);
+            let status = if method == "POST" {
+                post_as(&url, tok.as_deref(), "application/json", r#"{"name":"m","role":"reader","logs":"a"}"#, &[]).0
+            } else {
+                get_as(&url, tok.as_deref()).0
+            };
+            if status != want {
+                failures.push(format!("{role} {method} {path} -> {status}, expected {want}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "authorization matrix mismatches:\n{}", failures.join("\n"));
+}
+
+fn expected(role: &str, method: &str, path: &str, log: &str) -> u16 {
+    let post = method == "POST";
+    match role {
+        "none" | "bogus" => 401,
+        // Nobody appends to a system log through the API; the name itself
+        // is reserved, which is no secret.
+        _ if post && log == "_custos" => 400,
+        // Scoped to log a: b and _custos are indistinguishable from absent.
+        "ingest" | "reader" if log != "a" => 404,
+        "ingest" if post => 200,
+        "ingest" => 403,
+        "reader" if post => 403,
+        "reader" => 200,
+        "auditor" if post => 403,
+        "auditor" => 200,
+        "admin" if post => 200,
+        "admin" if log == "_custos" && path.contains("consistency") => 200,
+        "admin" => 200,
+        _ => unreachable!("{role}"),
+    }
+}
+
+fn global(role: &str, what: &str) -> u16 {
+    match (role, what) {
+        ("none" | "bogus", _) => 401,
+        ("ingest", "list") => 403,
+        (_, "list") => 200,
+        ("admin", "manage") => 200,
+        ("admin", "manage_post") => 201,
+        (_, "manage" | "manage_post") => 403,
+        ("admin" | "auditor", "metrics") => 200,
+        (_, "metrics") => 403,
+        _ => unreachable!(),
+    }
+}
+
+/// A token scoped to log a learns nothing about log b: the answers for an
+/// existing b and a missing c are byte for byte the same, and lists omit b.
+#[test]
+fn tenant_isolation() {
+    let Setup { s, tokens, _dir } = setup();
+    let reader = tokens[1].1.clone();
+    for path in
+        ["/v1/logs/{log}", "/v1/logs/{log}/entries/0", "/tlog/{log}/checkpoint", "/v1/logs/{log}/entries?start=0&end=1"]
+    {
+        let b = get_as(&format!("{}{}", s.url, path.replace("{log}", "b")), reader.as_deref());
+        let c = get_as(&format!("{}{}", s.url, path.replace("{log}", "c")), reader.as_deref());
+        let norm = |x: Vec<u8>, log: &str| String::from_utf8(x).unwrap().replace(log, "LOG");
+        assert_eq!((b.0, norm(b.1, "b")), (c.0, norm(c.1, "c")), "{path}");
+    }
+    let (_, list) = get_json_as(&format!("{}/v1/logs", s.url), reader.as_deref());
+    let names: Vec<&str> = list["logs"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a"]);
+    let ingest = tokens[0].1.clone();
+    let b = post_as(&s.events_url("b"), ingest.as_deref(), "application/json", event("x", 1).to_string(), &[]);
+    let c = post_as(&s.events_url("c"), ingest.as_deref(), "application/json", event("x", 1).to_string(), &[]);
+    let msg = |v: &Value, log: &str| v["error"].as_str().unwrap().replace(&format!("\"{log}\""), "L");
+    assert_eq!((b.0, msg(&b.1, "b")), (c.0, msg(&c.1, "c")));
+    assert_eq!(get_json(&format!("{}/v1/logs/c", s.url)).0, 404, "a hidden write must not create the log");
+}
+
+fn get_json_as(url: &str, token: Option<&str>) -> (u16, Value) {
+    let (s, b) = get_as(url, token);
+    (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+/// Expiry and revocation take effect at once, whether done offline with
+/// the CLI or through the API; and every read is recorded in `_custos` with
+/// the right actor.
+#[test]
+fn expiry_revocation_and_meta_audit() {
+    let Setup { s, tokens, _dir } = setup();
+    let data = s.data.clone();
+    let reader = tokens[1].1.clone().unwrap();
+    let auditor = tokens[2].1.clone().unwrap();
+    assert_eq!(get_as(&format!("{}/v1/logs/a/entries/0", s.url), Some(&reader)).0, 200);
+    // Offline revocation, while the server runs.
+    let r = Command::new(bin()).args(["token", "revoke", "--data"]).arg(&data).arg("reader-a").output().unwrap();
+    assert!(r.status.success());
+    assert_eq!(get_as(&format!("{}/v1/logs/a/entries/0", s.url), Some(&reader)).0, 401);
+    // A token that expires in one second.
+    let short = token(&data, "reader", "a", "short", &["--ttl", "1s"]);
+    let first = get_as(&format!("{}/v1/logs/a", s.url), Some(&short)).0;
+    assert!(first == 200 || first == 401);
+    poll(|| (get_as(&format!("{}/v1/logs/a", s.url), Some(&short)).0 == 401).then_some(()));
+    // API: create and revoke.
+    let admin = s.admin_token.clone().unwrap();
+    let (st, created) = post_as(
+        &format!("{}/v1/tokens", s.url),
+        Some(&admin),
+        "application/json",
+        r#"{"name":"api-reader","role":"reader","logs":"a","ttl":"1h"}"#,
+        &[],
+    );
+    assert_eq!(st, 201, "{created}");
+    let t = created["token"].as_str().unwrap().to_string();
+    assert_eq!(get_as(&format!("{}/v1/logs/a/entries/0", s.url), Some(&t)).0, 200);
+    let id = created["record"]["id"].as_str().unwrap();
+    let del = agent()
+        .delete(&format!("{}/v1/tokens/{id}", s.url))
+        .header("Authorization", format!("Bearer {admin}"))
+        .call()
+        .unwrap();
+    assert_eq!(del.status(), 200);
+    assert_eq!(get_as(&format!("{}/v1/logs/a/entries/0", s.url), Some(&t)).0, 401);
+
+    // The audit trail of the audit log, read by an auditor.
+    let events = poll(|| {
+        let (st, info) = get_json_as(&format!("{}/v1/logs/_custos", s.url), Some(&auditor));
+        let size = info["size"].as_u64()?;
+        (st == 200).then_some(())?;
+        let (_, page) =
+            get_json_as(&format!("{}/v1/logs/_custos/entries?start=0&end={}", s.url, size.min(1000)), Some(&auditor));
+        let evs: Vec<Value> = page["entries"].as_array()?.iter().map(|e| e["event"].clone()).collect();
+        let has = |activity: &str, actor: &str, msg: &str| {
+            evs.iter().any(|e| {
+                e["activity"] == activity
+                    && e["actor"]["user"]["name"] == actor
+                    && e["message"].as_str().unwrap_or("").contains(msg)
+            })
+        };
+        (has("custos.read", "token:reader-a", "GET /v1/logs/a/entries/0")
+            && has("custos.auth.failure", "anonymous", "GET /v1/logs/a/entries/0")
+            && has("custos.token.create", "token:bootstrap-admin", "custos.token.create")
+            && has("custos.token.revoke", "token:bootstrap-admin", "custos.token.revoke")
+            && has("custos.server.start", "custos", "custos.server.start")
+            && has("custos.read", "token:auditor", "GET /v1/logs/_custos"))
+        .then_some(evs)
+    });
+    let failure = events.iter().find(|e| e["activity"] == "custos.auth.failure").unwrap();
+    assert_eq!(failure["status"], "failure");
+    assert!(
+        failure["status_detail"].as_str().unwrap().contains("revoked")
+            || failure["status_detail"].as_str().unwrap().contains("expired")
+    );
+    // Stop is recorded too, and the trail verifies offline.
+    let vkey = s.verifier_key.clone();
+    assert!(s.stop().success());
+    let s = Server::start(&data, &[]);
+    let (_, info) = get_json_as(&format!("{}/v1/logs/_custos", s.url), Some(&auditor));
+    let size = info["size"].as_u64().unwrap();
+    let (_, page) =
+        get_json_as(&format!("{}/v1/logs/_custos/entries?start=0&end={}", s.url, size.min(1000)), Some(&auditor));
+    assert!(page["entries"].as_array().unwrap().iter().any(|e| e["event"]["activity"] == "custos.server.stop"));
+    drop(s);
+    let v = Command::new(bin())
+        .args(["verify", "--data"])
+        .arg(&data)
+        .args(["--key", &vkey, "--log", "_custos"])
+        .output()
+        .unwrap();
+    assert_eq!(v.status.code(), Some(0), "{}", String::from_utf8_lossy(&v.stdout));
+}
+
+#[test]
+fn rate_limit_returns_429_then_recovers() {
+    let Setup { s, _dir, .. } = setup();
+    let t = token(&s.data, "reader", "a", "slow", &["--rate-limit", "5"]);
+    let url = format!("{}/v1/logs/a", s.url);
+    let mut limited = None;
+    for _ in 0..50 {
+        let r = agent().get(&url).header("Authorization", format!("Bearer {t}")).call().unwrap();
+        if r.status() == 429 {
+            limited = Some(r.headers()["retry-after"].to_str().unwrap().to_string());
+            break;
+        }
+    }
+    let retry_after: u64 = limited.expect("never rate limited").parse().unwrap();
+    assert!(retry_after >= 1);
+    poll(|| (get_as(&url, Some(&t)).0 == 200).then_some(()));
+}
+
+#[test]
+fn world_readable_signing_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Server::start(dir.path(), &[]));
+    std::fs::set_permissions(dir.path().join("signing.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out =
+        Command::new(bin()).args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("readable by others"), "{err}");
+}
+
+/// Certificates for the TLS tests, written as PEM files.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let w = |name: &str, s: String| std::fs::write(dir.path().join(name), s).unwrap();
+    let ca = |cn: &str| {
+        let mut p = CertificateParams::new(vec![]).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, cn);
+        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+    };
+    let good_ca = ca("Custos Test CA");
+    let evil_ca = ca("Evil CA");
+    w("ca.pem", good_ca.pem());
+    let leaf = |issuer: &CertifiedIssuer<KeyPair>, cn: &str, names: Vec<String>, expired: bool| {
+        let mut p = CertificateParams::new(names).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (c, k) = leaf(&good_ca, "custos-server", vec!["127.0.0.1".into(), "localhost".into()], false);
+    w("server.pem", c);
+    w("server.key", k);
+    let (c, k) = leaf(&good_ca, "collector-1", vec![], false);
+    w("client.pem", c);
+    w("client.key", k);
+    let (c, k) = leaf(&evil_ca, "collector-1", vec![], false);
+    w("evil.pem", c);
+    w("evil.key", k);
+    let (c, k) = leaf(&good_ca, "collector-1", vec![], true);
+    w("expired.pem", c);
+    w("expired.key", k);
+    let (c, k) = leaf(&good_ca, "stranger", vec![], false);
+    w("stranger.pem", c);
+    w("stranger.key", k);
+    Pki { dir }
+}
+
+/// curl over TLS: returns (curl exit code, HTTP status).
+fn curl(pki: &Pki, url: &str, cert: Option<&str>, token: Option<&str>, body: Option<&str>) -> (i32, u16) {
+    let mut c = Command::new("curl");
+    c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", &pki.path("ca.pem"), url]);
+    if let Some(name) = cert {
+        c.args(["--cert", &pki.path(&format!("{name}.pem")), "--key", &pki.path(&format!("{name}.key"))]);
+    }
+    if let Some(t) = token {
+        c.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = c.output().expect("curl is installed");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0))
+}
+
+#[test]
+fn tls_and_mutual_tls_with_real_certificates() {
+    let p = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--tls-cert",
+            &p.path("server.pem"),
+            "--tls-key",
+            &p.path("server.key"),
+            "--tls-client-ca",
+            &p.path("ca.pem"),
+            "--cert-identity",
+            "collector-1=a",
+        ],
+    );
+    assert!(s.url.starts_with("https://"), "{}", s.url);
+    let body = event("svc", 1).to_string();
+    let events = format!("{}/v1/logs/a/events", s.url);
+    // A mapped client certificate is an ingest identity for its logs.
+    assert_eq!(curl(&p, &events, Some("client"), None, Some(&body)), (0, 200));
+    assert_eq!(curl(&p, &format!("{}/v1/logs/b/events", s.url), Some("client"), None, Some(&body)).1, 404);
+    assert_eq!(curl(&p, &format!("{}/v1/logs/a", s.url), Some("client"), None, None).1, 403);
+    // A certificate from another CA, or expired, fails the handshake.
+    assert_ne!(curl(&p, &events, Some("evil"), None, Some(&body)).0, 0);
+    assert_ne!(curl(&p, &events, Some("expired"), None, Some(&body)).0, 0);
+    // A valid but unmapped certificate is refused.
+    assert_eq!(curl(&p, &events, Some("stranger"), None, Some(&body)), (0, 401));
+    // No certificate: a token is needed.
+    assert_eq!(curl(&p, &events, None, None, Some(&body)), (0, 401));
+    let admin = s.admin_token.clone().unwrap();
+    assert_eq!(curl(&p, &events, None, Some(&admin), Some(&body)), (0, 200));
+    // The stored event names the certificate identity as its submitter.
+    let out = Command::new("curl")
+        .args(["-s", "--cacert", &p.path("ca.pem"), "-H", &format!("Authorization: Bearer {admin}")])
+        .arg(format!("{}/v1/logs/a/entries/0", s.url))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["event"]["submitter"]["name"], "cert:collector-1", "{v}");
+    // Plain HTTP to the TLS port does not work.
+    let plain = s.url.replace("https://", "http://");
+    assert_ne!(Command::new("curl").args(["-s", "-f", &format!("{plain}/healthz")]).status().unwrap().code(), Some(0));
+}
+
+#[test]
+fn self_signed_tls_prints_its_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-self-signed", "--data"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut fingerprint = None;
+    let mut url = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(fp) = line.split("SHA-256 fingerprint ").nth(1) {
+            fingerprint = Some(fp.to_string());
+        }
+        if let Some(u) = line.strip_prefix("custos listening on ") {
+            url = Some(u.to_string());
+            break;
+        }
+    }
+    let fp = fingerprint.expect("fingerprint printed");
+    assert_eq!(fp.len(), 32 * 3 - 1);
+    let url = url.unwrap();
+    let cert = dir.path().join("tls/self-signed.pem");
+    let ok = poll(|| {
+        let out =
+            Command::new("curl").args(["-s", "--cacert"]).arg(&cert).arg(format!("{url}/healthz")).output().ok()?;
+        (out.stdout == b"ok\n").then_some(())
+    });
+    let _ = ok;
+    // The certificate on the wire has the printed fingerprint.
+    let out =
+        Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(&cert).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&fp), "{}", String::from_utf8_lossy(&out.stdout));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// With `--public-hashes`, witnesses read checkpoints and hash tiles with no
+/// credentials; entry bundles and entries still need read rights.
+#[test]
+fn public_hashes_open_only_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--public-hashes"]);
+    let admin = s.admin_token.clone().unwrap();
+    post_as(&s.events_url("a"), Some(&admin), "application/json", event("x", 1).to_string(), &[]);
+    poll(|| (get_as(&format!("{}/tlog/a/checkpoint", s.url), None).0 == 200).then_some(()));
+    assert_eq!(get_as(&format!("{}/tlog/a/tile/0/000.p/1", s.url), None).0, 200);
+    assert_eq!(get_as(&format!("{}/tlog/a/tile/entries/000.p/1", s.url), None).0, 401);
+    assert_eq!(get_as(&format!("{}/v1/logs/a/entries/0", s.url), None).0, 401);
+    assert_eq!(get_as(&format!("{}/v1/logs", s.url), None).0, 401);
+}
