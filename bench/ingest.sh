@@ -40,12 +40,16 @@ local f = io.open(os.getenv("BODY"), "rb")
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = os.getenv("CT")
+if os.getenv("TOKEN") ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
+end
 LUA
 
 PORT=$(free_port)
 $BIN serve --data "$WORK/data" --listen 127.0.0.1:$PORT > "$WORK/serve.out" 2> "$WORK/serve.err" &
 SERVER=$!
 until curl -sf 127.0.0.1:$PORT/healthz >/dev/null; do sleep 0.05; done
+export TOKEN=$(awk '/bootstrap admin token/ {print $NF}' "$WORK/serve.out")
 
 echo "## batched NDJSON: 1000 events per request, 4 connections, ${SECS}s"
 BODY=$WORK/batch.ndjson CT=application/x-ndjson wrk -t2 -c4 -d${SECS}s -s "$WORK/post.lua" --latency http://127.0.0.1:$PORT/v1/logs/bench/events | tee "$WORK/wrk1"
@@ -55,8 +59,18 @@ echo "=> custos batched ingest: $(python3 -c "print(int($RPS*1000))") events/s (
 echo "## single-event POSTs, 64 connections, ${SECS}s"
 BODY=$WORK/one.json CT=application/json wrk -t2 -c64 -d${SECS}s -s "$WORK/post.lua" --latency http://127.0.0.1:$PORT/v1/logs/single/events | tee "$WORK/wrk2"
 echo "=> custos peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER/status)"
-SIZE=$(curl -s 127.0.0.1:$PORT/v1/logs/bench | python3 -c 'import json,sys; print(json.load(sys.stdin)["size"])')
+SIZE=$(curl -s -H "Authorization: Bearer $TOKEN" 127.0.0.1:$PORT/v1/logs/bench | python3 -c 'import json,sys; print(json.load(sys.stdin)["size"])')
 echo "=> bench log holds $SIZE events"
+kill $SERVER; wait $SERVER || true
+
+echo "## the same batched run without authentication (--insecure-no-auth), for the cost of auth"
+PORT=$(free_port)
+$BIN serve --insecure-no-auth --data "$WORK/data-noauth" --listen 127.0.0.1:$PORT > "$WORK/serve2.out" 2> "$WORK/serve2.err" &
+SERVER=$!
+until curl -sf 127.0.0.1:$PORT/healthz >/dev/null; do sleep 0.05; done
+TOKEN= BODY=$WORK/batch.ndjson CT=application/x-ndjson wrk -t2 -c4 -d${SECS}s -s "$WORK/post.lua" --latency http://127.0.0.1:$PORT/v1/logs/bench/events | tee "$WORK/wrk3"
+RPS3=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk3")
+echo "=> without auth: $(python3 -c "print(int($RPS3*1000))") events/s; with auth: $(python3 -c "print(int($RPS*1000))") events/s; auth cost $(python3 -c "print(round(100*(1-$RPS/$RPS3),1))")%"
 kill $SERVER; wait $SERVER || true
 
 echo "## baseline: PostgreSQL 15 COPY of 1,000,000 of the same events into a jsonb column"

@@ -459,3 +459,34 @@ fn public_hashes_open_only_hashes() {
     assert_eq!(get_as(&format!("{}/v1/logs/a/entries/0", s.url), None).0, 401);
     assert_eq!(get_as(&format!("{}/v1/logs", s.url), None).0, 401);
 }
+
+/// Slow or silent clients are cut off: a stalled body gets 408, a silent
+/// connection is closed.
+#[test]
+fn slow_and_silent_clients_are_cut_off() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--idle-timeout-secs", "3", "--body-timeout-secs", "1"]);
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let token = s.admin_token.clone().unwrap();
+    // A body that never finishes.
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        c,
+        "POST /v1/logs/a/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"time\""
+    )
+    .unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // Headers that never finish: the connection is closed.
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.write_all(b"GET /v1/logs HTTP/1.1\r\nHost: x\r\n").unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let n = c.read_to_end(&mut buf);
+    assert!(n.is_ok() && buf.is_empty(), "{n:?} {}", String::from_utf8_lossy(&buf));
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+}

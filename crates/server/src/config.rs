@@ -12,8 +12,11 @@ pub const MAX_EVENTS_PER_REQUEST: usize = 100_000;
 pub const MAX_RANGE_ENTRIES: u64 = 1000;
 /// Client `uid`s remembered per log for deduplicating retries.
 pub const DEDUPE_WINDOW: usize = 1_000_000;
-/// A request body must arrive within this (against slow senders).
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request body must arrive within this by default (against slow
+/// senders).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection that sends nothing for this long is closed by default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `?wait=checkpoint` waits for a covering checkpoint.
 pub const CHECKPOINT_WAIT: Duration = Duration::from_secs(10);
 
@@ -26,6 +29,10 @@ pub struct ServerConfig {
     pub max_event_bytes: usize,
     /// How often grown logs get a new signed checkpoint.
     pub checkpoint_interval: Duration,
+    /// Longest wait for a request body.
+    pub body_timeout: Duration,
+    /// Longest silence on a connection.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -34,6 +41,8 @@ impl Default for ServerConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             checkpoint_interval: Duration::from_millis(500),
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }

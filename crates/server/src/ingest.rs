@@ -18,7 +18,7 @@ use custos_event::{EventError, ServerFields};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::config::{BODY_TIMEOUT, CHECKPOINT_WAIT, MAX_EVENTS_PER_REQUEST};
+use crate::config::{CHECKPOINT_WAIT, MAX_EVENTS_PER_REQUEST};
 use crate::error::{ApiError, Problem};
 use crate::state::{AppState, LogExt, Receipt};
 
@@ -56,13 +56,25 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 /// Reads the body, at most `limit` bytes before and after decompression.
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let raw = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
-        Ok(r) => r.map_err(|_| too_large(limit))?,
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, ApiError> {
+    let raw = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(r) => r.map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("length limit") {
+                too_large(limit)
+            } else {
+                ApiError::bad_request(format!("reading the request body failed: {msg}"))
+            }
+        })?,
         Err(_) => {
             return Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                format!("request body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+                format!("request body did not arrive within {} s", timeout.as_secs()),
             ));
         }
     };
@@ -287,7 +299,7 @@ pub async fn post_events(
     crate::authn::authorize(&state, id.as_ref(), custos_auth::Action::Append(&log))?;
     let submitter = id.map_or_else(|| "anonymous".to_string(), |i| i.name);
     let format = content_format(&headers)?;
-    let body = read_body(body, &headers, state.config.max_body_bytes).await?;
+    let body = read_body(body, &headers, state.config.max_body_bytes, state.config.body_timeout).await?;
     let body_len = body.len();
     let max_event = state.config.max_event_bytes;
     let server = ServerFields {

@@ -70,7 +70,7 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     lifecycle(&state, "custos.server.start", format!("listening on {addr}")).await?;
     let checkpointer = tokio::spawn(checkpointer::run(state.clone()));
-    conn::accept_loop(listener, router(state.clone()), tls, shutdown).await?;
+    conn::accept_loop(listener, router(state.clone()), tls, state.config.idle_timeout, shutdown).await?;
     checkpointer.abort();
     lifecycle(&state, "custos.server.stop", "drained in-flight requests".into()).await?;
     let s = state.clone();

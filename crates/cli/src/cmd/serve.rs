@@ -63,6 +63,12 @@ pub struct Args {
     /// and sizes), for witnesses and monitors.
     #[arg(long, env = "CUSTOS_PUBLIC_HASHES")]
     public_hashes: bool,
+    /// Seconds a connection may stay silent before it is closed [default: 30].
+    #[arg(long, env = "CUSTOS_IDLE_TIMEOUT_SECS")]
+    idle_timeout_secs: Option<u64>,
+    /// Seconds a request body may take to arrive [default: 30].
+    #[arg(long, env = "CUSTOS_BODY_TIMEOUT_SECS")]
+    body_timeout_secs: Option<u64>,
     /// Switch authentication off. Only for development and benchmarks, and
     /// only on a loopback address.
     #[arg(long, env = "CUSTOS_INSECURE_NO_AUTH")]
@@ -115,6 +121,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             .or(file.checkpoint_interval_ms)
             .map(Duration::from_millis)
             .unwrap_or(defaults.checkpoint_interval),
+        idle_timeout: a.idle_timeout_secs.map(Duration::from_secs).unwrap_or(defaults.idle_timeout),
+        body_timeout: a.body_timeout_secs.map(Duration::from_secs).unwrap_or(defaults.body_timeout),
     };
     let mut create = a.create_logs;
     create.extend(file.logs.unwrap_or_default());
