@@ -5,6 +5,7 @@
 //!   for every action: pure functions.
 //! - [`tokens`]: bearer tokens, shown once and stored as SHA-256 hashes in
 //!   `DATA/auth/tokens.json`.
+//! - [`oidc`]: OIDC JWTs checked against an issuer's JWKS, mapped to roles.
 //! - [`der`]: just enough DER to read the subject of a client certificate.
 //!
 //! # Invariants
@@ -13,6 +14,7 @@
 //!   the server asks, it does not decide.
 
 pub mod der;
+pub mod oidc;
 pub mod policy;
 pub mod tokens;
 

@@ -490,3 +490,70 @@ fn slow_and_silent_clients_are_cut_off() {
     assert!(n.is_ok() && buf.is_empty(), "{n:?} {}", String::from_utf8_lossy(&buf));
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
 }
+
+/// People through single sign-on: RS256 JWTs made with openssl, as an
+/// identity provider would, checked against the issuer's JWKS and mapped
+/// from their groups claim to roles.
+#[test]
+fn oidc_jwts_map_to_roles() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("idp.pem");
+    assert!(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048").output().unwrap().status.success());
+    let modulus = Command::new("openssl").args(["rsa", "-noout", "-modulus", "-in"]).arg(&key).output().unwrap();
+    let hex = String::from_utf8(modulus.stdout).unwrap().trim().trim_start_matches("Modulus=").to_string();
+    let n: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    let jwks = serde_json::json!({"keys": [{"kty": "RSA", "kid": "r1", "use": "sig", "alg": "RS256", "n": B64URL.encode(&n), "e": "AQAB"}]});
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, jwks.to_string()).unwrap();
+    let sign = |claims: Value| {
+        let h = B64URL.encode(r#"{"alg":"RS256","kid":"r1","typ":"JWT"}"#);
+        let p = B64URL.encode(claims.to_string());
+        let input = dir.path().join("input");
+        std::fs::write(&input, format!("{h}.{p}")).unwrap();
+        let sig = Command::new("openssl").args(["dgst", "-sha256", "-sign"]).arg(&key).arg(&input).output().unwrap();
+        format!("{h}.{p}.{}", B64URL.encode(sig.stdout))
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = |user: &str, groups: Value, iss: &str, exp: u64| {
+        serde_json::json!({"iss": iss, "aud": "custos", "sub": user, "preferred_username": user, "exp": exp, "groups": groups})
+    };
+    let data = dir.path().join("data");
+    let s = Server::start(
+        &data,
+        &[
+            "--oidc-issuer",
+            "https://idp.test",
+            "--oidc-jwks",
+            jwks_path.to_str().unwrap(),
+            "--oidc-audience",
+            "custos",
+            "--oidc-map",
+            "custos-auditors=auditor:*;db-team=reader:a",
+        ],
+    );
+    let admin = s.admin_token.clone().unwrap();
+    post_as(&s.events_url("a"), Some(&admin), "application/json", event("x", 1).to_string(), &[]);
+    let alice = sign(claims("alice", serde_json::json!(["staff", "custos-auditors"]), "https://idp.test", now + 600));
+    let bob = sign(claims("bob", serde_json::json!(["db-team"]), "https://idp.test", now + 600));
+    assert_eq!(get_as(&format!("{}/v1/logs/_custos", s.url), Some(&alice)).0, 200);
+    assert_eq!(get_as(&format!("{}/v1/logs/a", s.url), Some(&bob)).0, 200);
+    assert_eq!(get_as(&format!("{}/v1/logs/_custos", s.url), Some(&bob)).0, 404);
+    assert_eq!(post_as(&s.events_url("a"), Some(&bob), "application/json", event("x", 1).to_string(), &[]).0, 403);
+    for bad in [
+        sign(claims("eve", serde_json::json!(["custos-auditors"]), "https://evil.test", now + 600)),
+        sign(claims("eve", serde_json::json!(["custos-auditors"]), "https://idp.test", now - 3600)),
+        sign(claims("eve", serde_json::json!(["nobody"]), "https://idp.test", now + 600)),
+        bob.replacen('.', ".e30", 1),
+    ] {
+        assert_eq!(get_as(&format!("{}/v1/logs/a", s.url), Some(&bad)).0, 401, "{bad}");
+    }
+    // Reads by a person are recorded under their single sign-on name.
+    let trail = poll(|| {
+        let (_, page) = get_json(&format!("{}/v1/logs/_custos/entries?start=0", s.url));
+        let found = page["entries"].as_array()?.iter().any(|e| e["event"]["actor"]["user"]["name"] == "oidc:bob");
+        found.then_some(())
+    });
+    let _ = trail;
+}

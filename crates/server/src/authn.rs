@@ -59,8 +59,12 @@ fn identify(state: &AppState, req: &Request, peer: &Peer) -> Result<Option<Ident
     let Some(tokens) = &state.auth.tokens else { return Ok(Some(open_identity())) };
     if let Some(h) = req.headers().get(header::AUTHORIZATION) {
         let h = h.to_str().map_err(|_| "authorization header is not text".to_string())?;
-        let token = h.strip_prefix("Bearer ").ok_or("authorization is not a Bearer token")?;
-        return tokens.authenticate(token.trim(), SystemTime::now()).map(Some).map_err(|e| e.to_string());
+        let token = h.strip_prefix("Bearer ").ok_or("authorization is not a Bearer token")?.trim();
+        if let (Some(oidc), true) = (&state.auth.oidc, custos_auth::oidc::looks_like_jwt(token)) {
+            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            return custos_auth::oidc::validate(oidc, token, now).map(Some);
+        }
+        return tokens.authenticate(token, SystemTime::now()).map(Some).map_err(|e| e.to_string());
     }
     if let Some(cn) = &peer.cert_subject {
         return match state.auth.cert_identities.get(cn) {

@@ -71,6 +71,9 @@ pub struct AuthConfig {
     pub public_hashes: bool,
     /// Client certificate subject (CN) to the logs it may append to.
     pub cert_identities: HashMap<String, custos_auth::Scope>,
+    /// Single sign-on: OIDC JWTs from this issuer are accepted as bearer
+    /// tokens.
+    pub oidc: Option<custos_auth::oidc::OidcConfig>,
 }
 
 /// Everything handlers share.

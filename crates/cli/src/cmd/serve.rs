@@ -69,6 +69,26 @@ pub struct Args {
     /// Seconds a request body may take to arrive [default: 30].
     #[arg(long, env = "CUSTOS_BODY_TIMEOUT_SECS")]
     body_timeout_secs: Option<u64>,
+    /// Accept OIDC JWTs from this issuer (the exact `iss`).
+    #[arg(long, env = "CUSTOS_OIDC_ISSUER", requires_all = ["oidc_jwks", "oidc_map"])]
+    oidc_issuer: Option<String>,
+    /// The issuer's JWKS: a file, or an http(s) URL fetched at start.
+    #[arg(long, env = "CUSTOS_OIDC_JWKS")]
+    oidc_jwks: Option<String>,
+    /// An `aud` the JWT must carry.
+    #[arg(long, env = "CUSTOS_OIDC_AUDIENCE")]
+    oidc_audience: Option<String>,
+    /// The claim naming the person [default: preferred_username, then
+    /// email, then sub].
+    #[arg(long, env = "CUSTOS_OIDC_USER_CLAIM", default_value = "preferred_username")]
+    oidc_user_claim: String,
+    /// The claim listing groups or roles [default: groups].
+    #[arg(long, env = "CUSTOS_OIDC_ROLES_CLAIM", default_value = "groups")]
+    oidc_roles_claim: String,
+    /// Map a claim value to a role and logs: `value=role:logs`, such as
+    /// `custos-auditors=auditor:*`. Repeatable; the first match wins.
+    #[arg(long = "oidc-map", env = "CUSTOS_OIDC_MAP", value_delimiter = ';')]
+    oidc_map: Vec<String>,
     /// Switch authentication off. Only for development and benchmarks, and
     /// only on a loopback address.
     #[arg(long, env = "CUSTOS_INSECURE_NO_AUTH")]
@@ -133,12 +153,38 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     for name in &create {
         store.create(name, false)?;
     }
-    let auth =
+    let oidc = match &a.oidc_issuer {
+        None => None,
+        Some(issuer) => {
+            let src = a.oidc_jwks.clone().unwrap_or_default();
+            let text = if src.starts_with("http://") || src.starts_with("https://") {
+                String::from_utf8(crate::http::get_ok(&crate::http::agent(), &src)?)?
+            } else {
+                std::fs::read_to_string(&src).with_context(|| format!("reading JWKS {src}"))?
+            };
+            Some(custos_auth::oidc::OidcConfig {
+                issuer: issuer.clone(),
+                audience: a.oidc_audience.clone(),
+                jwks: custos_auth::oidc::parse_jwks(&text).map_err(anyhow::Error::msg)?,
+                user_claim: a.oidc_user_claim.clone(),
+                roles_claim: a.oidc_roles_claim.clone(),
+                mappings: a
+                    .oidc_map
+                    .iter()
+                    .map(|m| custos_auth::oidc::parse_mapping(m))
+                    .collect::<Result<_, _>>()
+                    .map_err(anyhow::Error::msg)?,
+                leeway_secs: 60,
+            })
+        }
+    };
+    let mut auth =
         auth_config(&data, &listen, a.insecure_no_auth, a.public_hashes || file.public_hashes.unwrap_or(false), {
             let mut m: Vec<String> = a.cert_identities;
             m.extend(file.cert_identities.unwrap_or_default().into_iter().map(|(k, v)| format!("{k}={v}")));
             m
         })?;
+    auth.oidc = oidc;
     let tls = match (a.tls_cert.or(file.tls_cert), a.tls_key.or(file.tls_key), a.tls_self_signed) {
         (Some(cert), Some(key), _) => Some((cert, key)),
         (None, None, true) => {
@@ -214,7 +260,7 @@ fn auth_config(
     if insecure_no_auth {
         anyhow::ensure!(listen.ip().is_loopback(), "--insecure-no-auth is only allowed on a loopback address");
         tracing::warn!("authentication is OFF: anyone who can connect may read and write every log");
-        return Ok(custos_server::state::AuthConfig { tokens: None, public_hashes, cert_identities: certs });
+        return Ok(custos_server::state::AuthConfig { tokens: None, public_hashes, cert_identities: certs, oidc: None });
     }
     let tokens = custos_auth::TokenStore::open(data)?;
     if tokens.records()?.is_empty() {
@@ -228,5 +274,5 @@ fn auth_config(
         )?;
         println!("bootstrap admin token {} (shown once, stored hashed): {token}", rec.id);
     }
-    Ok(custos_server::state::AuthConfig { tokens: Some(Arc::new(tokens)), public_hashes, cert_identities: certs })
+    Ok(custos_server::state::AuthConfig { tokens: Some(Arc::new(tokens)), public_hashes, cert_identities: certs, oidc: None })
 }
