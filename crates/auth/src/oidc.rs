@@ -136,7 +136,9 @@ pub fn validate(cfg: &OidcConfig, token: &str, now_secs: u64) -> Result<Identity
             ("RS256", Key::Rsa { n, e }) => {
                 RsaPublicKeyComponents { n, e }.verify(&RSA_PKCS1_2048_8192_SHA256, signed, &sig).is_ok()
             }
-            ("ES256", Key::P256(point)) => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).verify(signed, &sig).is_ok(),
+            ("ES256", Key::P256(point)) => {
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).verify(signed, &sig).is_ok()
+            }
             _ => false,
         };
         if ok {
@@ -267,7 +269,8 @@ mod tests {
         // A payload swapped after signing fails the signature.
         let good = jwt(&kp, h, claims());
         let parts: Vec<&str> = good.split('.').collect();
-        let forged = format!("{}.{}.{}", parts[0], B64URL.encode(with("groups", json!(["auditors"])).to_string()), parts[2]);
+        let forged =
+            format!("{}.{}.{}", parts[0], B64URL.encode(with("groups", json!(["auditors"])).to_string()), parts[2]);
         assert!(validate(&cfg, &forged, 1000).unwrap_err().contains("signature"));
     }
 }

@@ -142,6 +142,7 @@ fn split(token: &str) -> Option<(&str, &str)> {
 struct Cache {
     stamp: Option<(SystemTime, u64)>,
     records: Vec<TokenRecord>,
+    generation: u64,
 }
 
 /// The token store of a data directory.
@@ -161,7 +162,7 @@ impl TokenStore {
                 .create(&dir)
                 .map_err(|source| StoreError::Io { path: dir.clone(), source })?;
         }
-        let store = TokenStore { dir, cache: Mutex::new(Cache { stamp: None, records: Vec::new() }) };
+        let store = TokenStore { dir, cache: Mutex::new(Cache { stamp: None, records: Vec::new(), generation: 0 }) };
         store.records()?;
         Ok(store)
     }
@@ -193,8 +194,15 @@ impl TokenStore {
                 }
             };
             cache.stamp = stamp;
+            cache.generation += 1;
         }
         Ok(cache.records.clone())
+    }
+
+    /// Grows each time the store was reread because it changed, here or in
+    /// another process.
+    pub fn generation(&self) -> u64 {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).generation
     }
 
     /// Runs `change` on the records under an exclusive file lock and

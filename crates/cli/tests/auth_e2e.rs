@@ -230,6 +230,8 @@ fn expiry_revocation_and_meta_audit() {
             && has("custos.token.create", "token:bootstrap-admin", "custos.token.create")
             && has("custos.token.revoke", "token:bootstrap-admin", "custos.token.revoke")
             && has("custos.server.start", "custos", "custos.server.start")
+            && has("custos.token.revoke", "local:token-store", "seen in the token store")
+            && has("custos.token.create", "local:token-store", "seen in the token store")
             && has("custos.read", "token:auditor", "GET /v1/logs/_custos"))
         .then_some(evs)
     });
@@ -516,9 +518,7 @@ fn oidc_jwts_map_to_roles() {
         format!("{h}.{p}.{}", B64URL.encode(sig.stdout))
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let claims = |user: &str, groups: Value, iss: &str, exp: u64| {
-        serde_json::json!({"iss": iss, "aud": "custos", "sub": user, "preferred_username": user, "exp": exp, "groups": groups})
-    };
+    let claims = |user: &str, groups: Value, iss: &str, exp: u64| serde_json::json!({"iss": iss, "aud": "custos", "sub": user, "preferred_username": user, "exp": exp, "groups": groups});
     let data = dir.path().join("data");
     let s = Server::start(
         &data,

@@ -88,6 +88,7 @@ pub async fn create_token(
     let (token, rec) = store(&state)?
         .create(&t.name, role, scope, ttl, t.rate_limit_per_sec, SystemTime::now())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    state.known_tokens.lock().unwrap_or_else(|e| e.into_inner()).1.insert(rec.id.clone(), false);
     record_change(
         &state,
         &who.name,
@@ -108,6 +109,7 @@ pub async fn revoke_token(
 ) -> Result<Json<Value>, ApiError> {
     let who = admin(&state, &id)?;
     let rec = store(&state)?.revoke(&token_id, SystemTime::now()).map_err(|e| ApiError::not_found(e.to_string()))?;
+    state.known_tokens.lock().unwrap_or_else(|e| e.into_inner()).1.insert(rec.id.clone(), true);
     record_change(&state, &who.name, &peer, "custos.token.revoke", format!("token {} ({})", rec.id, rec.name)).await?;
     Ok(Json(json!({ "record": rec })))
 }

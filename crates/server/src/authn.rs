@@ -105,6 +105,48 @@ fn is_hash_path(path: &str) -> bool {
         || matches!(parts.as_slice(), ["tlog", _, "tile", l, ..] if *l != "entries")
 }
 
+/// Records token creations and revocations that happened outside the
+/// server since it last looked (offline `custos token` commands).
+async fn record_outside_token_changes(state: &AppState) -> Result<(), ApiError> {
+    let Some(tokens) = &state.auth.tokens else { return Ok(()) };
+    let generation = tokens.generation();
+    let changes: Vec<(String, String)> = {
+        let mut known = state.known_tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if known.0 == generation {
+            return Ok(());
+        }
+        known.0 = generation;
+        let mut changes = Vec::new();
+        for r in tokens.records().unwrap_or_default() {
+            let revoked = r.revoked_at.is_some();
+            match known.1.insert(r.id.clone(), revoked) {
+                None => changes.push((
+                    "custos.token.create".to_string(),
+                    format!("token {} ({}) role {}", r.id, r.name, r.role.as_str()),
+                )),
+                Some(false) if revoked => {
+                    changes.push(("custos.token.revoke".to_string(), format!("token {} ({})", r.id, r.name)))
+                }
+                _ => {}
+            }
+        }
+        changes
+    };
+    for (activity, detail) in changes {
+        let e = MetaEvent {
+            activity: &activity,
+            actor: "local:token-store",
+            ip: None,
+            log: None,
+            success: true,
+            detail,
+            message: format!("{activity} (seen in the token store)"),
+        };
+        audit::record(state, e).await?;
+    }
+    Ok(())
+}
+
 /// The middleware.
 pub async fn middleware(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
@@ -115,7 +157,11 @@ pub async fn middleware(State(state): State<Arc<AppState>>, mut req: Request, ne
     let ip = peer.addr.map(|a| a.ip().to_string());
     let method = req.method().clone();
     let message = format!("{method} {path}");
-    let identity = match identify(&state, &req, &peer) {
+    let identity = identify(&state, &req, &peer);
+    if let Err(e) = record_outside_token_changes(&state).await {
+        return e.into_response();
+    }
+    let identity = match identity {
         Ok(id) => id,
         Err(reason) => {
             let e = MetaEvent {

@@ -80,6 +80,10 @@ pub struct AuthConfig {
 pub struct AppState {
     /// Authentication settings.
     pub auth: AuthConfig,
+    /// Token states last seen, to record changes made outside the server
+    /// (`custos token` on the data directory): generation, and ID to
+    /// revoked-or-not.
+    pub known_tokens: Mutex<(u64, HashMap<String, bool>)>,
     /// Rate limiters by identity key.
     pub buckets: Mutex<HashMap<String, crate::authn::Bucket>>,
     /// The data directory.
@@ -117,6 +121,14 @@ impl AppState {
             })
             .clone();
         AppState {
+            known_tokens: Mutex::new((
+                0,
+                auth.tokens
+                    .as_ref()
+                    .and_then(|t| t.records().ok())
+                    .map(|r| r.into_iter().map(|r| (r.id, r.revoked_at.is_some())).collect())
+                    .unwrap_or_default(),
+            )),
             auth,
             buckets: Mutex::new(HashMap::new()),
             store,

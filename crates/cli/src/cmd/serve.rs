@@ -260,7 +260,12 @@ fn auth_config(
     if insecure_no_auth {
         anyhow::ensure!(listen.ip().is_loopback(), "--insecure-no-auth is only allowed on a loopback address");
         tracing::warn!("authentication is OFF: anyone who can connect may read and write every log");
-        return Ok(custos_server::state::AuthConfig { tokens: None, public_hashes, cert_identities: certs, oidc: None });
+        return Ok(custos_server::state::AuthConfig {
+            tokens: None,
+            public_hashes,
+            cert_identities: certs,
+            oidc: None,
+        });
     }
     let tokens = custos_auth::TokenStore::open(data)?;
     if tokens.records()?.is_empty() {
@@ -274,5 +279,10 @@ fn auth_config(
         )?;
         println!("bootstrap admin token {} (shown once, stored hashed): {token}", rec.id);
     }
-    Ok(custos_server::state::AuthConfig { tokens: Some(Arc::new(tokens)), public_hashes, cert_identities: certs, oidc: None })
+    Ok(custos_server::state::AuthConfig {
+        tokens: Some(Arc::new(tokens)),
+        public_hashes,
+        cert_identities: certs,
+        oidc: None,
+    })
 }
