@@ -491,6 +491,24 @@ fn slow_and_silent_clients_are_cut_off() {
     let n = c.read_to_end(&mut buf);
     assert!(n.is_ok() && buf.is_empty(), "{n:?} {}", String::from_utf8_lossy(&buf));
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    // Slowloris: headers dribbled a byte every 300 ms never go idle, but
+    // the whole request must arrive within body timeout + 10 s = 11 s.
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    let started = std::time::Instant::now();
+    let line = b"GET /v1/logs HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut closed = false;
+    for b in line {
+        if c.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        if started.elapsed() > std::time::Duration::from_secs(25) {
+            break;
+        }
+    }
+    assert!(closed, "a dribbling client kept its connection for {:?}", started.elapsed());
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
 
 /// People through single sign-on: RS256 JWTs made with openssl, as an

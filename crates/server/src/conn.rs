@@ -103,37 +103,67 @@ mod sha2_fp {
     }
 }
 
-/// Closes a connection that has sent nothing for `idle` (against idle and
-/// stalled clients). hyper's own header timeout pushed single-request p99
-/// latency from 5 ms to 40 ms under 64 connections in our benchmark, and so
-/// did resetting a timer per request; this timer is re-armed only when it
-/// fires.
+/// Cuts off idle and slow clients at the socket: a connection that sends
+/// nothing for `idle` is closed, and so is one whose request (from its
+/// first byte until the server starts answering) takes longer than
+/// `request`, which catches slowloris clients that dribble headers.
+///
+/// hyper's own header timeout pushed single-request p99 latency from 5 ms
+/// to 40 ms under 64 connections in our benchmark, and so did resetting a
+/// timer on every read; this timer is re-armed only when it fires.
 struct IdleTimeout<IO> {
     io: IO,
     idle: Duration,
+    request: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
     last_read: tokio::time::Instant,
+    /// When the request being read started: set by the first read after
+    /// an answer, cleared when the server writes.
+    request_started: Option<tokio::time::Instant>,
 }
 
 impl<IO> IdleTimeout<IO> {
-    fn new(io: IO, idle: Duration) -> IdleTimeout<IO> {
-        IdleTimeout { io, idle, sleep: Box::pin(tokio::time::sleep(idle)), last_read: tokio::time::Instant::now() }
+    fn new(io: IO, idle: Duration, request: Duration) -> IdleTimeout<IO> {
+        IdleTimeout {
+            io,
+            idle,
+            request,
+            sleep: Box::pin(tokio::time::sleep(idle.min(request))),
+            last_read: tokio::time::Instant::now(),
+            request_started: None,
+        }
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        let idle = self.last_read + self.idle;
+        match self.request_started {
+            Some(started) => idle.min(started + self.request),
+            None => idle,
+        }
     }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for IdleTimeout<IO> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(r) => {
-                this.last_read = tokio::time::Instant::now();
+                let now = tokio::time::Instant::now();
+                this.last_read = now;
+                if buf.filled().len() > before && this.request_started.is_none() {
+                    this.request_started = Some(now);
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => {
                 while this.sleep.as_mut().poll(cx).is_ready() {
-                    let deadline = this.last_read + this.idle;
+                    let deadline = this.deadline();
                     if tokio::time::Instant::now() >= deadline {
-                        return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle connection")));
+                        return Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "client idle or too slow",
+                        )));
                     }
                     this.sleep.as_mut().reset(deadline);
                 }
@@ -145,6 +175,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for IdleTimeout<IO> {
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.request_started = None;
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -158,6 +189,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<IO> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        self.request_started = None;
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -170,16 +202,22 @@ fn cert_subject(conn: &rustls::ServerConnection) -> Option<String> {
     custos_auth::der::subject_common_name(chain.first()?.as_ref())
 }
 
-async fn serve_conn<IO>(io: IO, peer: Peer, app: Router, watcher: hyper_util::server::graceful::Watcher, idle: Duration)
-where
+async fn serve_conn<IO>(
+    io: IO,
+    peer: Peer,
+    app: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+    idle: Duration,
+    request: Duration,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(peer.clone());
         app.clone().oneshot(req.map(axum::body::Body::new))
     });
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(IdleTimeout::new(io, idle)), svc);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(IdleTimeout::new(io, idle, request)), svc);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
@@ -192,6 +230,7 @@ pub async fn accept_loop(
     app: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
     idle: Duration,
+    request: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -219,11 +258,13 @@ pub async fn accept_loop(
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
-                None => serve_conn(tcp, Peer { addr: Some(addr), cert_subject: None }, app, watcher, idle).await,
+                None => {
+                    serve_conn(tcp, Peer { addr: Some(addr), cert_subject: None }, app, watcher, idle, request).await
+                }
                 Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let cert_subject = cert_subject(stream.get_ref().1);
-                        serve_conn(stream, Peer { addr: Some(addr), cert_subject }, app, watcher, idle).await
+                        serve_conn(stream, Peer { addr: Some(addr), cert_subject }, app, watcher, idle, request).await
                     }
                     Ok(Err(e)) => tracing::info!(peer = %addr, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::info!(peer = %addr, "TLS handshake timed out"),

@@ -70,7 +70,11 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     lifecycle(&state, "custos.server.start", format!("listening on {addr}")).await?;
     let checkpointer = tokio::spawn(checkpointer::run(state.clone()));
-    conn::accept_loop(listener, router(state.clone()), tls, state.config.idle_timeout, shutdown).await?;
+    // A whole request (headers and body) must arrive within the body
+    // timeout plus ten seconds for the headers.
+    let request_timeout = state.config.body_timeout + std::time::Duration::from_secs(10);
+    conn::accept_loop(listener, router(state.clone()), tls, state.config.idle_timeout, request_timeout, shutdown)
+        .await?;
     checkpointer.abort();
     lifecycle(&state, "custos.server.stop", "drained in-flight requests".into()).await?;
     let s = state.clone();
