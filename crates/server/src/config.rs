@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// Longest silence on a connection.
     pub idle_timeout: Duration,
+    /// A source silent for longer is reported.
+    pub source_silence: Duration,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +45,7 @@ impl Default for ServerConfig {
             checkpoint_interval: Duration::from_millis(500),
             body_timeout: DEFAULT_BODY_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            source_silence: Duration::from_secs(300),
         }
     }
 }

@@ -179,6 +179,7 @@ fn parse(body: &[u8], format: Format, max_event_bytes: usize) -> Result<Vec<Item
 /// A validated, sealed event.
 struct Sealed {
     uid: Option<String>,
+    seq: Option<u64>,
     entry: Vec<u8>,
 }
 
@@ -195,13 +196,14 @@ fn seal_all(items: Vec<Item>, server: &ServerFields, max_event_bytes: usize) -> 
             }
         };
         let uid = event.get("uid").and_then(Value::as_str).map(str::to_string);
+        let seq = event.get("seq").and_then(Value::as_u64);
         match custos_event::seal(event, server) {
             Ok(entry) if entry.len() > max_event_bytes => problems.push(problem(
                 at,
                 "$",
                 format!("event is {} bytes once sealed, over the limit of {max_event_bytes} bytes", entry.len()),
             )),
-            Ok(entry) => out.push(Sealed { uid, entry }),
+            Ok(entry) => out.push(Sealed { uid, seq, entry }),
             Err(EventError::TooLarge { size_bytes }) => problems.push(problem(
                 at,
                 "$",
@@ -278,6 +280,31 @@ async fn store(ext: &LogExt, events: Vec<Sealed>) -> Result<Vec<(Receipt, bool)>
         .collect())
 }
 
+/// Validates, seals and stores events that a source produced (values
+/// already parsed), for the source receivers. Returns one receipt per
+/// event; an invalid event rejects the whole batch.
+pub async fn ingest_values(
+    state: &AppState,
+    log: &str,
+    server: ServerFields,
+    values: Vec<Value>,
+) -> Result<Vec<(Receipt, bool)>, ApiError> {
+    let max_event = state.config.max_event_bytes;
+    let seqs: Vec<Option<u64>> = values.iter().map(|v| v.get("seq").and_then(Value::as_u64)).collect();
+    let submitter = server.submitter.clone();
+    let items: Vec<Item> =
+        values.into_iter().enumerate().map(|(i, value)| Item { line: None, index: Some(i), value }).collect();
+    let sealed = tokio::task::spawn_blocking(move || seal_all(items, &server, max_event))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
+    let count = sealed.len();
+    let ext = state.for_write(log).await?;
+    let receipts = store(&ext, sealed).await?;
+    metrics::counter!("custos_ingest_events_total", "log" => log.to_string()).increment(count as u64);
+    state.sources.seen(&submitter, &seqs);
+    Ok(receipts)
+}
+
 /// The ingest handler.
 pub async fn post_events(
     State(state): State<Arc<AppState>>,
@@ -298,6 +325,7 @@ pub async fn post_events(
     let id = id.map(|Extension(i)| i);
     crate::authn::authorize(&state, id.as_ref(), custos_auth::Action::Append(&log))?;
     let submitter = id.map_or_else(|| "anonymous".to_string(), |i| i.name);
+    let submitter_name = submitter.clone();
     let format = content_format(&headers)?;
     let body = read_body(body, &headers, state.config.max_body_bytes, state.config.body_timeout).await?;
     let body_len = body.len();
@@ -317,8 +345,10 @@ pub async fn post_events(
     .await
     .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
     let count = sealed.len();
+    let seqs: Vec<Option<u64>> = sealed.iter().map(|e| e.seq).collect();
     let ext = state.for_write(&log).await?;
     let receipts = store(&ext, sealed).await?;
+    state.sources.seen(&submitter_name, &seqs);
     metrics::counter!("custos_ingest_events_total", "log" => log.clone()).increment(count as u64);
     metrics::counter!("custos_ingest_bytes_total", "log" => log.clone()).increment(body_len as u64);
     metrics::histogram!("custos_ingest_latency_seconds").record(started.elapsed().as_secs_f64());

@@ -26,6 +26,7 @@ pub mod error;
 pub mod ingest;
 pub mod ops;
 pub mod read;
+pub mod sources;
 pub mod state;
 pub mod tiles;
 
@@ -52,6 +53,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/tokens", get(admin::list_tokens).post(admin::create_token))
+        .route("/v1/sources", get(sources::list_sources))
+        .route("/v1/k8s/{log}/audit", post(sources::k8s_audit))
         .route("/v1/tokens/{id}", axum::routing::delete(admin::revoke_token))
         .layer(axum::middleware::from_fn_with_state(state.clone(), authn::middleware))
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -70,12 +73,14 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     lifecycle(&state, "custos.server.start", format!("listening on {addr}")).await?;
     let checkpointer = tokio::spawn(checkpointer::run(state.clone()));
+    let watcher = tokio::spawn(sources::watch(state.clone()));
     // A whole request (headers and body) must arrive within the body
     // timeout plus ten seconds for the headers.
     let request_timeout = state.config.body_timeout + std::time::Duration::from_secs(10);
     conn::accept_loop(listener, router(state.clone()), tls, state.config.idle_timeout, request_timeout, shutdown)
         .await?;
     checkpointer.abort();
+    watcher.abort();
     lifecycle(&state, "custos.server.stop", "drained in-flight requests".into()).await?;
     let s = state.clone();
     tokio::task::spawn_blocking(move || checkpointer::sign_all(&s)).await?;

@@ -84,6 +84,8 @@ pub struct AppState {
     /// (`custos token` on the data directory): generation, and ID to
     /// revoked-or-not.
     pub known_tokens: Mutex<(u64, HashMap<String, bool>)>,
+    /// Health of every source.
+    pub sources: crate::sources::Sources,
     /// Rate limiters by identity key.
     pub buckets: Mutex<HashMap<String, crate::authn::Bucket>>,
     /// The data directory.
@@ -130,6 +132,7 @@ impl AppState {
                     .unwrap_or_default(),
             )),
             auth,
+            sources: crate::sources::Sources::default(),
             buckets: Mutex::new(HashMap::new()),
             store,
             config,

@@ -6,5 +6,6 @@ pub mod export;
 pub mod keygen;
 pub mod send;
 pub mod serve;
+pub mod sources;
 pub mod token;
 pub mod verify;

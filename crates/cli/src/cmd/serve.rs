@@ -93,6 +93,24 @@ pub struct Args {
     /// only on a loopback address.
     #[arg(long, env = "CUSTOS_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
+    /// Receive syslog over TCP (RFC 6587, framing detected per
+    /// connection): `ADDR=LOG`, such as `127.0.0.1:6514=syslog`. Repeatable.
+    #[arg(long = "syslog-tcp", env = "CUSTOS_SYSLOG_TCP", value_delimiter = ';')]
+    syslog_tcp: Vec<String>,
+    /// Receive syslog over UDP: `ADDR=LOG`. Repeatable.
+    #[arg(long = "syslog-udp", env = "CUSTOS_SYSLOG_UDP", value_delimiter = ';')]
+    syslog_udp: Vec<String>,
+    /// Report a source as silent after this many seconds without events
+    /// [default: 300].
+    #[arg(long, env = "CUSTOS_SOURCE_SILENCE_SECS")]
+    source_silence_secs: Option<u64>,
+}
+
+fn listener_spec(spec: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let (addr, log) = spec.rsplit_once('=').with_context(|| format!("{spec:?} is not ADDR=LOG"))?;
+    let addr = addr.parse().with_context(|| format!("{addr:?} is not an address like 127.0.0.1:6514"))?;
+    custos_log::store::validate_log_name(log, false)?;
+    Ok((addr, log.to_string()))
 }
 
 /// The TOML file: the same settings as the flags.
@@ -143,7 +161,12 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             .unwrap_or(defaults.checkpoint_interval),
         idle_timeout: a.idle_timeout_secs.map(Duration::from_secs).unwrap_or(defaults.idle_timeout),
         body_timeout: a.body_timeout_secs.map(Duration::from_secs).unwrap_or(defaults.body_timeout),
+        source_silence: a.source_silence_secs.map(Duration::from_secs).unwrap_or(defaults.source_silence),
     };
+    let syslog_tcp: Vec<(SocketAddr, String)> =
+        a.syslog_tcp.iter().map(|s| listener_spec(s)).collect::<anyhow::Result<_>>()?;
+    let syslog_udp: Vec<(SocketAddr, String)> =
+        a.syslog_udp.iter().map(|s| listener_spec(s)).collect::<anyhow::Result<_>>()?;
     let mut create = a.create_logs;
     create.extend(file.logs.unwrap_or_default());
 
@@ -217,9 +240,27 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         let addr = listener.local_addr()?;
         println!("custos listening on {scheme}://{addr}");
         println!("data directory: {}", data.display());
+        let mut tcp_listeners = Vec::new();
+        for (addr, log) in syslog_tcp {
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding syslog TCP {addr}"))?;
+            println!("syslog tcp on {} -> log {log}", l.local_addr()?);
+            tcp_listeners.push((l, log));
+        }
+        let mut udp_sockets = Vec::new();
+        for (addr, log) in syslog_udp {
+            let sock = tokio::net::UdpSocket::bind(addr).await.with_context(|| format!("binding syslog UDP {addr}"))?;
+            println!("syslog udp on {} -> log {log}", sock.local_addr()?);
+            udp_sockets.push((sock, log));
+        }
         println!("verifier key: {}", store.verifier().to_key_string());
         tracing::info!(%addr, data = %data.display(), "serving");
         let state = Arc::new(AppState::new(store, server_cfg, auth));
+        for (l, log) in tcp_listeners {
+            tokio::spawn(custos_server::sources::syslog_tcp(state.clone(), l, log));
+        }
+        for (sock, log) in udp_sockets {
+            tokio::spawn(custos_server::sources::syslog_udp(state.clone(), sock, log));
+        }
         custos_server::serve(state, listener, tls, shutdown_signal()).await?;
         tracing::info!("stopped after draining requests and signing final checkpoints");
         anyhow::Ok(())

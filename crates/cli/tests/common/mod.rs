@@ -20,6 +20,8 @@ pub struct Server {
     pub data: PathBuf,
     /// The bootstrap admin token, when this start created it.
     pub admin_token: Option<String>,
+    /// Other lines the server printed at start (syslog listeners).
+    pub lines: Vec<String>,
 }
 
 /// Admin tokens by server URL, so that the plain helpers below send the
@@ -53,8 +55,10 @@ impl Server {
         let mut url = String::new();
         let mut verifier_key = String::new();
         let mut admin_token = None;
+        let mut printed = Vec::new();
         for line in lines.by_ref() {
             let line = line.expect("server stdout");
+            printed.push(line.clone());
             if line.starts_with("bootstrap admin token ") {
                 admin_token = line.rsplit(' ').next().map(str::to_string);
             }
@@ -76,7 +80,7 @@ impl Server {
         if let Some(t) = &known {
             TOKENS.lock().unwrap().push((url.clone(), t.clone()));
         }
-        let s = Server { child, url, verifier_key, data: data.to_path_buf(), admin_token: known };
+        let s = Server { child, url, verifier_key, data: data.to_path_buf(), admin_token: known, lines: printed };
         let deadline = Instant::now() + Duration::from_secs(30);
         let healthy = |url: &str| {
             if url.starts_with("https://") {
@@ -227,4 +231,74 @@ pub fn prove(url: &str, log: &str, index: u64, leaf: &Hash, vkey: &str) {
     let cp = custos_tlog::Checkpoint::parse(text).unwrap();
     let proof: Vec<Hash> = v["inclusion_proof"].as_array().unwrap().iter().map(hash).collect();
     custos_tlog::proof::verify_inclusion(index, cp.size, leaf, &proof, &cp.root).unwrap();
+}
+
+/// Certificates for the TLS tests, written as PEM files.
+pub struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+}
+
+pub fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let w = |name: &str, s: String| std::fs::write(dir.path().join(name), s).unwrap();
+    let ca = |cn: &str| {
+        let mut p = CertificateParams::new(vec![]).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, cn);
+        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+    };
+    let good_ca = ca("Custos Test CA");
+    let evil_ca = ca("Evil CA");
+    w("ca.pem", good_ca.pem());
+    let leaf = |issuer: &CertifiedIssuer<KeyPair>, cn: &str, names: Vec<String>, expired: bool| {
+        let mut p = CertificateParams::new(names).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (c, k) = leaf(&good_ca, "custos-server", vec!["127.0.0.1".into(), "localhost".into()], false);
+    w("server.pem", c);
+    w("server.key", k);
+    let (c, k) = leaf(&good_ca, "collector-1", vec![], false);
+    w("client.pem", c);
+    w("client.key", k);
+    let (c, k) = leaf(&evil_ca, "collector-1", vec![], false);
+    w("evil.pem", c);
+    w("evil.key", k);
+    let (c, k) = leaf(&good_ca, "collector-1", vec![], true);
+    w("expired.pem", c);
+    w("expired.key", k);
+    let (c, k) = leaf(&good_ca, "stranger", vec![], false);
+    w("stranger.pem", c);
+    w("stranger.key", k);
+    Pki { dir }
+}
+
+/// curl over TLS: returns (curl exit code, HTTP status).
+pub fn curl(pki: &Pki, url: &str, cert: Option<&str>, token: Option<&str>, body: Option<&str>) -> (i32, u16) {
+    let mut c = Command::new("curl");
+    c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", &pki.path("ca.pem"), url]);
+    if let Some(name) = cert {
+        c.args(["--cert", &pki.path(&format!("{name}.pem")), "--key", &pki.path(&format!("{name}.key"))]);
+    }
+    if let Some(t) = token {
+        c.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = c.output().expect("curl is installed");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0))
 }

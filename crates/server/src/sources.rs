@@ -1,0 +1,319 @@
+//! Receivers of outside sources (the Kubernetes audit webhook, syslog over
+//! TCP and UDP) and the health of every source: when it was last seen, its
+//! rate, gaps in its sequence numbers, and whether it fell silent.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use custos_auth::{Action, Identity};
+use custos_event::ServerFields;
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+
+use crate::audit::{self, MetaEvent};
+use crate::authn::authorize;
+use crate::conn::Peer;
+use crate::error::{ApiError, Problem};
+use crate::ingest::ingest_values;
+use crate::state::AppState;
+
+/// Sources tracked at most; beyond this the longest-silent are forgotten.
+pub const MAX_SOURCES: usize = 10_000;
+/// Messages per append from one syslog connection or socket.
+pub const SYSLOG_BATCH_MESSAGES: usize = 1000;
+/// Bytes read from a syslog stream at a time.
+const SYSLOG_READ_BYTES: usize = 64 * 1024;
+
+/// What is known about one source.
+#[derive(Clone, Debug)]
+pub struct SourceStats {
+    first_seen: SystemTime,
+    last_seen: SystemTime,
+    last_seen_at: Instant,
+    events: u64,
+    last_seq: Option<u64>,
+    /// Missing sequence numbers seen so far.
+    gap_count: u64,
+    /// Silence already reported (cleared when the source speaks again).
+    silence_reported: bool,
+}
+
+/// Health of all sources.
+#[derive(Default)]
+pub struct Sources {
+    map: Mutex<HashMap<String, SourceStats>>,
+    /// Gaps found and not yet recorded in `_custos`.
+    pending_gaps: Mutex<Vec<(String, u64, u64)>>,
+}
+
+impl Sources {
+    /// Notes events from `source`, with their `seq` numbers if any.
+    pub fn seen(&self, source: &str, seqs: &[Option<u64>]) {
+        let now = SystemTime::now();
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_SOURCES && !map.contains_key(source) {
+            if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_seen_at).map(|(k, _)| k.clone()) {
+                map.remove(&oldest);
+            }
+        }
+        let s = map.entry(source.to_string()).or_insert(SourceStats {
+            first_seen: now,
+            last_seen: now,
+            last_seen_at: Instant::now(),
+            events: 0,
+            last_seq: None,
+            gap_count: 0,
+            silence_reported: false,
+        });
+        s.last_seen = now;
+        s.last_seen_at = Instant::now();
+        s.events += seqs.len() as u64;
+        s.silence_reported = false;
+        for seq in seqs.iter().flatten() {
+            if let Some(last) = s.last_seq {
+                if *seq > last + 1 {
+                    s.gap_count += seq - last - 1;
+                    self.pending_gaps.lock().unwrap_or_else(|e| e.into_inner()).push((
+                        source.to_string(),
+                        last + 1,
+                        seq - 1,
+                    ));
+                }
+            }
+            s.last_seq = Some(s.last_seq.map_or(*seq, |l| l.max(*seq)));
+        }
+    }
+
+    /// A JSON report, silent ones flagged.
+    pub fn report(&self, silent_after: Duration) -> Vec<Value> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<Value> = map
+            .iter()
+            .map(|(name, s)| {
+                let secs = s.last_seen.duration_since(s.first_seen).unwrap_or_default().as_secs_f64().max(1.0);
+                let ts = |t: SystemTime| {
+                    custos_event::time::format_rfc3339(
+                        t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64),
+                    )
+                };
+                json!({
+                    "source": name,
+                    "first_seen": ts(s.first_seen),
+                    "last_seen": ts(s.last_seen),
+                    "events": s.events,
+                    "events_per_sec": s.events as f64 / secs,
+                    "last_seq": s.last_seq,
+                    "gaps": s.gap_count,
+                    "silent": s.last_seen_at.elapsed() > silent_after,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a["source"].as_str().cmp(&b["source"].as_str()));
+        out
+    }
+}
+
+/// `GET /v1/sources`: auditors and admins.
+pub async fn list_sources(
+    State(state): State<Arc<AppState>>,
+    id: Option<Extension<Identity>>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, id.as_ref().map(|Extension(i)| i), Action::Metrics)?;
+    Ok(Json(json!({ "sources": state.sources.report(state.config.source_silence) })))
+}
+
+/// Reports silent sources and sequence gaps in `_custos`, every few
+/// seconds, once per silence.
+pub async fn watch(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(
+        Duration::from_secs(1).min(state.config.source_silence / 2).max(Duration::from_millis(100)),
+    );
+    loop {
+        tick.tick().await;
+        let silent: Vec<(String, String)> = {
+            let mut map = state.sources.map.lock().unwrap_or_else(|e| e.into_inner());
+            map.iter_mut()
+                .filter(|(_, s)| !s.silence_reported && s.last_seen_at.elapsed() > state.config.source_silence)
+                .map(|(name, s)| {
+                    s.silence_reported = true;
+                    (name.clone(), format!("silent for {} s", s.last_seen_at.elapsed().as_secs()))
+                })
+                .collect()
+        };
+        let gaps: Vec<(String, u64, u64)> =
+            std::mem::take(&mut *state.sources.pending_gaps.lock().unwrap_or_else(|e| e.into_inner()));
+        let events = silent.into_iter().map(|(src, d)| ("custos.source.silent", src, d)).chain(
+            gaps.into_iter()
+                .map(|(src, a, b)| ("custos.source.gap", src, format!("sequence numbers {a} to {b} missing"))),
+        );
+        for (activity, source, detail) in events {
+            let e = MetaEvent {
+                activity,
+                actor: &source,
+                ip: None,
+                log: None,
+                success: false,
+                detail,
+                message: activity.into(),
+            };
+            if let Err(e) = audit::record(&state, e).await {
+                tracing::error!(error = %e.message, "recording source health failed");
+            }
+        }
+    }
+}
+
+/// `POST /v1/k8s/{log}/audit`: the Kubernetes audit webhook backend. It
+/// sends `EventList`s in batch mode and retries on any error, so events
+/// carry `auditID/stage` as their uid and retries are deduplicated.
+pub async fn k8s_audit(
+    State(state): State<Arc<AppState>>,
+    id: Option<Extension<Identity>>,
+    Extension(peer): Extension<Peer>,
+    Path(log): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    custos_log::store::validate_log_name(&log, false).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let id = id.map(|Extension(i)| i);
+    authorize(&state, id.as_ref(), Action::Append(&log))?;
+    let _ = headers;
+    let raw = axum::body::to_bytes(body, state.config.max_body_bytes).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("body is over {} bytes", state.config.max_body_bytes))
+    })?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::bad_request(format!("malformed JSON at line {} column {}: {e}", e.line(), e.column()))
+    })?;
+    let items = custos_sources::k8s::items(&v).map_err(ApiError::bad_request)?;
+    let mut problems = Vec::new();
+    let mut events = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        match custos_sources::k8s::map_event(item) {
+            Ok(e) => events.push(e),
+            Err(error) => problems.push(Problem { line: None, index: Some(i), field: "items".into(), error }),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ApiError {
+            problems,
+            ..ApiError::bad_request("the EventList was rejected and nothing was stored; see problems")
+        });
+    }
+    let n = events.len();
+    let server = ServerFields {
+        log: log.clone(),
+        received_at: custos_event::time::format_rfc3339(custos_event::time::now_nanos()),
+        submitter: id.map_or_else(|| "anonymous".into(), |i| i.name),
+        via: "k8s".into(),
+        address: peer.addr.map(|a| a.ip().to_string()),
+    };
+    let receipts = ingest_values(&state, &log, server, events).await?;
+    let duplicates = receipts.iter().filter(|(_, d)| *d).count();
+    Ok(Json(json!({"accepted": n - duplicates, "duplicates": duplicates})))
+}
+
+fn syslog_server(log: &str, peer: &SocketAddr) -> ServerFields {
+    ServerFields {
+        log: log.into(),
+        received_at: custos_event::time::format_rfc3339(custos_event::time::now_nanos()),
+        submitter: format!("syslog:{}", peer.ip()),
+        via: "syslog".into(),
+        address: Some(peer.ip().to_string()),
+    }
+}
+
+/// Stores a batch of raw syslog messages from one peer, waiting until they
+/// are durable. Retries while the log refuses (full disk, say): the sender
+/// is held back rather than its messages dropped.
+async fn store_syslog(state: &AppState, log: &str, peer: &SocketAddr, raw: Vec<Vec<u8>>) {
+    let ip = peer.ip().to_string();
+    let now = custos_event::time::now_nanos();
+    let events: Vec<Value> = raw.iter().map(|m| custos_sources::syslog::to_event(m, Some(&ip), now)).collect();
+    loop {
+        match ingest_values(state, log, syslog_server(log, peer), events.clone()).await {
+            Ok(_) => return,
+            Err(e) if e.status != StatusCode::SERVICE_UNAVAILABLE => {
+                // Cannot happen for events built by the syslog mapper; if it
+                // does, say so loudly rather than retry forever.
+                tracing::error!(log, peer = %peer, error = %e.message, "syslog batch rejected");
+                metrics::counter!("custos_syslog_rejected_total").increment(raw.len() as u64);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(log, peer = %peer, error = %e.message, "syslog batch not stored yet; holding the sender back");
+                metrics::counter!("custos_syslog_retries_total").increment(1);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Receives syslog over TCP on `listener` into `log`. Framing (octet
+/// counting or newlines) is detected per connection. A connection is read
+/// only as fast as its messages become durable: backpressure is TCP's own.
+pub async fn syslog_tcp(state: Arc<AppState>, listener: tokio::net::TcpListener, log: String) {
+    loop {
+        let Ok((mut stream, peer)) = listener.accept().await else { continue };
+        let (state, log) = (state.clone(), log.clone());
+        tokio::spawn(async move {
+            let mut framer = custos_sources::syslog::Framer::default();
+            let mut buf = vec![0u8; SYSLOG_READ_BYTES];
+            loop {
+                let n = match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => 0,
+                    Ok(n) => n,
+                };
+                if n > 0 {
+                    framer.push(&buf[..n]);
+                }
+                let mut batch = Vec::new();
+                while let Some(f) = framer.next() {
+                    batch.push(match f {
+                        custos_sources::syslog::Frame::Message(m) | custos_sources::syslog::Frame::Broken(m) => m,
+                    });
+                    if batch.len() >= SYSLOG_BATCH_MESSAGES {
+                        store_syslog(&state, &log, &peer, std::mem::take(&mut batch)).await;
+                    }
+                }
+                if n == 0 {
+                    batch.extend(framer.finish());
+                }
+                if !batch.is_empty() {
+                    store_syslog(&state, &log, &peer, batch).await;
+                }
+                if n == 0 {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Receives syslog over UDP. Datagrams the kernel drops before we read
+/// them cannot be seen; what arrives is stored in batches.
+pub async fn syslog_udp(state: Arc<AppState>, socket: tokio::net::UdpSocket, log: String) {
+    let mut buf = vec![0u8; custos_sources::syslog::MAX_MESSAGE_BYTES];
+    loop {
+        let Ok((n, peer)) = socket.recv_from(&mut buf).await else { continue };
+        let mut by_peer: HashMap<SocketAddr, Vec<Vec<u8>>> = HashMap::new();
+        by_peer.entry(peer).or_default().push(buf[..n].to_vec());
+        // Take whatever else is already queued, up to one batch.
+        for _ in 1..SYSLOG_BATCH_MESSAGES {
+            match socket.try_recv_from(&mut buf) {
+                Ok((n, p)) => by_peer.entry(p).or_default().push(buf[..n].to_vec()),
+                Err(_) => break,
+            }
+        }
+        metrics::counter!("custos_syslog_udp_received_total")
+            .increment(by_peer.values().map(Vec::len).sum::<usize>() as u64);
+        for (peer, msgs) in by_peer {
+            store_syslog(&state, &log, &peer, msgs).await;
+        }
+    }
+}
