@@ -247,6 +247,28 @@ pub fn to_event(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Value {
     let mut e = event(raw, peer, now_ns);
     tidy(&mut e);
     fit(&mut e);
+    if custos_event::validate(e.clone()).is_err() {
+        // Fields the parser pulled out break the schema (an over-long tag,
+        // say): keep the message whole, flagged unparsed, rather than lose it.
+        e = unparsed(raw, peer, now_ns);
+        fit(&mut e);
+    }
+    e
+}
+
+fn unparsed(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Value {
+    let text = String::from_utf8_lossy(&raw[..raw.len().min(MAX_STORED_BYTES)]).to_string();
+    let mut e = json!({
+        "time": custos_event::time::format_rfc3339(now_ns), "activity": "syslog.unparsed",
+        "actor": {"user": {"name": "unknown"}}, "status": "unknown", "message": "unparsed syslog message",
+        "metadata": {"syslog": {"parsed": false, "truncated": raw.len() > MAX_STORED_BYTES}},
+    });
+    if !text.is_empty() {
+        e["raw_data"] = json!(text);
+    }
+    if let Some(ip) = peer.filter(|ip| ip.parse::<std::net::IpAddr>().is_ok()) {
+        e["src_endpoint"] = json!({"ip": ip});
+    }
     e
 }
 
@@ -294,15 +316,7 @@ fn event(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Value {
     let text = String::from_utf8_lossy(&raw[..raw.len().min(MAX_STORED_BYTES)]).to_string();
     let now = custos_event::time::format_rfc3339(now_ns);
     let Some(m) = parse(&text, year) else {
-        let mut e = json!({
-            "time": now, "activity": "syslog.unparsed", "actor": {"user": {"name": "unknown"}},
-            "status": "unknown", "raw_data": text, "message": "unparsed syslog message",
-            "metadata": {"syslog": {"parsed": false, "truncated": truncated}},
-        });
-        if let Some(ip) = peer {
-            e["src_endpoint"] = json!({"ip": ip});
-        }
-        return e;
+        return unparsed(raw, peer, now_ns);
     };
     let app = m.app_name.clone().unwrap_or_default();
     let mut meta = json!({
@@ -577,6 +591,18 @@ mod tests {
         let mut f = Framer::default();
         f.push(b"99999999999 x");
         assert!(matches!(f.next(), Some(Frame::Broken(_))));
+    }
+
+    #[test]
+    fn fuzz_crash_over_long_tag_is_kept_unparsed() {
+        // Found by `cargo fuzz run syslog`: an RFC 3164 tag longer than an
+        // actor name may be.
+        let mut raw = b"<0>Dec 27 09:00:00 h ".to_vec();
+        raw.extend(std::iter::repeat_n(b'x', 300));
+        raw.extend_from_slice(b": hi");
+        let e = to_event(&raw, Some("127.0.0.1"), NOW);
+        assert!(custos_event::validate(e.clone()).is_ok());
+        assert_eq!(e["activity"], "syslog.unparsed");
     }
 
     #[test]
