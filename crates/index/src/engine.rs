@@ -1,0 +1,434 @@
+//! The tantivy index of one log.
+//!
+//! Each entry becomes one document: its log index, its times, a keyword
+//! token `path=value` for every scalar of the event, every path present,
+//! its free text (`message`, `raw_data`), its endpoint IPs and a few
+//! numeric fields. No event data is stored in the index: hits are read
+//! back from the log, with their proofs.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::ops::Bound as StdBound;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use custos_log::Log;
+use serde_json::Value;
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::{AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query as TQuery, RangeQuery, RegexQuery, TermQuery};
+use tantivy::schema::{
+    DateOptions, DateTimePrecision, FAST, Field, INDEXED, IndexRecordOption, IpAddrOptions, NumericOptions, STRING, Schema, TEXT,
+};
+use tantivy::{DateTime, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+
+use crate::query::{self, Bound, NUMERIC_FIELDS, Query, Value_};
+
+/// Memory the index writer may use before flushing a segment.
+pub const WRITER_MEMORY_BYTES: usize = 64 << 20;
+/// Entries read from the log per indexing step.
+pub const INDEX_BATCH_ENTRIES: u64 = 2000;
+/// Hits per page, at most.
+pub const MAX_PAGE_HITS: usize = 1000;
+/// A keyword value longer than this is indexed only by its first bytes.
+const MAX_KEYWORD_BYTES: usize = 256;
+
+/// Why the index failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// tantivy failed.
+    #[error("search index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    /// The log could not be read.
+    #[error("reading the log for indexing: {0}")]
+    Log(#[from] custos_log::ReadError),
+    /// The index directory could not be managed.
+    #[error("search index directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// The query cannot run.
+    #[error("{0}")]
+    Query(String),
+}
+
+struct Fields {
+    index: Field,
+    time: Field,
+    received_at: Field,
+    kv: Field,
+    has: Field,
+    text: Field,
+    src_ip: Field,
+    dst_ip: Field,
+    nums: Vec<(&'static str, Field)>,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let date = DateOptions::default().set_indexed().set_fast().set_precision(DateTimePrecision::Nanoseconds);
+    let ip = IpAddrOptions::default().set_indexed().set_fast();
+    let num = NumericOptions::default().set_indexed().set_fast();
+    let f = Fields {
+        index: b.add_u64_field("index", INDEXED | FAST),
+        time: b.add_date_field("time", date.clone()),
+        received_at: b.add_date_field("received_at", date),
+        kv: b.add_text_field("kv", STRING),
+        has: b.add_text_field("has", STRING),
+        text: b.add_text_field("text", TEXT),
+        src_ip: b.add_ip_addr_field("src_ip", ip.clone()),
+        dst_ip: b.add_ip_addr_field("dst_ip", ip),
+        nums: NUMERIC_FIELDS.iter().map(|p| (*p, b.add_u64_field(&format!("n.{p}"), num.clone()))).collect(),
+    };
+    (b.build(), f)
+}
+
+fn v6(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V6(a) => a,
+    }
+}
+
+fn cut(s: &str) -> &str {
+    &s[..s.floor_char_boundary(MAX_KEYWORD_BYTES)]
+}
+
+/// Adds `path=value` and path tokens for every scalar under `v`.
+fn flatten(doc: &mut TantivyDocument, f: &Fields, path: &mut String, v: &Value) {
+    match v {
+        Value::Null => {}
+        Value::Array(a) => {
+            for x in a {
+                flatten(doc, f, path, x);
+            }
+        }
+        Value::Object(m) => {
+            if !m.is_empty() && !path.is_empty() {
+                doc.add_text(f.has, path.as_str());
+            }
+            for (k, x) in m {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                flatten(doc, f, path, x);
+                path.truncate(len);
+            }
+        }
+        scalar => {
+            doc.add_text(f.has, path.as_str());
+            if query::TEXT_FIELDS.contains(&path.as_str()) {
+                return;
+            }
+            if let Some(t) = query::scalar_text(scalar) {
+                doc.add_text(f.kv, format!("{path}={}", cut(&t)));
+            }
+        }
+    }
+}
+
+fn date(ns: i64) -> DateTime {
+    DateTime::from_timestamp_nanos(ns)
+}
+
+fn document(f: &Fields, index: u64, entry: &[u8]) -> TantivyDocument {
+    let mut doc = TantivyDocument::default();
+    doc.add_u64(f.index, index);
+    let Ok(e) = serde_json::from_slice::<Value>(entry) else { return doc };
+    for (field, name) in [(f.time, "time"), (f.received_at, "received_at")] {
+        if let Some(ns) = e.get(name).and_then(Value::as_str).and_then(|s| custos_event::time::parse_rfc3339(s).ok()) {
+            doc.add_date(field, date(ns));
+        }
+    }
+    for (field, name) in [(f.src_ip, "src_endpoint"), (f.dst_ip, "dst_endpoint")] {
+        if let Some(ip) = e[name]["ip"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) {
+            doc.add_ip_addr(field, v6(ip));
+        }
+    }
+    for (path, field) in &f.nums {
+        for v in query::values_at(&e, path) {
+            if let Some(n) = v.as_u64() {
+                doc.add_u64(*field, n);
+            }
+        }
+    }
+    for name in query::TEXT_FIELDS {
+        if let Some(s) = e.get(*name).and_then(Value::as_str) {
+            doc.add_text(f.text, s);
+        }
+    }
+    flatten(&mut doc, f, &mut String::new(), &e);
+    doc
+}
+
+/// The index of one log.
+pub struct LogIndex {
+    dir: PathBuf,
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    fields: Fields,
+}
+
+fn indexed_count(index: &Index) -> Result<u64, IndexError> {
+    let metas = index.load_metas()?;
+    Ok(metas.payload.as_deref().and_then(|p| p.parse().ok()).unwrap_or(0))
+}
+
+impl LogIndex {
+    /// Opens the index in `dir` for a log of `log_size` entries. A missing,
+    /// unreadable, or ahead-of-the-log index is deleted and started afresh:
+    /// it is derived data.
+    pub fn open(dir: &Path, log_size: u64) -> Result<LogIndex, IndexError> {
+        match Self::try_open(dir) {
+            Ok(ix) if ix.indexed()? <= log_size => return Ok(ix),
+            Ok(ix) => tracing::warn!(dir = %dir.display(), indexed = ix.indexed()?, log_size, "index is ahead of the log; rebuilding"),
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "index unusable; rebuilding"),
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        Self::try_open(dir)
+    }
+
+    fn try_open(dir: &Path) -> Result<LogIndex, IndexError> {
+        std::fs::create_dir_all(dir)?;
+        let (schema, fields) = schema();
+        let mmap = tantivy::directory::MmapDirectory::open(dir).map_err(|e| IndexError::Io(std::io::Error::other(e.to_string())))?;
+        let index = Index::open_or_create(mmap, schema)?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let writer = index.writer_with_num_threads(1, WRITER_MEMORY_BYTES)?;
+        Ok(LogIndex { dir: dir.to_path_buf(), index, reader, writer: Mutex::new(writer), fields })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// How many log entries the index covers (entries `0..n`).
+    pub fn indexed(&self) -> Result<u64, IndexError> {
+        indexed_count(&self.index)
+    }
+
+    /// Indexes up to `max` new entries of `log` and commits; returns how
+    /// many were added. Searches see them once this returns.
+    pub fn catch_up(&self, log: &Log, max: u64) -> Result<u64, IndexError> {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let start = self.indexed()?;
+        let end = log.size().min(start + max);
+        if end <= start {
+            return Ok(0);
+        }
+        let mut at = start;
+        while at < end {
+            let stop = (at + INDEX_BATCH_ENTRIES).min(end);
+            for (i, e) in log.entries(at, stop)?.iter().enumerate() {
+                writer.add_document(document(&self.fields, at + i as u64, e))?;
+            }
+            at = stop;
+        }
+        let mut commit = writer.prepare_commit()?;
+        commit.set_payload(&end.to_string());
+        commit.commit()?;
+        self.reader.reload()?;
+        Ok(end - start)
+    }
+
+    /// Log indexes of matching entries, newest first (or oldest first),
+    /// after `cursor` (exclusive), at most `limit`; and the total count of
+    /// matches.
+    pub fn search(&self, q: &Query, limit: usize, cursor: Option<u64>, newest_first: bool, now_ns: i64) -> Result<(Vec<u64>, usize), IndexError> {
+        query::check(q).map_err(IndexError::Query)?;
+        let tq = self.translate(q, now_ns)?;
+        let searcher = self.reader.searcher();
+        let total = searcher.search(&tq, &Count)?;
+        let page_query: Box<dyn TQuery> = match cursor {
+            None => tq,
+            Some(c) => {
+                let (lo, hi) = if newest_first {
+                    (StdBound::Unbounded, StdBound::Excluded(Term::from_field_u64(self.fields.index, c)))
+                } else {
+                    (StdBound::Excluded(Term::from_field_u64(self.fields.index, c)), StdBound::Unbounded)
+                };
+                Box::new(BooleanQuery::new(vec![(Occur::Must, tq), (Occur::Must, Box::new(RangeQuery::new(lo, hi)))]))
+            }
+        };
+        let order = if newest_first { Order::Desc } else { Order::Asc };
+        let top = TopDocs::with_limit(limit.clamp(1, MAX_PAGE_HITS)).order_by_fast_field::<u64>("index", order);
+        let hits = searcher.search(&page_query, &top)?;
+        Ok((hits.into_iter().map(|(i, _)| i).collect(), total))
+    }
+
+    /// The number of matches.
+    pub fn count(&self, q: &Query, now_ns: i64) -> Result<usize, IndexError> {
+        query::check(q).map_err(IndexError::Query)?;
+        Ok(self.reader.searcher().search(&self.translate(q, now_ns)?, &Count)?)
+    }
+
+    fn translate(&self, q: &Query, now_ns: i64) -> Result<Box<dyn TQuery>, IndexError> {
+        Ok(match q {
+            Query::All => Box::new(AllQuery),
+            Query::And(qs) => Box::new(BooleanQuery::new(
+                qs.iter().map(|q| Ok((Occur::Must, self.translate(q, now_ns)?))).collect::<Result<_, IndexError>>()?,
+            )),
+            Query::Or(qs) => Box::new(BooleanQuery::new(
+                qs.iter().map(|q| Ok((Occur::Should, self.translate(q, now_ns)?))).collect::<Result<_, IndexError>>()?,
+            )),
+            Query::Not(q) => Box::new(BooleanQuery::new(vec![
+                (Occur::Must, Box::new(AllQuery) as Box<dyn TQuery>),
+                (Occur::MustNot, self.translate(q, now_ns)?),
+            ])),
+            Query::Text(v) => self.text(v)?,
+            Query::Field(field, v) => self.field(field, v, now_ns)?,
+        })
+    }
+
+    fn text(&self, v: &Value_) -> Result<Box<dyn TQuery>, IndexError> {
+        let f = self.fields.text;
+        let term = |t: &str| Term::from_field_text(f, t);
+        Ok(match v {
+            Value_::Exact(w) => {
+                let toks = query::tokens(w);
+                if toks.is_empty() {
+                    return Ok(Box::new(EmptyQuery));
+                }
+                Box::new(BooleanQuery::new(
+                    toks.iter()
+                        .map(|t| (Occur::Must, Box::new(TermQuery::new(term(t), IndexRecordOption::Basic)) as Box<dyn TQuery>))
+                        .collect(),
+                ))
+            }
+            Value_::Phrase(p) => {
+                let toks = query::tokens(p);
+                match toks.len() {
+                    0 => Box::new(EmptyQuery),
+                    1 => Box::new(TermQuery::new(term(&toks[0]), IndexRecordOption::Basic)),
+                    _ => Box::new(PhraseQuery::new(toks.iter().map(|t| term(t)).collect())),
+                }
+            }
+            Value_::Wildcard(w) => Box::new(RegexQuery::from_pattern(&glob_regex(&w.to_lowercase()), f)?),
+            _ => return Err(IndexError::Query("free text takes words, phrases or wildcards".into())),
+        })
+    }
+
+    fn field(&self, field: &str, v: &Value_, now_ns: i64) -> Result<Box<dyn TQuery>, IndexError> {
+        let f = &self.fields;
+        let kv = |val: &str| Term::from_field_text(f.kv, &format!("{field}={}", cut(val)));
+        let time_field = match field {
+            "time" => Some(f.time),
+            "received_at" => Some(f.received_at),
+            _ => None,
+        };
+        Ok(match v {
+            Value_::Exists => Box::new(TermQuery::new(Term::from_field_text(f.has, field), IndexRecordOption::Basic)),
+            Value_::Exact(x) | Value_::Phrase(x) if time_field.is_some() && x.len() == 10 => {
+                let day = query::resolve_time(x, now_ns).ok_or_else(|| IndexError::Query(format!("{x:?} is not a date")))?;
+                let tf = time_field.expect("checked");
+                Box::new(RangeQuery::new(
+                    StdBound::Included(Term::from_field_date(tf, date(day))),
+                    StdBound::Excluded(Term::from_field_date(tf, date(day + 86_400_000_000_000))),
+                ))
+            }
+            Value_::Exact(x) | Value_::Phrase(x) => Box::new(TermQuery::new(kv(x), IndexRecordOption::Basic)),
+            Value_::Wildcard(w) => {
+                Box::new(RegexQuery::from_pattern(&format!("{}{}", regex_escape(&format!("{field}=")), glob_regex(w)), f.kv)?)
+            }
+            Value_::Cidr(net, bits) => {
+                let tf = if field == "src_endpoint.ip" { f.src_ip } else { f.dst_ip };
+                let (lo, hi) = cidr_bounds(*net, *bits);
+                Box::new(RangeQuery::new(
+                    StdBound::Included(Term::from_field_ip_addr(tf, lo)),
+                    StdBound::Included(Term::from_field_ip_addr(tf, hi)),
+                ))
+            }
+            Value_::Range(lo, hi) => {
+                if let Some(tf) = time_field {
+                    let b = |b: &Bound| -> Result<StdBound<Term>, IndexError> {
+                        let t = |x: &String| {
+                            query::resolve_time(x, now_ns)
+                                .map(|ns| Term::from_field_date(tf, date(ns)))
+                                .ok_or_else(|| IndexError::Query(format!("{x:?} is not a time")))
+                        };
+                        Ok(match b {
+                            Bound::Unbounded => StdBound::Unbounded,
+                            Bound::Included(x) => StdBound::Included(t(x)?),
+                            Bound::Excluded(x) => StdBound::Excluded(t(x)?),
+                        })
+                    };
+                    Box::new(RangeQuery::new(b(lo)?, b(hi)?))
+                } else if let Some((_, nf)) = f.nums.iter().find(|(p, _)| *p == field) {
+                    let b = |b: &Bound| -> Result<StdBound<Term>, IndexError> {
+                        let t = |x: &String| {
+                            x.parse::<u64>().map(|n| Term::from_field_u64(*nf, n)).map_err(|_| IndexError::Query(format!("{x:?} is not a number")))
+                        };
+                        Ok(match b {
+                            Bound::Unbounded => StdBound::Unbounded,
+                            Bound::Included(x) => StdBound::Included(t(x)?),
+                            Bound::Excluded(x) => StdBound::Excluded(t(x)?),
+                        })
+                    };
+                    Box::new(RangeQuery::new(b(lo)?, b(hi)?))
+                } else {
+                    // Keyword order: the tokens of this field lie between
+                    // "field=" and "field>" ('>' follows '=').
+                    let lo = match lo {
+                        Bound::Unbounded => StdBound::Included(Term::from_field_text(f.kv, &format!("{field}="))),
+                        Bound::Included(x) => StdBound::Included(kv(x)),
+                        Bound::Excluded(x) => StdBound::Excluded(kv(x)),
+                    };
+                    let hi = match hi {
+                        Bound::Unbounded => StdBound::Excluded(Term::from_field_text(f.kv, &format!("{field}>"))),
+                        Bound::Included(x) => StdBound::Included(kv(x)),
+                        Bound::Excluded(x) => StdBound::Excluded(kv(x)),
+                    };
+                    Box::new(RangeQuery::new(lo, hi))
+                }
+            }
+        })
+    }
+}
+
+fn cidr_bounds(net: IpAddr, bits: u8) -> (Ipv6Addr, Ipv6Addr) {
+    // IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d): their
+    // prefix starts after the first 96 bits.
+    let (n, bits) = match net {
+        IpAddr::V4(a) => (u128::from(a.to_ipv6_mapped()), 96 + u32::from(bits)),
+        IpAddr::V6(a) => (u128::from(a), u32::from(bits)),
+    };
+    let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+    (Ipv6Addr::from(n & mask), Ipv6Addr::from((n & mask) | !mask))
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn glob_regex(glob: &str) -> String {
+    let mut out = String::new();
+    for c in glob.chars() {
+        match c {
+            '*' => out.push_str(".*"),
+            '?' => out.push('.'),
+            c => out.push_str(&regex_escape(&c.to_string())),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_bounds_cover_the_network() {
+        let (lo, hi) = cidr_bounds("10.1.2.3".parse().unwrap(), 8);
+        assert_eq!(lo, "10.0.0.0".parse::<std::net::Ipv4Addr>().unwrap().to_ipv6_mapped());
+        assert_eq!(hi, "10.255.255.255".parse::<std::net::Ipv4Addr>().unwrap().to_ipv6_mapped());
+    }
+}
