@@ -37,6 +37,8 @@ enum Command {
     Export(cmd::export::Args),
     /// Fill a log with realistic demo access events.
     Demo(cmd::demo::Args),
+    /// Search a log: a table by default, or JSON, NDJSON or CSV.
+    Search(cmd::search::Args),
     /// Show the health of every source: last seen, rate, gaps, silence.
     Sources(cmd::sources::Args),
     /// Create, list and revoke access tokens in a data directory.
@@ -59,6 +61,7 @@ fn main() {
     let result = match cli.command {
         Command::Token(a) => cmd::token::run(a),
         Command::Sources(a) => cmd::sources::run(a),
+        Command::Search(a) => cmd::search::run(a),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Send(a) => cmd::send::run(a),
         Command::Export(a) => cmd::export::run(a),

@@ -14,9 +14,12 @@ use std::sync::Mutex;
 use custos_log::Log;
 use serde_json::Value;
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query as TQuery, RangeQuery, RegexQuery, TermQuery};
+use tantivy::query::{
+    AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query as TQuery, RangeQuery, RegexQuery, TermQuery,
+};
 use tantivy::schema::{
-    DateOptions, DateTimePrecision, FAST, Field, INDEXED, IndexRecordOption, IpAddrOptions, NumericOptions, STRING, Schema, TEXT,
+    DateOptions, DateTimePrecision, FAST, Field, INDEXED, IndexRecordOption, IpAddrOptions, NumericOptions, STRING,
+    Schema, TEXT,
 };
 use tantivy::{DateTime, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
 
@@ -180,7 +183,9 @@ impl LogIndex {
     pub fn open(dir: &Path, log_size: u64) -> Result<LogIndex, IndexError> {
         match Self::try_open(dir) {
             Ok(ix) if ix.indexed()? <= log_size => return Ok(ix),
-            Ok(ix) => tracing::warn!(dir = %dir.display(), indexed = ix.indexed()?, log_size, "index is ahead of the log; rebuilding"),
+            Ok(ix) => {
+                tracing::warn!(dir = %dir.display(), indexed = ix.indexed()?, log_size, "index is ahead of the log; rebuilding")
+            }
             Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "index unusable; rebuilding"),
         }
         if dir.exists() {
@@ -192,7 +197,8 @@ impl LogIndex {
     fn try_open(dir: &Path) -> Result<LogIndex, IndexError> {
         std::fs::create_dir_all(dir)?;
         let (schema, fields) = schema();
-        let mmap = tantivy::directory::MmapDirectory::open(dir).map_err(|e| IndexError::Io(std::io::Error::other(e.to_string())))?;
+        let mmap = tantivy::directory::MmapDirectory::open(dir)
+            .map_err(|e| IndexError::Io(std::io::Error::other(e.to_string())))?;
         let index = Index::open_or_create(mmap, schema)?;
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         let writer = index.writer_with_num_threads(1, WRITER_MEMORY_BYTES)?;
@@ -236,7 +242,14 @@ impl LogIndex {
     /// Log indexes of matching entries, newest first (or oldest first),
     /// after `cursor` (exclusive), at most `limit`; and the total count of
     /// matches.
-    pub fn search(&self, q: &Query, limit: usize, cursor: Option<u64>, newest_first: bool, now_ns: i64) -> Result<(Vec<u64>, usize), IndexError> {
+    pub fn search(
+        &self,
+        q: &Query,
+        limit: usize,
+        cursor: Option<u64>,
+        newest_first: bool,
+        now_ns: i64,
+    ) -> Result<(Vec<u64>, usize), IndexError> {
         query::check(q).map_err(IndexError::Query)?;
         let tq = self.translate(q, now_ns)?;
         let searcher = self.reader.searcher();
@@ -271,7 +284,9 @@ impl LogIndex {
                 qs.iter().map(|q| Ok((Occur::Must, self.translate(q, now_ns)?))).collect::<Result<_, IndexError>>()?,
             )),
             Query::Or(qs) => Box::new(BooleanQuery::new(
-                qs.iter().map(|q| Ok((Occur::Should, self.translate(q, now_ns)?))).collect::<Result<_, IndexError>>()?,
+                qs.iter()
+                    .map(|q| Ok((Occur::Should, self.translate(q, now_ns)?)))
+                    .collect::<Result<_, IndexError>>()?,
             )),
             Query::Not(q) => Box::new(BooleanQuery::new(vec![
                 (Occur::Must, Box::new(AllQuery) as Box<dyn TQuery>),
@@ -293,7 +308,12 @@ impl LogIndex {
                 }
                 Box::new(BooleanQuery::new(
                     toks.iter()
-                        .map(|t| (Occur::Must, Box::new(TermQuery::new(term(t), IndexRecordOption::Basic)) as Box<dyn TQuery>))
+                        .map(|t| {
+                            (
+                                Occur::Must,
+                                Box::new(TermQuery::new(term(t), IndexRecordOption::Basic)) as Box<dyn TQuery>,
+                            )
+                        })
                         .collect(),
                 ))
             }
@@ -321,7 +341,8 @@ impl LogIndex {
         Ok(match v {
             Value_::Exists => Box::new(TermQuery::new(Term::from_field_text(f.has, field), IndexRecordOption::Basic)),
             Value_::Exact(x) | Value_::Phrase(x) if time_field.is_some() && x.len() == 10 => {
-                let day = query::resolve_time(x, now_ns).ok_or_else(|| IndexError::Query(format!("{x:?} is not a date")))?;
+                let day =
+                    query::resolve_time(x, now_ns).ok_or_else(|| IndexError::Query(format!("{x:?} is not a date")))?;
                 let tf = time_field.expect("checked");
                 Box::new(RangeQuery::new(
                     StdBound::Included(Term::from_field_date(tf, date(day))),
@@ -329,9 +350,10 @@ impl LogIndex {
                 ))
             }
             Value_::Exact(x) | Value_::Phrase(x) => Box::new(TermQuery::new(kv(x), IndexRecordOption::Basic)),
-            Value_::Wildcard(w) => {
-                Box::new(RegexQuery::from_pattern(&format!("{}{}", regex_escape(&format!("{field}=")), glob_regex(w)), f.kv)?)
-            }
+            Value_::Wildcard(w) => Box::new(RegexQuery::from_pattern(
+                &format!("{}{}", regex_escape(&format!("{field}=")), glob_regex(w)),
+                f.kv,
+            )?),
             Value_::Cidr(net, bits) => {
                 let tf = if field == "src_endpoint.ip" { f.src_ip } else { f.dst_ip };
                 let (lo, hi) = cidr_bounds(*net, *bits);
@@ -358,7 +380,9 @@ impl LogIndex {
                 } else if let Some((_, nf)) = f.nums.iter().find(|(p, _)| *p == field) {
                     let b = |b: &Bound| -> Result<StdBound<Term>, IndexError> {
                         let t = |x: &String| {
-                            x.parse::<u64>().map(|n| Term::from_field_u64(*nf, n)).map_err(|_| IndexError::Query(format!("{x:?} is not a number")))
+                            x.parse::<u64>()
+                                .map(|n| Term::from_field_u64(*nf, n))
+                                .map_err(|_| IndexError::Query(format!("{x:?} is not a number")))
                         };
                         Ok(match b {
                             Bound::Unbounded => StdBound::Unbounded,

@@ -143,7 +143,10 @@ impl Parser<'_> {
         loop {
             self.skip_ws();
             let r = self.rest();
-            if r.is_empty() || r.starts_with(')') || (r.starts_with("OR") && r[2..].starts_with(|c: char| c.is_whitespace() || c == '(')) {
+            if r.is_empty()
+                || r.starts_with(')')
+                || (r.starts_with("OR") && r[2..].starts_with(|c: char| c.is_whitespace() || c == '('))
+            {
                 break;
             }
             self.keyword("AND");
@@ -191,7 +194,10 @@ impl Parser<'_> {
         }
         self.count()?;
         // A field name is a dotted path followed by ':'.
-        let name_len = self.rest().find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.')).unwrap_or(self.rest().len());
+        let name_len = self
+            .rest()
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .unwrap_or(self.rest().len());
         if name_len > 0 && self.rest()[name_len..].starts_with(':') {
             let field = self.rest()[..name_len].to_string();
             if field.starts_with('.') || field.ends_with('.') || field.contains("..") {
@@ -206,7 +212,10 @@ impl Parser<'_> {
 
     fn word(&mut self) -> Result<String, ParseError> {
         let start = self.pos;
-        let len = self.rest().find(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ']' || c == '}').unwrap_or(self.rest().len());
+        let len = self
+            .rest()
+            .find(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ']' || c == '}')
+            .unwrap_or(self.rest().len());
         if len == 0 {
             return err(start, "expected a value");
         }
@@ -387,7 +396,10 @@ pub fn values_at<'a>(v: &'a Value, path: &str) -> Vec<&'a Value> {
         }
         cur = next;
     }
-    cur.into_iter().flat_map(|x| if let Value::Array(a) = x { a.iter().collect() } else { vec![x] }).filter(|x| !x.is_null()).collect()
+    cur.into_iter()
+        .flat_map(|x| if let Value::Array(a) = x { a.iter().collect() } else { vec![x] })
+        .filter(|x| !x.is_null())
+        .collect()
 }
 
 /// The text of a scalar as the index stores it.
@@ -404,7 +416,10 @@ pub fn scalar_text(v: &Value) -> Option<String> {
 /// letters and digits, shorter than 40 bytes, lowercased (tantivy's
 /// `default` tokenizer).
 pub fn tokens(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty() && t.len() < 40).map(str::to_lowercase).collect()
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty() && t.len() < 40)
+        .map(str::to_lowercase)
+        .collect()
 }
 
 /// Whether `s` matches the glob `pattern` (`*` any run, `?` one char).
@@ -452,7 +467,9 @@ fn cmp_bound(field: &str, v: &Value, b: &Bound, lower: bool, now_ns: i64) -> boo
         Bound::Excluded(x) => (x, false),
     };
     let ord = if TIME_FIELDS.contains(&field) {
-        let (Some(a), Some(b)) = (v.as_str().and_then(|s| resolve_time(s, now_ns)), resolve_time(x, now_ns)) else { return false };
+        let (Some(a), Some(b)) = (v.as_str().and_then(|s| resolve_time(s, now_ns)), resolve_time(x, now_ns)) else {
+            return false;
+        };
         a.cmp(&b)
     } else if NUMERIC_FIELDS.contains(&field) {
         let (Some(a), Ok(b)) = (v.as_u64(), x.parse::<u64>()) else { return false };
@@ -509,12 +526,18 @@ pub fn matches(q: &Query, event: &Value, now_ns: i64) -> bool {
                     // A bare date matches the whole day.
                     let Some(day) = resolve_time(x, now_ns) else { return false };
                     vals.iter().any(|v| {
-                        v.as_str().and_then(|s| resolve_time(s, now_ns)).is_some_and(|t| t >= day && t < day + 86_400_000_000_000)
+                        v.as_str()
+                            .and_then(|s| resolve_time(s, now_ns))
+                            .is_some_and(|t| t >= day && t < day + 86_400_000_000_000)
                     })
                 }
-                Value_::Exact(x) | Value_::Phrase(x) => vals.iter().any(|v| scalar_text(v).as_deref() == Some(x.as_str())),
+                Value_::Exact(x) | Value_::Phrase(x) => {
+                    vals.iter().any(|v| scalar_text(v).as_deref() == Some(x.as_str()))
+                }
                 Value_::Wildcard(w) => vals.iter().any(|v| scalar_text(v).is_some_and(|s| glob(w, &s))),
-                Value_::Range(lo, hi) => vals.iter().any(|v| cmp_bound(field, v, lo, true, now_ns) && cmp_bound(field, v, hi, false, now_ns)),
+                Value_::Range(lo, hi) => {
+                    vals.iter().any(|v| cmp_bound(field, v, lo, true, now_ns) && cmp_bound(field, v, hi, false, now_ns))
+                }
                 Value_::Cidr(net, bits) => vals.iter().any(|v| v.as_str().is_some_and(|s| in_cidr(s, net, *bits))),
             }
         }
@@ -539,14 +562,23 @@ mod tests {
             ("", Query::All),
             ("actor.user.name:alice", f("actor.user.name", ex("alice"))),
             ("a:1 b:2", Query::And(vec![f("a", ex("1")), f("b", ex("2"))])),
-            ("a:1 AND b:2 OR c:3", Query::Or(vec![Query::And(vec![f("a", ex("1")), f("b", ex("2"))]), f("c", ex("3"))])),
+            (
+                "a:1 AND b:2 OR c:3",
+                Query::Or(vec![Query::And(vec![f("a", ex("1")), f("b", ex("2"))]), f("c", ex("3"))]),
+            ),
             ("NOT a:1", Query::Not(Box::new(f("a", ex("1"))))),
             ("-a:1", Query::Not(Box::new(f("a", ex("1"))))),
-            ("(a:1 OR a:2) status:failure", Query::And(vec![Query::Or(vec![f("a", ex("1")), f("a", ex("2"))]), f("status", ex("failure"))])),
+            (
+                "(a:1 OR a:2) status:failure",
+                Query::And(vec![Query::Or(vec![f("a", ex("1")), f("a", ex("2"))]), f("status", ex("failure"))]),
+            ),
             ("message:\"permission denied\"", f("message", Value_::Phrase("permission denied".into()))),
             ("resource.name:pay*", f("resource.name", Value_::Wildcard("pay*".into()))),
             ("actor.session.uid:*", f("actor.session.uid", Value_::Exists)),
-            ("time:[now-24h TO now]", f("time", Value_::Range(Bound::Included("now-24h".into()), Bound::Included("now".into())))),
+            (
+                "time:[now-24h TO now]",
+                f("time", Value_::Range(Bound::Included("now-24h".into()), Bound::Included("now".into()))),
+            ),
             ("time:>2026-11-01", f("time", Value_::Range(Bound::Excluded("2026-11-01".into()), Bound::Unbounded))),
             ("port:{1 TO *]", f("port", Value_::Range(Bound::Excluded("1".into()), Bound::Unbounded))),
             ("src_endpoint.ip:10.0.0.0/8", f("src_endpoint.ip", Value_::Cidr("10.0.0.0".parse().unwrap(), 8))),

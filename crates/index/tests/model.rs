@@ -100,7 +100,8 @@ fn fixture(n: usize) -> Fixture {
         NoteSigner::from_seed("test", [1; 32]).unwrap(),
     )
     .unwrap();
-    let raw: Vec<Vec<u8>> = events(42, n).iter().map(|e| custos_event::canonical::to_canonical(e).unwrap().into_bytes()).collect();
+    let raw: Vec<Vec<u8>> =
+        events(42, n).iter().map(|e| custos_event::canonical::to_canonical(e).unwrap().into_bytes()).collect();
     log.append_blocking(&raw).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let index = LogIndex::open(dir.path(), log.size()).unwrap();
@@ -116,7 +117,8 @@ fn now() -> i64 {
 
 fn brute(f: &Fixture, q: &str) -> Vec<u64> {
     let q = parse(q).unwrap();
-    let mut v: Vec<u64> = f.entries.iter().enumerate().filter(|(_, e)| matches(&q, e, now())).map(|(i, _)| i as u64).collect();
+    let mut v: Vec<u64> =
+        f.entries.iter().enumerate().filter(|(_, e)| matches(&q, e, now())).map(|(i, _)| i as u64).collect();
     v.reverse();
     v
 }

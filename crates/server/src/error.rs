@@ -49,6 +49,12 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, message)
     }
 
+    /// Adds a problem naming a position in a parameter.
+    pub fn with_problem(mut self, position: usize, field: &str, error: &str) -> ApiError {
+        self.problems.push(Problem { line: None, index: Some(position), field: field.into(), error: error.into() });
+        self
+    }
+
     /// 503 with `Retry-After`.
     pub fn unavailable(message: impl Into<String>, retry_after_secs: u32) -> ApiError {
         ApiError { retry_after_secs: Some(retry_after_secs), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message) }

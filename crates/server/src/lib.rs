@@ -26,6 +26,7 @@ pub mod error;
 pub mod ingest;
 pub mod ops;
 pub mod read;
+pub mod search;
 pub mod sources;
 pub mod state;
 pub mod tiles;
@@ -47,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/logs/{log}/entries", get(read::entry_range))
         .route("/v1/logs/{log}/entries/{index}", get(read::one_entry))
         .route("/v1/logs/{log}/consistency", get(read::consistency))
+        .route("/v1/logs/{log}/search", get(search::search))
         .route("/tlog/{log}/checkpoint", get(tiles::checkpoint))
         .route("/tlog/{log}/tile/{*path}", get(tiles::tile))
         .route("/healthz", get(ops::healthz))
@@ -74,6 +76,7 @@ pub async fn serve(
     lifecycle(&state, "custos.server.start", format!("listening on {addr}")).await?;
     let checkpointer = tokio::spawn(checkpointer::run(state.clone()));
     let watcher = tokio::spawn(sources::watch(state.clone()));
+    let indexer = tokio::spawn(search::indexer(state.clone()));
     // A whole request (headers and body) must arrive within the body
     // timeout plus ten seconds for the headers.
     let request_timeout = state.config.body_timeout + std::time::Duration::from_secs(10);
@@ -81,6 +84,7 @@ pub async fn serve(
         .await?;
     checkpointer.abort();
     watcher.abort();
+    indexer.abort();
     lifecycle(&state, "custos.server.stop", "drained in-flight requests".into()).await?;
     let s = state.clone();
     tokio::task::spawn_blocking(move || checkpointer::sign_all(&s)).await?;

@@ -84,6 +84,8 @@ pub struct AppState {
     /// (`custos token` on the data directory): generation, and ID to
     /// revoked-or-not.
     pub known_tokens: Mutex<(u64, HashMap<String, bool>)>,
+    /// Search indexes by log.
+    pub indexes: crate::search::Indexes,
     /// Health of every source.
     pub sources: crate::sources::Sources,
     /// Rate limiters by identity key.
@@ -133,6 +135,7 @@ impl AppState {
             )),
             auth,
             sources: crate::sources::Sources::default(),
+            indexes: crate::search::Indexes::default(),
             buckets: Mutex::new(HashMap::new()),
             store,
             config,

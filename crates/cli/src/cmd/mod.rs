@@ -4,6 +4,7 @@ pub mod bench;
 pub mod demo;
 pub mod export;
 pub mod keygen;
+pub mod search;
 pub mod send;
 pub mod serve;
 pub mod sources;

@@ -1,0 +1,164 @@
+//! Search: `GET /v1/logs/{log}/search`, answered from the log's index, with
+//! every hit read back from the log so that it can be proven. An indexer
+//! task keeps every log's index within a fraction of a second of the log.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use custos_auth::{Action, Identity};
+use custos_index::engine::{LogIndex, MAX_PAGE_HITS};
+use custos_index::query::{self, Bound, Query as Q, Value_};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::authn::authorize;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// How often the indexer looks for new entries.
+pub const INDEX_INTERVAL: Duration = Duration::from_millis(200);
+/// Entries indexed per log per step, so that one busy log cannot starve
+/// the others.
+pub const INDEX_STEP_ENTRIES: u64 = 100_000;
+/// Hits per page by default.
+pub const DEFAULT_PAGE_HITS: usize = 100;
+
+/// The open indexes, by log.
+#[derive(Default)]
+pub struct Indexes {
+    map: Mutex<HashMap<String, Arc<LogIndex>>>,
+}
+
+impl Indexes {
+    /// The index of a log, opened (and, if needed, rebuilt) on first use.
+    /// Blocking.
+    pub fn get(&self, state: &AppState, name: &str) -> Result<Arc<LogIndex>, ApiError> {
+        if let Some(ix) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+            return Ok(ix.clone());
+        }
+        let log = state.store.get(name).ok_or_else(|| crate::authn::not_found(name))?;
+        let dir = state.store.dir().join("index").join(name);
+        let ix = Arc::new(LogIndex::open(&dir, log.size()).map_err(|e| ApiError::unavailable(e.to_string(), 5))?);
+        Ok(self.map.lock().unwrap_or_else(|e| e.into_inner()).entry(name.to_string()).or_insert(ix).clone())
+    }
+}
+
+/// Keeps every index caught up with its log. Runs until aborted.
+pub async fn indexer(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(INDEX_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let s = state.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            for (name, log) in s.store.list() {
+                let ix = match s.indexes.get(&s, &name) {
+                    Ok(ix) => ix,
+                    Err(e) => {
+                        tracing::error!(log = name, error = %e.message, "opening search index failed");
+                        continue;
+                    }
+                };
+                if let Err(e) = ix.catch_up(&log, INDEX_STEP_ENTRIES) {
+                    tracing::error!(log = name, error = %e, "indexing failed");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "indexer task failed");
+        }
+    }
+}
+
+/// Query of a search.
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    q: Option<String>,
+    /// Lower time bound (RFC 3339 or `now-24h`), on `time`.
+    start: Option<String>,
+    /// Upper time bound, exclusive.
+    end: Option<String>,
+    limit: Option<usize>,
+    /// The last index of the previous page.
+    cursor: Option<u64>,
+    /// `desc` (newest first, the default) or `asc`.
+    order: Option<String>,
+}
+
+/// Parses `q`, adding `start`/`end` as a time range.
+pub fn build_query(q: Option<&str>, start: Option<&str>, end: Option<&str>) -> Result<Q, ApiError> {
+    let parsed = query::parse(q.unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("{e}")).with_problem(e.position, "q", &e.message))?;
+    if start.is_none() && end.is_none() {
+        return Ok(parsed);
+    }
+    let b = |s: Option<&str>, included: bool| match s {
+        None => Bound::Unbounded,
+        Some(s) if included => Bound::Included(s.into()),
+        Some(s) => Bound::Excluded(s.into()),
+    };
+    let range = Q::Field("time".into(), Value_::Range(b(start, true), b(end, false)));
+    Ok(match parsed {
+        Q::All => range,
+        other => Q::And(vec![other, range]),
+    })
+}
+
+/// `GET /v1/logs/{log}/search`.
+pub async fn search(
+    State(state): State<Arc<AppState>>,
+    id: Option<Extension<Identity>>,
+    Path(name): Path<String>,
+    Query(p): Query<SearchQuery>,
+) -> Result<Json<Value>, ApiError> {
+    custos_log::store::validate_log_name(&name, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    authorize(&state, id.as_ref().map(|Extension(i)| i), Action::Read(&name))?;
+    let ext = state.existing(&name).await?;
+    let q = build_query(p.q.as_deref(), p.start.as_deref(), p.end.as_deref())?;
+    let limit = p.limit.unwrap_or(DEFAULT_PAGE_HITS);
+    if limit == 0 || limit > MAX_PAGE_HITS {
+        return Err(ApiError::bad_request(format!("limit must be 1 to {MAX_PAGE_HITS}")));
+    }
+    let newest_first = match p.order.as_deref() {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(o) => return Err(ApiError::bad_request(format!("order {o:?} is not asc or desc"))),
+    };
+    let s = state.clone();
+    let log = ext.log.clone();
+    let out = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+        let ix = s.indexes.get(&s, &name)?;
+        let now = custos_event::time::now_nanos();
+        let (hits, total) = ix.search(&q, limit, p.cursor, newest_first, now).map_err(|e| match e {
+            custos_index::engine::IndexError::Query(m) => ApiError::bad_request(m),
+            other => ApiError::unavailable(other.to_string(), 1),
+        })?;
+        let mut out = Vec::with_capacity(hits.len());
+        for i in &hits {
+            let entry = log.entry(*i)?;
+            out.push(json!({
+                "index": i,
+                "leaf_hash": B64.encode(custos_tlog::leaf_hash(&entry).0),
+                "event": serde_json::from_slice::<Value>(&entry).unwrap_or(Value::Null),
+            }));
+        }
+        let next = (hits.len() == limit).then(|| hits.last().copied()).flatten();
+        Ok(json!({
+            "log": name,
+            "total": total,
+            "hits": out,
+            "next_cursor": next,
+            "indexed": ix.indexed().unwrap_or(0),
+            "log_size": log.size(),
+        }))
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
+    Ok(Json(out))
+}
