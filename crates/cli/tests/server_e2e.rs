@@ -405,6 +405,16 @@ fn search_finds_events_with_proofs() {
     let (st, v) = get_json(&format!("{}/v1/logs/s/search?q=status%3Afailure%20AND%20(", s.url));
     assert_eq!(st, 400);
     assert!(v["error"].as_str().unwrap().contains("position 20"), "{v}");
+    // Top actors among failures, and an hourly histogram.
+    let (st, v) = get_json(&format!("{}/v1/logs/s/aggregate?q=status%3Afailure&by=actor.user.name&top=5", s.url));
+    assert_eq!(st, 200, "{v}");
+    let alice = (0..300u64).filter(|n| n % 3 == 0 && n % 7 == 0).count() as u64;
+    let bob = (0..300u64).filter(|n| n % 3 != 0 && n % 7 == 0).count() as u64;
+    assert_eq!(v["buckets"], serde_json::json!([{"key": "bob", "count": bob}, {"key": "alice", "count": alice}]));
+    let (st, v) = get_json(&format!("{}/v1/logs/s/aggregate?interval=1h", s.url));
+    assert_eq!((st, v["buckets"][0]["count"].as_u64()), (200, Some(300)), "{v}");
+    let (st, _) = get_json(&format!("{}/v1/logs/s/aggregate?by=message", s.url));
+    assert_eq!(st, 400);
     // The CLI, as CSV.
     let out = Command::new(bin())
         .args([

@@ -51,7 +51,25 @@ pub enum IndexError {
     Query(String),
 }
 
+/// Fields that top-N counts work on, each kept as a fast column.
+pub const AGG_FIELDS: &[&str] = &[
+    "actor.user.name",
+    "activity",
+    "status",
+    "resource.name",
+    "resource.type",
+    "src_endpoint.ip",
+    "src_endpoint.hostname",
+    "dst_endpoint.hostname",
+    "submitter.name",
+];
+/// Buckets an aggregation may return, at most.
+pub const MAX_BUCKETS: u32 = 10_000;
+/// Memory an aggregation may use, at most.
+pub const MAX_AGG_MEMORY_BYTES: u64 = 256 << 20;
+
 struct Fields {
+    aggs: Vec<(&'static str, Field)>,
     index: Field,
     time: Field,
     received_at: Field,
@@ -69,6 +87,7 @@ fn schema() -> (Schema, Fields) {
     let ip = IpAddrOptions::default().set_indexed().set_fast();
     let num = NumericOptions::default().set_indexed().set_fast();
     let f = Fields {
+        aggs: AGG_FIELDS.iter().map(|p| (*p, b.add_text_field(&format!("a.{p}"), STRING | FAST))).collect(),
         index: b.add_u64_field("index", INDEXED | FAST),
         time: b.add_date_field("time", date.clone()),
         received_at: b.add_date_field("received_at", date),
@@ -156,6 +175,13 @@ fn document(f: &Fields, index: u64, entry: &[u8]) -> TantivyDocument {
     for name in query::TEXT_FIELDS {
         if let Some(s) = e.get(*name).and_then(Value::as_str) {
             doc.add_text(f.text, s);
+        }
+    }
+    for (path, field) in &f.aggs {
+        for v in query::values_at(&e, path) {
+            if let Some(t) = query::scalar_text(v) {
+                doc.add_text(*field, cut(&t));
+            }
         }
     }
     flatten(&mut doc, f, &mut String::new(), &e);
@@ -269,6 +295,61 @@ impl LogIndex {
         let top = TopDocs::with_limit(limit.clamp(1, MAX_PAGE_HITS)).order_by_fast_field::<u64>("index", order);
         let hits = searcher.search(&page_query, &top)?;
         Ok((hits.into_iter().map(|(i, _)| i).collect(), total))
+    }
+
+    /// Counts of matching events: the `top` most frequent values of `by`
+    /// (one of [`AGG_FIELDS`]), or, with `interval` (such as `1h`), a date
+    /// histogram of `time`. Returns `(key, count)` pairs.
+    pub fn aggregate(
+        &self,
+        q: &Query,
+        by: Option<&str>,
+        top: u32,
+        interval: Option<&str>,
+        now_ns: i64,
+    ) -> Result<Vec<(Value, u64)>, IndexError> {
+        use tantivy::aggregation::agg_req::Aggregations;
+        use tantivy::aggregation::{AggregationCollector, AggregationLimitsGuard};
+        query::check(q).map_err(IndexError::Query)?;
+        let req = match (by, interval) {
+            (Some(field), None) => {
+                if !AGG_FIELDS.contains(&field) {
+                    return Err(IndexError::Query(format!(
+                        "by={field} is not countable; use one of {}",
+                        AGG_FIELDS.join(", ")
+                    )));
+                }
+                serde_json::json!({"a": {"terms": {"field": format!("a.{field}"), "size": top.clamp(1, MAX_BUCKETS)}}})
+            }
+            (None, Some(iv)) => {
+                if !iv.ends_with(['s', 'm', 'h', 'd']) || iv[..iv.len() - 1].parse::<u32>().map_or(true, |n| n == 0) {
+                    return Err(IndexError::Query(format!("interval {iv:?} is not like 30m, 1h or 1d")));
+                }
+                serde_json::json!({"a": {"date_histogram": {"field": "time", "fixed_interval": iv}}})
+            }
+            _ => return Err(IndexError::Query("give exactly one of by= or interval=".into())),
+        };
+        let aggs: Aggregations = serde_json::from_value(req).map_err(|e| IndexError::Query(e.to_string()))?;
+        let limits = AggregationLimitsGuard::new(Some(MAX_AGG_MEMORY_BYTES), Some(MAX_BUCKETS));
+        let collector = AggregationCollector::from_aggs(aggs, limits);
+        let res = self.reader.searcher().search(&self.translate(q, now_ns)?, &collector).map_err(|e| match e {
+            tantivy::TantivyError::AggregationError(a) => {
+                IndexError::Query(format!("aggregation over its limits: {a}"))
+            }
+            other => IndexError::Tantivy(other),
+        })?;
+        let v = serde_json::to_value(&res).map_err(|e| IndexError::Query(e.to_string()))?;
+        let buckets = v["a"]["buckets"].as_array().cloned().unwrap_or_default();
+        Ok(buckets
+            .into_iter()
+            .map(|b| {
+                let key = match (&b["key_as_string"], &b["key"]) {
+                    (Value::String(s), _) => Value::String(s.clone()),
+                    (_, k) => k.clone(),
+                };
+                (key, b["doc_count"].as_u64().unwrap_or(0))
+            })
+            .collect())
     }
 
     /// The number of matches.

@@ -195,3 +195,39 @@ fn bad_queries_are_refused_with_a_reason() {
         assert!(e.contains(msg), "{q}: {e}");
     }
 }
+
+#[test]
+fn top_n_and_histogram_equal_brute_force_counts() {
+    let f = fixture(700);
+    let q = parse("status:failure").unwrap();
+    let top = f.index.aggregate(&q, Some("actor.user.name"), 3, None, now()).unwrap();
+    let mut counts = std::collections::HashMap::new();
+    for e in f.entries.iter().filter(|e| matches(&q, e, now())) {
+        *counts.entry(e["actor"]["user"]["name"].as_str().unwrap().to_string()).or_insert(0u64) += 1;
+    }
+    let mut want: Vec<(String, u64)> = counts.into_iter().collect();
+    want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    assert_eq!(top.len(), 3);
+    for (k, c) in &top {
+        assert_eq!(want.iter().find(|w| w.0 == k.as_str().unwrap()).unwrap().1, *c, "{k}");
+    }
+    assert_eq!(top[0].1, want[0].1);
+    // Hourly histogram: every bucket's count equals the brute-force count.
+    let hist = f.index.aggregate(&parse("").unwrap(), None, 0, Some("1h"), now()).unwrap();
+    let total: u64 = hist.iter().map(|(_, c)| c).sum();
+    assert_eq!(total, 700);
+    for (k, c) in hist.iter().filter(|(_, c)| *c > 0).take(5) {
+        let start = custos_event::time::parse_rfc3339(k.as_str().unwrap()).unwrap();
+        let brute = f
+            .entries
+            .iter()
+            .filter(|e| {
+                let t = custos_event::time::parse_rfc3339(e["time"].as_str().unwrap()).unwrap();
+                t >= start && t < start + 3_600_000_000_000
+            })
+            .count() as u64;
+        assert_eq!(*c, brute, "{k}");
+    }
+    assert!(f.index.aggregate(&q, Some("message"), 3, None, now()).is_err());
+    assert!(f.index.aggregate(&q, None, 0, Some("1y"), now()).is_err());
+}

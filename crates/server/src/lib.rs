@@ -49,6 +49,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/logs/{log}/entries/{index}", get(read::one_entry))
         .route("/v1/logs/{log}/consistency", get(read::consistency))
         .route("/v1/logs/{log}/search", get(search::search))
+        .route("/v1/logs/{log}/aggregate", get(search::aggregate))
         .route("/tlog/{log}/checkpoint", get(tiles::checkpoint))
         .route("/tlog/{log}/tile/{*path}", get(tiles::tile))
         .route("/healthz", get(ops::healthz))

@@ -162,3 +162,45 @@ pub async fn search(
     .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
     Ok(Json(out))
 }
+
+/// Query of an aggregation.
+#[derive(Deserialize)]
+pub struct AggregateQuery {
+    q: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    /// Count the most frequent values of this field.
+    by: Option<String>,
+    /// How many values (default 10).
+    top: Option<u32>,
+    /// Or: a date histogram of `time` with this interval, such as `1h`.
+    interval: Option<String>,
+}
+
+/// `GET /v1/logs/{log}/aggregate?q=&by=FIELD&top=N` or `?q=&interval=1h`.
+pub async fn aggregate(
+    State(state): State<Arc<AppState>>,
+    id: Option<Extension<Identity>>,
+    Path(name): Path<String>,
+    Query(p): Query<AggregateQuery>,
+) -> Result<Json<Value>, ApiError> {
+    custos_log::store::validate_log_name(&name, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    authorize(&state, id.as_ref().map(|Extension(i)| i), Action::Read(&name))?;
+    state.existing(&name).await?;
+    let q = build_query(p.q.as_deref(), p.start.as_deref(), p.end.as_deref())?;
+    let s = state.clone();
+    let out = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+        let ix = s.indexes.get(&s, &name)?;
+        let buckets = ix
+            .aggregate(&q, p.by.as_deref(), p.top.unwrap_or(10), p.interval.as_deref(), custos_event::time::now_nanos())
+            .map_err(|e| match e {
+                custos_index::engine::IndexError::Query(m) => ApiError::bad_request(m),
+                other => ApiError::unavailable(other.to_string(), 1),
+            })?;
+        let buckets: Vec<Value> = buckets.into_iter().map(|(k, c)| json!({"key": k, "count": c})).collect();
+        Ok(json!({"log": name, "by": p.by, "interval": p.interval, "buckets": buckets}))
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
+    Ok(Json(out))
+}
