@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Search benchmarks of issue 4 on N generated access events (default
+# 10,000,000: 10,000 users, 1,000 resources, ~5% failures, 30 days), with
+# PostgreSQL 15 (jsonb + GIN + btree on time) as the baseline, same run.
+#   bench/search.sh [N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-10000000}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/custos-target}"
+cargo build --release -q -p custos
+BIN=$CARGO_TARGET_DIR/release/custos
+source bench/pg.sh
+WORK=$(mktemp -d /work/custos-search-bench.XXXXXX 2>/dev/null || mktemp -d)
+trap 'kill $SERVER 2>/dev/null || true; pg_stop 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+echo "## generating $N events"
+python3 - "$WORK/events.ndjson" "$N" <<'PY'
+import json, sys, random
+random.seed(7)
+out, n = sys.argv[1], int(sys.argv[2])
+base = 1793404800  # 2026-11-01T00:00:00Z
+acts = ["user.login", "db.query", "file.read", "admin.role.grant", "api.call"]
+with open(out, "w", buffering=1 << 20) as f:
+    for i in range(n):
+        t = base + (i * 2592000) // n
+        u = "user%05d" % int(random.paretovariate(1.2) * 7 % 10000)
+        e = {"time": "%sZ" % __import__("time").strftime("%Y-%m-%dT%H:%M:%S", __import__("time").gmtime(t)),
+             "activity": acts[i % 5], "actor": {"user": {"name": u}},
+             "status": "failure" if random.random() < 0.05 else "success",
+             "src_endpoint": {"ip": "10.%d.%d.%d" % (random.randrange(16), random.randrange(256), random.randrange(1, 255))},
+             "resource": {"type": "table", "name": "res%04d" % random.randrange(1000)},
+             "message": "%s on res by %s" % (acts[i % 5], u)}
+        f.write(json.dumps(e, separators=(",", ":")) + "\n")
+PY
+RAW=$(stat -c %s "$WORK/events.ndjson")
+echo "raw NDJSON: $RAW bytes"
+
+PORT=$(free_port)
+$BIN serve --data "$WORK/data" --listen 127.0.0.1:$PORT > "$WORK/serve.out" 2> "$WORK/serve.err" &
+SERVER=$!
+until curl -sf 127.0.0.1:$PORT/healthz >/dev/null; do sleep 0.1; done
+export CUSTOS_TOKEN=$(awk '/bootstrap admin token/ {print $NF}' "$WORK/serve.out")
+AUTH="Authorization: Bearer $CUSTOS_TOKEN"
+START=$(date +%s.%N)
+split -l 10000 -d -a 5 "$WORK/events.ndjson" "$WORK/part."
+ls "$WORK"/part.* | xargs -P 4 -I{} curl -sf -o /dev/null -H "$AUTH" -H 'Content-Type: application/x-ndjson' --data-binary @{} http://127.0.0.1:$PORT/v1/logs/bench/events
+rm -f "$WORK"/part.*
+END=$(date +%s.%N)
+echo "ingested in $(python3 -c "print(round($END-$START,1))") s"
+indexed() { curl -s -H "$AUTH" "http://127.0.0.1:$PORT/v1/logs/bench/search?limit=1" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v["indexed"], v["log_size"])'; }
+until [ "$(indexed | awk '{print ($1==$2)}')" = 1 ]; do sleep 0.5; done
+kill $SERVER; wait $SERVER || true
+
+echo "## index build: rebuilding the whole index from the log"
+rm -rf "$WORK/data/index/bench"
+$BIN serve --data "$WORK/data" --listen 127.0.0.1:$PORT > "$WORK/serve2.out" 2> "$WORK/serve2.err" &
+SERVER=$!
+until curl -sf 127.0.0.1:$PORT/healthz >/dev/null; do sleep 0.1; done
+START=$(date +%s.%N)
+until [ "$(indexed | awk '{print ($1==$2)}')" = 1 ]; do sleep 0.2; done
+END=$(date +%s.%N)
+echo "=> index build: $N events in $(python3 -c "print(round($END-$START,1))") s = $(python3 -c "print(int($N/($END-$START)))") events/s on $(nproc) cores"
+LOGB=$(du -sb "$WORK/data/logs/bench" | cut -f1); IXB=$(du -sb "$WORK/data/index/bench" | cut -f1)
+echo "=> size: log $LOGB + index $IXB = $(python3 -c "print(round(100*($LOGB+$IXB)/$RAW,1))")% of raw NDJSON ($RAW)"
+
+q() { curl -s -o /dev/null -w '%{time_total}\n' -H "$AUTH" "http://127.0.0.1:$PORT/v1/logs/bench/$1"; }
+echo "## custos queries (HTTP round trip, warm)"
+for i in $(seq 200); do u=$(printf 'user%05d' $((RANDOM % 10000))); q "search?q=actor.user.name%3A$u%20AND%20status%3Afailure&start=2026-11-20T00:00:00Z&end=2026-11-21T00:00:00Z&limit=100"; done | sort -n | awk '{a[NR]=$1} END {printf "=> selective (one user, failures, one day): p50 %.1f ms, p99 %.1f ms\n", a[int(NR*0.5)]*1000, a[int(NR*0.99)]*1000}'
+for i in 1 2 3 4 5; do q "aggregate?by=actor.user.name&top=10"; done | sort -n | awk '{a[NR]=$1} END {printf "=> top-10 actors over all events: median %.0f ms\n", a[3]*1000}'
+for i in 1 2 3 4 5; do q "aggregate?interval=1h"; done | sort -n | awk '{a[NR]=$1} END {printf "=> 1h histogram over 30 days: median %.0f ms\n", a[3]*1000}'
+kill $SERVER; wait $SERVER || true
+
+echo "## baseline: PostgreSQL 15, jsonb with GIN (jsonb_path_ops) and btree on time"
+pg_start
+psql -q -c "create table events (e jsonb)"
+S=$(date +%s.%N)
+psql -q -c "\\copy events(e) from '$WORK/events.ndjson' with (format csv, quote e'\\x01', delimiter e'\\x02')"
+psql -q -c "create index on events using gin (e jsonb_path_ops)" -c "create index on events ((e->>'time'))" -c "vacuum analyze events"
+E=$(date +%s.%N)
+echo "postgres load + index: $(python3 -c "print(round($E-$S,1))") s; size $(psql -tA -c "select pg_total_relation_size('events')") bytes"
+pgq() { psql -tA -c '\timing on' -c "$1" | awk '/^Time:/ {print $2}'; }
+for i in $(seq 50); do u=$(printf 'user%05d' $((RANDOM % 10000))); pgq "select e from events where e @> '{\"actor\":{\"user\":{\"name\":\"$u\"}},\"status\":\"failure\"}' and e->>'time' >= '2026-11-20' and e->>'time' < '2026-11-21' limit 100"; done | sort -n | awk '{a[NR]=$1} END {printf "=> postgres selective: p50 %.1f ms, p99 %.1f ms\n", a[int(NR*0.5)], a[int(NR*0.99)]}'
+for i in 1 2 3; do pgq "select e->'actor'->'user'->>'name' a, count(*) from events group by a order by 2 desc limit 10"; done | sort -n | awk '{a[NR]=$1} END {printf "=> postgres top-10 actors: median %.0f ms\n", a[2]}'
+for i in 1 2 3; do pgq "select substr(e->>'time',1,13) h, count(*) from events group by h order by h"; done | sort -n | awk '{a[NR]=$1} END {printf "=> postgres 1h histogram: median %.0f ms\n", a[2]}'
