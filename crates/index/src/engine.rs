@@ -31,6 +31,12 @@ pub const WRITER_MEMORY_BYTES: usize = 64 << 20;
 pub const INDEX_BATCH_ENTRIES: u64 = 2000;
 /// Hits per page, at most.
 pub const MAX_PAGE_HITS: usize = 1000;
+const HOUR_NS: i64 = 3_600_000_000_000;
+const DAY_NS: i64 = 24 * HOUR_NS;
+/// A bounded time range is split into at most this many hour and day
+/// terms; wider ones use a plain range.
+const MAX_TIME_TERMS: i64 = 400;
+
 /// A keyword value longer than this is indexed only by its first bytes.
 const MAX_KEYWORD_BYTES: usize = 256;
 
@@ -72,6 +78,11 @@ struct Fields {
     aggs: Vec<(&'static str, Field)>,
     index: Field,
     time: Field,
+    /// Hours and days since the epoch of `time`, so that a range over whole
+    /// hours or days is a union of a few terms that an intersection can
+    /// skip through, rather than a bitset of every matching entry.
+    time_hour: Field,
+    time_day: Field,
     received_at: Field,
     kv: Field,
     has: Field,
@@ -90,6 +101,8 @@ fn schema() -> (Schema, Fields) {
         aggs: AGG_FIELDS.iter().map(|p| (*p, b.add_text_field(&format!("a.{p}"), STRING | FAST))).collect(),
         index: b.add_u64_field("index", INDEXED | FAST),
         time: b.add_date_field("time", date.clone()),
+        time_hour: b.add_u64_field("time_hour", INDEXED),
+        time_day: b.add_u64_field("time_day", INDEXED),
         received_at: b.add_date_field("received_at", date),
         kv: b.add_text_field("kv", STRING),
         has: b.add_text_field("has", STRING),
@@ -158,6 +171,10 @@ fn document(f: &Fields, index: u64, entry: &[u8]) -> TantivyDocument {
     for (field, name) in [(f.time, "time"), (f.received_at, "received_at")] {
         if let Some(ns) = e.get(name).and_then(Value::as_str).and_then(|s| custos_event::time::parse_rfc3339(s).ok()) {
             doc.add_date(field, date(ns));
+            if name == "time" && ns >= 0 {
+                doc.add_u64(f.time_hour, (ns / HOUR_NS) as u64);
+                doc.add_u64(f.time_day, (ns / DAY_NS) as u64);
+            }
         }
     }
     for (field, name) in [(f.src_ip, "src_endpoint"), (f.dst_ip, "dst_endpoint")] {
@@ -444,6 +461,11 @@ impl LogIndex {
                 ))
             }
             Value_::Range(lo, hi) => {
+                if field == "time" {
+                    if let Some(q) = self.time_terms(lo, hi, now_ns)? {
+                        return Ok(q);
+                    }
+                }
                 if let Some(tf) = time_field {
                     let b = |b: &Bound| -> Result<StdBound<Term>, IndexError> {
                         let t = |x: &String| {
@@ -489,6 +511,77 @@ impl LogIndex {
                 }
             }
         })
+    }
+}
+
+impl LogIndex {
+    /// `[lo, hi)` of a bounded range on `time`, in nanoseconds.
+    fn ns_bounds(lo: &Bound, hi: &Bound, now_ns: i64) -> Result<Option<(i64, i64)>, IndexError> {
+        let t = |x: &String| {
+            query::resolve_time(x, now_ns).ok_or_else(|| IndexError::Query(format!("{x:?} is not a time")))
+        };
+        let lo = match lo {
+            Bound::Unbounded => return Ok(None),
+            Bound::Included(x) => t(x)?,
+            Bound::Excluded(x) => t(x)?.saturating_add(1),
+        };
+        let hi = match hi {
+            Bound::Unbounded => return Ok(None),
+            Bound::Included(x) => t(x)?.saturating_add(1),
+            Bound::Excluded(x) => t(x)?,
+        };
+        Ok(Some((lo, hi)))
+    }
+
+    /// A bounded range on `time` as a union of whole days, whole hours and
+    /// at most two partial hours; `None` when a plain range is better.
+    fn time_terms(&self, lo: &Bound, hi: &Bound, now_ns: i64) -> Result<Option<Box<dyn TQuery>>, IndexError> {
+        let Some((lo, hi)) = Self::ns_bounds(lo, hi, now_ns)? else { return Ok(None) };
+        if lo >= hi {
+            return Ok(Some(Box::new(EmptyQuery)));
+        }
+        if lo < 0 {
+            return Ok(None);
+        }
+        let f = &self.fields;
+        let mut parts: Vec<(Occur, Box<dyn TQuery>)> = Vec::new();
+        let precise = |a: i64, b: i64| -> Box<dyn TQuery> {
+            Box::new(RangeQuery::new(
+                StdBound::Included(Term::from_field_date(f.time, date(a))),
+                StdBound::Excluded(Term::from_field_date(f.time, date(b))),
+            ))
+        };
+        let term = |field: Field, v: i64| -> Box<dyn TQuery> {
+            Box::new(TermQuery::new(Term::from_field_u64(field, v as u64), IndexRecordOption::Basic))
+        };
+        let first_hour = lo.div_euclid(HOUR_NS) + i64::from(lo.rem_euclid(HOUR_NS) != 0);
+        let last_hour = hi.div_euclid(HOUR_NS); // exclusive
+        if first_hour >= last_hour {
+            // Within one hour, or across one boundary: precise ranges only.
+            return Ok(Some(precise(lo, hi)));
+        }
+        if lo < first_hour * HOUR_NS {
+            parts.push((Occur::Should, precise(lo, first_hour * HOUR_NS)));
+        }
+        if hi > last_hour * HOUR_NS {
+            parts.push((Occur::Should, precise(last_hour * HOUR_NS, hi)));
+        }
+        let mut h = first_hour;
+        let mut terms = 0;
+        while h < last_hour {
+            if h % 24 == 0 && h + 24 <= last_hour {
+                parts.push((Occur::Should, term(f.time_day, h / 24)));
+                h += 24;
+            } else {
+                parts.push((Occur::Should, term(f.time_hour, h)));
+                h += 1;
+            }
+            terms += 1;
+            if terms > MAX_TIME_TERMS {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Box::new(BooleanQuery::new(parts))))
     }
 }
 

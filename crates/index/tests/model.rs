@@ -64,6 +64,13 @@ fn term() -> impl Strategy<Value = String> {
         (1..72u64).prop_map(|h| format!("time:[now-{h}h TO now]")),
         Just("time:>2026-11-26".to_string()),
         Just("time:2026-11-26".to_string()),
+        (0..48u64, 0..60u64, 1..30u64, any::<bool>(), any::<bool>()).prop_map(|(h, m, span, a, b)| {
+            let lo = custos_event::time::parse_rfc3339("2026-11-25T00:00:00Z").unwrap()
+                + ((h * 60 + m) * 60_000_000_000) as i64;
+            let hi = lo + (span * 1_700_000_000_000) as i64;
+            let f = custos_event::time::format_rfc3339;
+            format!("time:{}{} TO {}{}", if a { "[" } else { "{" }, f(lo), f(hi), if b { "]" } else { "}" })
+        }),
         (0..6usize).prop_map(|i| WORDS[i].to_string()),
         (0..6usize, 0..6usize).prop_map(|(a, b)| format!("\"{} {}\"", WORDS[a], WORDS[b])),
         Just("pay*".to_string()),
