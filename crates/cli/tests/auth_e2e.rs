@@ -294,19 +294,7 @@ fn world_readable_signing_key_refuses_to_start() {
 fn tls_and_mutual_tls_with_real_certificates() {
     let p = pki();
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(
-        dir.path(),
-        &[
-            "--tls-cert",
-            &p.path("server.pem"),
-            "--tls-key",
-            &p.path("server.key"),
-            "--tls-client-ca",
-            &p.path("ca.pem"),
-            "--cert-identity",
-            "collector-1=a",
-        ],
-    );
+    let s = start_mtls(dir.path(), &p, "a");
     assert!(s.url.starts_with("https://"), "{}", s.url);
     let body = event("svc", 1).to_string();
     let events = format!("{}/v1/logs/a/events", s.url);

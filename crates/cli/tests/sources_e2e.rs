@@ -123,19 +123,7 @@ fn sequence_gaps_and_silent_sources_are_reported() {
 fn kubernetes_audit_webhook_over_mutual_tls() {
     let p = pki();
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(
-        dir.path(),
-        &[
-            "--tls-cert",
-            &p.path("server.pem"),
-            "--tls-key",
-            &p.path("server.key"),
-            "--tls-client-ca",
-            &p.path("ca.pem"),
-            "--cert-identity",
-            "collector-1=k8s",
-        ],
-    );
+    let s = start_mtls(dir.path(), &p, "k8s");
     // The recorded fixtures, wrapped as the API server's webhook sends them.
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/k8s-audit");
     let mut items: Vec<Value> = Vec::new();

@@ -302,3 +302,22 @@ pub fn curl(pki: &Pki, url: &str, cert: Option<&str>, token: Option<&str>, body:
     let out = c.output().expect("curl is installed");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0))
 }
+
+/// Starts a server with TLS and client-certificate verification from
+/// `pki`, mapping the client certificate CN `collector-1` to `logs`.
+pub fn start_mtls(data: &Path, pki: &Pki, logs: &str) -> Server {
+    let mapping = format!("collector-1={logs}");
+    Server::start(
+        data,
+        &[
+            "--tls-cert",
+            &pki.path("server.pem"),
+            "--tls-key",
+            &pki.path("server.key"),
+            "--tls-client-ca",
+            &pki.path("ca.pem"),
+            "--cert-identity",
+            &mapping,
+        ],
+    )
+}
