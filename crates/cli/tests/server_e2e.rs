@@ -415,6 +415,19 @@ fn search_finds_events_with_proofs() {
     assert_eq!((st, v["buckets"][0]["count"].as_u64()), (200, Some(300)), "{v}");
     let (st, _) = get_json(&format!("{}/v1/logs/s/aggregate?by=message", s.url));
     assert_eq!(st, 400);
+    // Every hit, streamed by the API as NDJSON and CSV.
+    let (st, body) = get(&format!("{}/v1/logs/s/search?q=actor.user.name%3Abob&format=ndjson", s.url));
+    assert_eq!(st, 200);
+    let lines: Vec<Value> =
+        String::from_utf8(body).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        lines.iter().map(|h| h["index"].as_u64().unwrap()).collect::<Vec<_>>(),
+        (0..300u64).rev().filter(|n| n % 3 != 0).collect::<Vec<_>>()
+    );
+    let (_, body) = get(&format!("{}/v1/logs/s/search?q=status%3Afailure&format=csv&order=asc", s.url));
+    let csv = String::from_utf8(body).unwrap();
+    assert_eq!(csv.lines().count(), 1 + (0..300).filter(|n| n % 7 == 0).count(), "{csv}");
+    assert!(csv.lines().nth(1).unwrap().starts_with("0,2026-11-27T09:00:00Z,alice,db.query,failure,10.0.0.0,"));
     // The CLI, as CSV.
     let out = Command::new(bin())
         .args([

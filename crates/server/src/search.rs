@@ -89,6 +89,9 @@ pub struct SearchQuery {
     cursor: Option<u64>,
     /// `desc` (newest first, the default) or `asc`.
     order: Option<String>,
+    /// `json` (a page, the default), or `ndjson` / `csv`: every hit,
+    /// streamed.
+    format: Option<String>,
 }
 
 /// Parses `q`, adding `start`/`end` as a time range.
@@ -116,7 +119,8 @@ pub async fn search(
     id: Option<Extension<Identity>>,
     Path(name): Path<String>,
     Query(p): Query<SearchQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     custos_log::store::validate_log_name(&name, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
     authorize(&state, id.as_ref().map(|Extension(i)| i), Action::Read(&name))?;
     let ext = state.existing(&name).await?;
@@ -130,6 +134,11 @@ pub async fn search(
         Some("asc") => false,
         Some(o) => return Err(ApiError::bad_request(format!("order {o:?} is not asc or desc"))),
     };
+    match p.format.as_deref() {
+        None | Some("json") => {}
+        Some(f @ ("ndjson" | "csv")) => return Ok(export(state, name, ext.log.clone(), q, newest_first, f == "csv")),
+        Some(f) => return Err(ApiError::bad_request(format!("format {f:?} is not json, ndjson or csv"))),
+    }
     let s = state.clone();
     let log = ext.log.clone();
     let out = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
@@ -160,7 +169,93 @@ pub async fn search(
     })
     .await
     .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
-    Ok(Json(out))
+    Ok(Json(out).into_response())
+}
+
+/// Chunks of an export in flight, at most: with 64 KiB chunks, an export
+/// holds well under a few MiB whatever its size.
+const EXPORT_CHUNKS_IN_FLIGHT: usize = 8;
+/// Bytes per export chunk.
+const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
+/// CSV columns of an export.
+const CSV_COLUMNS: [&str; 8] =
+    ["index", "time", "actor.user.name", "activity", "status", "src_endpoint.ip", "resource.name", "leaf_hash"];
+
+fn csv_field(v: &Value) -> String {
+    let s = match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
+}
+
+/// Streams every hit of `q` as NDJSON or CSV, page by page, in constant
+/// memory. Only entries present when the export started are included.
+fn export(
+    state: Arc<AppState>,
+    name: String,
+    log: Arc<custos_log::Log>,
+    q: Q,
+    newest_first: bool,
+    csv: bool,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(EXPORT_CHUNKS_IN_FLIGHT);
+    let size_at_start = log.size();
+    tokio::task::spawn_blocking(move || {
+        let run = || -> Result<(), String> {
+            let ix = state.indexes.get(&state, &name).map_err(|e| e.message)?;
+            let now = custos_event::time::now_nanos();
+            let mut chunk = Vec::with_capacity(EXPORT_CHUNK_BYTES);
+            if csv {
+                chunk.extend_from_slice(CSV_COLUMNS.join(",").as_bytes());
+                chunk.push(b'\n');
+            }
+            let mut cursor = None;
+            loop {
+                let (hits, _) = ix.search(&q, MAX_PAGE_HITS, cursor, newest_first, now).map_err(|e| e.to_string())?;
+                let Some(last) = hits.last().copied() else { break };
+                cursor = Some(last);
+                for i in hits.into_iter().filter(|i| *i < size_at_start) {
+                    let entry = log.entry(i).map_err(|e| e.to_string())?;
+                    let leaf = B64.encode(custos_tlog::leaf_hash(&entry).0);
+                    let event: Value = serde_json::from_slice(&entry).unwrap_or(Value::Null);
+                    if csv {
+                        let row: Vec<String> = CSV_COLUMNS
+                            .iter()
+                            .map(|c| match *c {
+                                "index" => i.to_string(),
+                                "leaf_hash" => leaf.clone(),
+                                path => csv_field(path.split('.').fold(&event, |v, k| &v[k])),
+                            })
+                            .collect();
+                        chunk.extend_from_slice(row.join(",").as_bytes());
+                    } else {
+                        chunk.extend_from_slice(
+                            json!({"index": i, "leaf_hash": leaf, "event": event}).to_string().as_bytes(),
+                        );
+                    }
+                    chunk.push(b'\n');
+                    if chunk.len() >= EXPORT_CHUNK_BYTES {
+                        // A closed channel means the client went away.
+                        tx.blocking_send(Ok(std::mem::take(&mut chunk))).map_err(|_| "client gone".to_string())?;
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                tx.blocking_send(Ok(chunk)).map_err(|_| "client gone".to_string())?;
+            }
+            Ok(())
+        };
+        if let Err(e) = run() {
+            tracing::warn!(error = e, "export stopped");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let ct = if csv { "text/csv; charset=utf-8" } else { "application/x-ndjson" };
+    ([(axum::http::header::CONTENT_TYPE, ct)], axum::body::Body::from_stream(stream)).into_response()
 }
 
 /// Query of an aggregation.
