@@ -418,6 +418,28 @@ impl Log {
         Ok(out)
     }
 
+    /// The entries at `indexes`, in the order given, reading each bundle
+    /// they fall in only once (search hits cluster in bundles).
+    pub fn entries_at(&self, indexes: &[u64]) -> Result<Vec<Vec<u8>>, ReadError> {
+        let st = self.read_state();
+        if let Some(bad) = indexes.iter().find(|i| **i >= st.size) {
+            return Err(ReadError::OutOfRange(format!("index {bad} is not below the log size {}", st.size)));
+        }
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; indexes.len()];
+        let mut order: Vec<usize> = (0..indexes.len()).collect();
+        order.sort_by_key(|&k| indexes[k]);
+        let mut cached: Option<(u64, Vec<Vec<u8>>)> = None;
+        for k in order {
+            let bundle = indexes[k] / TILE_WIDTH;
+            if cached.as_ref().is_none_or(|(b, _)| *b != bundle) {
+                cached = Some((bundle, self.read_bundle(&st, bundle)?));
+            }
+            let (_, records) = cached.as_ref().expect("just read");
+            out[k] = Some(records[(indexes[k] % TILE_WIDTH) as usize].clone());
+        }
+        Ok(out.into_iter().map(|e| e.expect("every index read")).collect())
+    }
+
     /// The durable entries of bundle `bundle`.
     fn read_bundle(&self, st: &State, bundle: u64) -> Result<Vec<Vec<u8>>, ReadError> {
         let from = st.bundle_offsets[bundle as usize];

@@ -52,6 +52,10 @@ fn appends_read_back_with_proofs_across_reopen() {
         verify_consistency(a, b, &log.root_at(a).unwrap(), &log.root_at(b).unwrap(), &p).unwrap();
     }
     assert_eq!(log.entries(250, 260).unwrap(), all[250..260].to_vec());
+    let picks = [699u64, 3, 256, 4, 255, 600, 3];
+    let want: Vec<Vec<u8>> = picks.iter().map(|i| all[*i as usize].clone()).collect();
+    assert_eq!(log.entries_at(&picks).unwrap(), want);
+    assert!(log.entries_at(&[1, 700]).is_err());
     assert!(log.entry(700).is_err());
     assert!(log.inclusion_proof(0, 701).is_err());
     // Tiles: level 0 is the leaf hashes, bundles the entries.

@@ -149,8 +149,7 @@ pub async fn search(
             other => ApiError::unavailable(other.to_string(), 1),
         })?;
         let mut out = Vec::with_capacity(hits.len());
-        for i in &hits {
-            let entry = log.entry(*i)?;
+        for (i, entry) in hits.iter().zip(log.entries_at(&hits)?) {
             out.push(json!({
                 "index": i,
                 "leaf_hash": B64.encode(custos_tlog::leaf_hash(&entry).0),
