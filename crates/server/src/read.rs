@@ -41,7 +41,7 @@ pub async fn list_logs(
 
 /// A log the caller may read: invalid names get 400, and logs out of
 /// scope get the same 404 as logs that do not exist.
-async fn readable(
+pub(crate) async fn readable(
     state: &AppState,
     id: Option<Extension<Identity>>,
     name: &str,

@@ -10,13 +10,12 @@ use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use custos_auth::{Action, Identity};
+use custos_auth::Identity;
 use custos_index::engine::{LogIndex, MAX_PAGE_HITS};
 use custos_index::query::{self, Bound, Query as Q, Value_};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::authn::authorize;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -121,9 +120,7 @@ pub async fn search(
     Query(p): Query<SearchQuery>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    custos_log::store::validate_log_name(&name, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    authorize(&state, id.as_ref().map(|Extension(i)| i), Action::Read(&name))?;
-    let ext = state.existing(&name).await?;
+    let ext = crate::read::readable(&state, id, &name).await?;
     let q = build_query(p.q.as_deref(), p.start.as_deref(), p.end.as_deref())?;
     let limit = p.limit.unwrap_or(DEFAULT_PAGE_HITS);
     if limit == 0 || limit > MAX_PAGE_HITS {
@@ -278,9 +275,7 @@ pub async fn aggregate(
     Path(name): Path<String>,
     Query(p): Query<AggregateQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    custos_log::store::validate_log_name(&name, true).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    authorize(&state, id.as_ref().map(|Extension(i)| i), Action::Read(&name))?;
-    state.existing(&name).await?;
+    crate::read::readable(&state, id, &name).await?;
     let q = build_query(p.q.as_deref(), p.start.as_deref(), p.end.as_deref())?;
     let s = state.clone();
     let out = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
