@@ -224,3 +224,65 @@ fn kubernetes_audit_webhook_over_mutual_tls() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "400");
 }
+
+/// Syslog over TLS (RFC 5425), sent by `openssl s_client` octet-counted;
+/// a plaintext sender on the TLS port gets nothing stored.
+#[test]
+fn syslog_over_tls() {
+    let p = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--tls-cert",
+            &p.path("server.pem"),
+            "--tls-key",
+            &p.path("server.key"),
+            "--syslog-tls",
+            "127.0.0.1:0=secure",
+        ],
+    );
+    let port = syslog_port(&s, "tls");
+    let msgs = [
+        "<38>1 2026-11-27T10:00:00Z bastion sshd 7 - - Failed password for eve from 198.51.100.7 port 5000 ssh2",
+        "<38>1 2026-11-27T10:00:01Z bastion sshd 7 - - Accepted publickey for frank from 198.51.100.8 port 5001 ssh2",
+    ];
+    let framed: String = msgs.iter().map(|m| format!("{} {m}", m.len())).collect();
+    let mut c = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-no_ign_eof",
+            "-CAfile",
+            &p.path("ca.pem"),
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin.take().unwrap().write_all(framed.as_bytes()).unwrap();
+    let _ = c.wait();
+    // Plain text on the TLS port: the handshake fails, nothing is stored.
+    let mut plain = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    let _ = plain.write_all(b"<38>1 2026-11-27T10:00:02Z h app - - - should not be stored\n");
+    drop(plain);
+    let admin = s.admin_token.clone().unwrap();
+    let es = poll(|| {
+        let out = Command::new("curl")
+            .args(["-s", "--cacert", &p.path("ca.pem"), "-H", &format!("Authorization: Bearer {admin}")])
+            .arg(format!("{}/v1/logs/secure/entries?start=0", s.url))
+            .output()
+            .ok()?;
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let es = v["entries"].as_array()?.clone();
+        (es.len() >= 2).then_some(es)
+    });
+    assert_eq!(es.len(), 2, "{es:?}");
+    assert_eq!(es[0]["event"]["actor"]["user"]["name"], "eve");
+    assert_eq!(es[0]["event"]["status"], "failure");
+    assert_eq!(es[1]["event"]["actor"]["user"]["name"], "frank");
+}

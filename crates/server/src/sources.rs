@@ -257,41 +257,66 @@ async fn store_syslog(state: &AppState, log: &str, peer: &SocketAddr, raw: Vec<V
 /// Receives syslog over TCP on `listener` into `log`. Framing (octet
 /// counting or newlines) is detected per connection. A connection is read
 /// only as fast as its messages become durable: backpressure is TCP's own.
-pub async fn syslog_tcp(state: Arc<AppState>, listener: tokio::net::TcpListener, log: String) {
+pub async fn syslog_tcp(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    log: String,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
-        let Ok((mut stream, peer)) = listener.accept().await else { continue };
-        let (state, log) = (state.clone(), log.clone());
+        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let (state, log, tls) = (state.clone(), log.clone(), tls.clone());
         tokio::spawn(async move {
-            let mut framer = custos_sources::syslog::Framer::default();
-            let mut buf = vec![0u8; SYSLOG_READ_BYTES];
-            loop {
-                let n = match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => 0,
-                    Ok(n) => n,
-                };
-                if n > 0 {
-                    framer.push(&buf[..n]);
-                }
-                let mut batch = Vec::new();
-                while let Some(f) = framer.next() {
-                    batch.push(match f {
-                        custos_sources::syslog::Frame::Message(m) | custos_sources::syslog::Frame::Broken(m) => m,
-                    });
-                    if batch.len() >= SYSLOG_BATCH_MESSAGES {
-                        store_syslog(&state, &log, &peer, std::mem::take(&mut batch)).await;
+            match tls {
+                None => read_syslog_stream(&state, &log, &peer, stream).await,
+                // RFC 5425: syslog over TLS, framed as on plain TCP.
+                Some(acceptor) => {
+                    match tokio::time::timeout(crate::conn::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => read_syslog_stream(&state, &log, &peer, s).await,
+                        Ok(Err(e)) => tracing::info!(peer = %peer, error = %e, "syslog TLS handshake failed"),
+                        Err(_) => tracing::info!(peer = %peer, "syslog TLS handshake timed out"),
                     }
-                }
-                if n == 0 {
-                    batch.extend(framer.finish());
-                }
-                if !batch.is_empty() {
-                    store_syslog(&state, &log, &peer, batch).await;
-                }
-                if n == 0 {
-                    return;
                 }
             }
         });
+    }
+}
+
+/// Frames and stores one syslog stream until it ends.
+async fn read_syslog_stream<S: tokio::io::AsyncRead + Unpin>(
+    state: &AppState,
+    log: &str,
+    peer: &SocketAddr,
+    mut stream: S,
+) {
+    let mut framer = custos_sources::syslog::Framer::default();
+    let mut buf = vec![0u8; SYSLOG_READ_BYTES];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => 0,
+            Ok(n) => n,
+        };
+        if n > 0 {
+            framer.push(&buf[..n]);
+        }
+        let mut batch = Vec::new();
+        while let Some(f) = framer.next() {
+            batch.push(match f {
+                custos_sources::syslog::Frame::Message(m) | custos_sources::syslog::Frame::Broken(m) => m,
+            });
+            if batch.len() >= SYSLOG_BATCH_MESSAGES {
+                store_syslog(state, log, peer, std::mem::take(&mut batch)).await;
+            }
+        }
+        if n == 0 {
+            batch.extend(framer.finish());
+        }
+        if !batch.is_empty() {
+            store_syslog(state, log, peer, batch).await;
+        }
+        if n == 0 {
+            return;
+        }
     }
 }
 

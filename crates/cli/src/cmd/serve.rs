@@ -97,6 +97,10 @@ pub struct Args {
     /// connection): `ADDR=LOG`, such as `127.0.0.1:6514=syslog`. Repeatable.
     #[arg(long = "syslog-tcp", env = "CUSTOS_SYSLOG_TCP", value_delimiter = ';')]
     syslog_tcp: Vec<String>,
+    /// Receive syslog over TLS (RFC 5425) with the server's certificate
+    /// (and client-certificate checks, if configured): `ADDR=LOG`.
+    #[arg(long = "syslog-tls", env = "CUSTOS_SYSLOG_TLS", value_delimiter = ';')]
+    syslog_tls: Vec<String>,
     /// Receive syslog over UDP: `ADDR=LOG`. Repeatable.
     #[arg(long = "syslog-udp", env = "CUSTOS_SYSLOG_UDP", value_delimiter = ';')]
     syslog_udp: Vec<String>,
@@ -167,6 +171,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         a.syslog_tcp.iter().map(|s| listener_spec(s)).collect::<anyhow::Result<_>>()?;
     let syslog_udp: Vec<(SocketAddr, String)> =
         a.syslog_udp.iter().map(|s| listener_spec(s)).collect::<anyhow::Result<_>>()?;
+    let syslog_tls: Vec<(SocketAddr, String)> =
+        a.syslog_tls.iter().map(|s| listener_spec(s)).collect::<anyhow::Result<_>>()?;
     let mut create = a.create_logs;
     create.extend(file.logs.unwrap_or_default());
 
@@ -241,10 +247,20 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         println!("custos listening on {scheme}://{addr}");
         println!("data directory: {}", data.display());
         let mut tcp_listeners = Vec::new();
+        let mut tls_listeners = Vec::new();
         for (addr, log) in syslog_tcp {
             let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding syslog TCP {addr}"))?;
             println!("syslog tcp on {} -> log {log}", l.local_addr()?);
             tcp_listeners.push((l, log));
+        }
+        anyhow::ensure!(
+            syslog_tls.is_empty() || tls.is_some(),
+            "--syslog-tls needs --tls-cert and --tls-key (or --tls-self-signed)"
+        );
+        for (addr, log) in syslog_tls {
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding syslog TLS {addr}"))?;
+            println!("syslog tls on {} -> log {log}", l.local_addr()?);
+            tls_listeners.push((l, log));
         }
         let mut udp_sockets = Vec::new();
         for (addr, log) in syslog_udp {
@@ -256,7 +272,10 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         tracing::info!(%addr, data = %data.display(), "serving");
         let state = Arc::new(AppState::new(store, server_cfg, auth));
         for (l, log) in tcp_listeners {
-            tokio::spawn(custos_server::sources::syslog_tcp(state.clone(), l, log));
+            tokio::spawn(custos_server::sources::syslog_tcp(state.clone(), l, log, None));
+        }
+        for (l, log) in tls_listeners {
+            tokio::spawn(custos_server::sources::syslog_tcp(state.clone(), l, log, tls.clone()));
         }
         for (sock, log) in udp_sockets {
             tokio::spawn(custos_server::sources::syslog_udp(state.clone(), sock, log));
