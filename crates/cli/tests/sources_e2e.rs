@@ -286,3 +286,58 @@ fn syslog_over_tls() {
     assert_eq!(es[0]["event"]["status"], "failure");
     assert_eq!(es[1]["event"]["actor"]["user"]["name"], "frank");
 }
+
+/// rsyslog forwards with omfwd, octet-counted, in RFC 5424 format, as a
+/// relay in front of Custos would.
+#[test]
+fn rsyslog_omfwd_octet_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--syslog-tcp", "127.0.0.1:0=relay"]);
+    let port = syslog_port(&s, "tcp");
+    let rs = dir.path().join("rsyslog");
+    std::fs::create_dir_all(&rs).unwrap();
+    let sock = rs.join("log.sock");
+    let conf = rs.join("rsyslog.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global(workDirectory=\"{d}\")\nmodule(load=\"imuxsock\" SysSock.Use=\"off\")\ninput(type=\"imuxsock\" Socket=\"{s}\")\naction(type=\"omfwd\" target=\"127.0.0.1\" port=\"{port}\" protocol=\"tcp\" TCP_Framing=\"octet-counted\" template=\"RSYSLOG_SyslogProtocol23Format\")\n",
+            d = rs.display(),
+            s = sock.display()
+        ),
+    )
+    .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _rsyslogd = Kill(
+        Command::new("rsyslogd")
+            .args(["-n", "-f"])
+            .arg(&conf)
+            .arg("-i")
+            .arg(rs.join("rsyslogd.pid"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("rsyslogd is installed (scripts/test installs it)"),
+    );
+    poll(|| sock.exists().then_some(()));
+    let st = Command::new("logger")
+        .arg("-u")
+        .arg(&sock)
+        .args(["-t", "sshd", "Failed password for invalid user oscar from 198.51.100.23 port 40404 ssh2"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let es = events(&s, "relay", 1);
+    let e = &es[0];
+    assert_eq!(e["actor"]["user"]["name"], "oscar", "{e}");
+    assert_eq!(e["status"], "failure");
+    assert_eq!(e["src_endpoint"]["ip"], "198.51.100.23");
+    assert_eq!(e["metadata"]["syslog"]["app_name"], "sshd");
+    assert_eq!(e["metadata"]["syslog"]["parsed"], true);
+}

@@ -121,7 +121,7 @@ fn rfc5424(p: u8, rest: &str) -> Option<Message> {
         procid: nil(proc_),
         msgid: nil(msgid),
         structured_data: sd,
-        msg: msg.trim_end_matches(['\n', '\r']).to_string(),
+        msg: msg.trim_end_matches(['\n', '\r']).trim_start().to_string(),
     })
 }
 
@@ -343,7 +343,8 @@ fn event(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Value {
     if let Some(h) = &m.hostname {
         src.insert("hostname".into(), json!(h));
     }
-    match auth(&app, &m.msg) {
+    // rsyslog's RFC 5424 templates keep the space that followed the tag.
+    match auth(&app, m.msg.trim_start()) {
         Some(a) => {
             e["activity"] = json!(a.activity);
             e["class_uid"] = json!(3002);
