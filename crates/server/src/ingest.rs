@@ -290,7 +290,24 @@ pub async fn ingest_values(
     values: Vec<Value>,
 ) -> Result<Vec<(Receipt, bool)>, ApiError> {
     let max_event = state.config.max_event_bytes;
-    let seqs: Vec<Option<u64>> = values.iter().map(|v| v.get("seq").and_then(Value::as_u64)).collect();
+    // A syslog host numbers each process's messages separately.
+    let seqs: Vec<(String, Option<u64>)> = values
+        .iter()
+        .map(|v| {
+            let sys = &v["metadata"]["syslog"];
+            let stream = if sys.is_object() {
+                format!(
+                    "{}/{}/{}",
+                    sys["hostname"].as_str().unwrap_or(""),
+                    sys["app_name"].as_str().unwrap_or(""),
+                    sys["procid"].as_str().unwrap_or("")
+                )
+            } else {
+                String::new()
+            };
+            (stream, v.get("seq").and_then(Value::as_u64))
+        })
+        .collect();
     let submitter = server.submitter.clone();
     let items: Vec<Item> =
         values.into_iter().enumerate().map(|(i, value)| Item { line: None, index: Some(i), value }).collect();
@@ -345,7 +362,7 @@ pub async fn post_events(
     .await
     .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
     let count = sealed.len();
-    let seqs: Vec<Option<u64>> = sealed.iter().map(|e| e.seq).collect();
+    let seqs: Vec<(String, Option<u64>)> = sealed.iter().map(|e| (String::new(), e.seq)).collect();
     let ext = state.for_write(&log).await?;
     let receipts = store(&ext, sealed).await?;
     state.sources.seen(&submitter_name, &seqs);

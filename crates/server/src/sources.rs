@@ -37,7 +37,9 @@ pub struct SourceStats {
     last_seen: SystemTime,
     last_seen_at: Instant,
     events: u64,
-    last_seq: Option<u64>,
+    /// The highest sequence number per stream: a source such as a syslog
+    /// host may interleave several numbered streams (one per process).
+    last_seq: HashMap<String, u64>,
     /// Missing sequence numbers seen so far.
     gap_count: u64,
     /// Silence already reported (cleared when the source speaks again).
@@ -48,13 +50,19 @@ pub struct SourceStats {
 #[derive(Default)]
 pub struct Sources {
     map: Mutex<HashMap<String, SourceStats>>,
-    /// Gaps found and not yet recorded in `_custos`.
-    pending_gaps: Mutex<Vec<(String, u64, u64)>>,
+    /// Gaps found and not yet recorded in `_custos`, per source: numbers
+    /// missing, ranges, and the first range. Coalesced so that a source
+    /// with many gaps yields one event per watch tick, not one per gap.
+    pending_gaps: Mutex<HashMap<String, (u64, u64, (u64, u64))>>,
 }
 
+/// Numbered streams remembered per source, at most.
+pub const MAX_STREAMS_PER_SOURCE: usize = 1024;
+
 impl Sources {
-    /// Notes events from `source`, with their `seq` numbers if any.
-    pub fn seen(&self, source: &str, seqs: &[Option<u64>]) {
+    /// Notes events from `source`, each with its stream and `seq` number if
+    /// any.
+    pub fn seen(&self, source: &str, seqs: &[(String, Option<u64>)]) {
         let now = SystemTime::now();
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_SOURCES && !map.contains_key(source) {
@@ -67,7 +75,7 @@ impl Sources {
             last_seen: now,
             last_seen_at: Instant::now(),
             events: 0,
-            last_seq: None,
+            last_seq: HashMap::new(),
             gap_count: 0,
             silence_reported: false,
         });
@@ -75,18 +83,20 @@ impl Sources {
         s.last_seen_at = Instant::now();
         s.events += seqs.len() as u64;
         s.silence_reported = false;
-        for seq in seqs.iter().flatten() {
-            if let Some(last) = s.last_seq {
-                if *seq > last + 1 {
-                    s.gap_count += seq - last - 1;
-                    self.pending_gaps.lock().unwrap_or_else(|e| e.into_inner()).push((
-                        source.to_string(),
-                        last + 1,
-                        seq - 1,
-                    ));
-                }
+        for (stream, seq) in seqs {
+            let Some(seq) = *seq else { continue };
+            if s.last_seq.len() >= MAX_STREAMS_PER_SOURCE && !s.last_seq.contains_key(stream) {
+                s.last_seq.clear();
             }
-            s.last_seq = Some(s.last_seq.map_or(*seq, |l| l.max(*seq)));
+            let last = s.last_seq.entry(stream.clone()).or_insert(seq);
+            if seq > *last + 1 {
+                s.gap_count += seq - *last - 1;
+                let mut pending = self.pending_gaps.lock().unwrap_or_else(|e| e.into_inner());
+                let p = pending.entry(source.to_string()).or_insert((0, 0, (*last + 1, seq - 1)));
+                p.0 += seq - *last - 1;
+                p.1 += 1;
+            }
+            *last = (*last).max(seq);
         }
     }
 
@@ -108,7 +118,8 @@ impl Sources {
                     "last_seen": ts(s.last_seen),
                     "events": s.events,
                     "events_per_sec": s.events as f64 / secs,
-                    "last_seq": s.last_seq,
+                    "last_seq": s.last_seq.values().max(),
+                    "streams": s.last_seq.len(),
                     "gaps": s.gap_count,
                     "silent": s.last_seen_at.elapsed() > silent_after,
                 })
@@ -146,12 +157,16 @@ pub async fn watch(state: Arc<AppState>) {
                 })
                 .collect()
         };
-        let gaps: Vec<(String, u64, u64)> =
-            std::mem::take(&mut *state.sources.pending_gaps.lock().unwrap_or_else(|e| e.into_inner()));
-        let events = silent.into_iter().map(|(src, d)| ("custos.source.silent", src, d)).chain(
-            gaps.into_iter()
-                .map(|(src, a, b)| ("custos.source.gap", src, format!("sequence numbers {a} to {b} missing"))),
-        );
+        let gaps = std::mem::take(&mut *state.sources.pending_gaps.lock().unwrap_or_else(|e| e.into_inner()));
+        let events = silent.into_iter().map(|(src, d)| ("custos.source.silent", src, d)).chain(gaps.into_iter().map(
+            |(src, (missing, ranges, (a, b)))| {
+                (
+                    "custos.source.gap",
+                    src,
+                    format!("{missing} sequence numbers missing in {ranges} gaps, the first {a} to {b}"),
+                )
+            },
+        ));
         for (activity, source, detail) in events {
             let e = MetaEvent {
                 activity,

@@ -279,6 +279,12 @@ const MAX_EVENT_JSON_BYTES: usize = 60_000;
 /// Halves `message` and `raw_data` until the event's JSON fits: escaping
 /// can make text up to six times longer.
 fn fit(e: &mut Value) {
+    // Escaping at most sextuples text: short messages cannot overflow, so
+    // skip encoding them just to measure.
+    let text_bytes: usize = ["message", "raw_data"].iter().filter_map(|f| e[*f].as_str()).map(str::len).sum();
+    if text_bytes * 6 + 8192 < MAX_EVENT_JSON_BYTES {
+        return;
+    }
     while e.to_string().len() > MAX_EVENT_JSON_BYTES {
         for f in ["message", "raw_data"] {
             if let Some(t) = e[f].as_str() {
