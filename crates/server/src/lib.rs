@@ -74,7 +74,19 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    lifecycle(&state, "custos.server.start", format!("listening on {addr}")).await?;
+    let a = &state.auth;
+    let settings = format!(
+        "listening on {addr}; tls {}; tokens {}; oidc {}; mTLS identities {}; public hashes {}; {:?}",
+        if tls.is_some() { "on" } else { "off" },
+        if a.tokens.is_some() { "on" } else { "OFF" },
+        a.oidc.as_ref().map_or("off".to_string(), |o| o.issuer.clone()),
+        a.cert_identities.len(),
+        a.public_hashes,
+        state.config
+    );
+    // Settings change only with a restart, so the start event is where a
+    // change of configuration is on record.
+    lifecycle(&state, "custos.server.start", settings).await?;
     let checkpointer = tokio::spawn(checkpointer::run(state.clone()));
     let watcher = tokio::spawn(sources::watch(state.clone()));
     let indexer = tokio::spawn(search::indexer(state.clone()));

@@ -34,6 +34,12 @@ pub struct Indexes {
 }
 
 impl Indexes {
+    /// Drops the open index of a log, so that the next use reopens it
+    /// (and rebuilds it if it is damaged).
+    pub fn forget(&self, name: &str) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+    }
+
     /// The index of a log, opened (and, if needed, rebuilt) on first use.
     /// Blocking.
     pub fn get(&self, state: &AppState, name: &str) -> Result<Arc<LogIndex>, ApiError> {
@@ -64,7 +70,9 @@ pub async fn indexer(state: Arc<AppState>) {
                     }
                 };
                 if let Err(e) = ix.catch_up(&log, INDEX_STEP_ENTRIES) {
-                    tracing::error!(log = name, error = %e, "indexing failed");
+                    // Reopen next time: a damaged index is rebuilt from the log.
+                    tracing::error!(log = name, error = %e, "indexing failed; reopening the index");
+                    s.indexes.forget(&name);
                 }
             }
         })

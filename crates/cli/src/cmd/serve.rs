@@ -70,7 +70,7 @@ pub struct Args {
     #[arg(long, env = "CUSTOS_BODY_TIMEOUT_SECS")]
     body_timeout_secs: Option<u64>,
     /// Accept OIDC JWTs from this issuer (the exact `iss`).
-    #[arg(long, env = "CUSTOS_OIDC_ISSUER", requires_all = ["oidc_jwks", "oidc_map"])]
+    #[arg(long, env = "CUSTOS_OIDC_ISSUER")]
     oidc_issuer: Option<String>,
     /// The issuer's JWKS: a file, or an http(s) URL fetched at start.
     #[arg(long, env = "CUSTOS_OIDC_JWKS")]
@@ -134,6 +134,20 @@ struct FileConfig {
     tls_client_ca: Option<PathBuf>,
     cert_identities: Option<std::collections::BTreeMap<String, String>>,
     public_hashes: Option<bool>,
+    oidc: Option<FileOidc>,
+}
+
+/// `[oidc]` in the TOML file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOidc {
+    issuer: String,
+    jwks: String,
+    audience: Option<String>,
+    user_claim: Option<String>,
+    roles_claim: Option<String>,
+    /// Claim value to `role:logs`, such as `custos-auditors = "auditor:*"`.
+    map: std::collections::BTreeMap<String, String>,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -182,23 +196,35 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     for name in &create {
         store.create(name, false)?;
     }
-    let oidc = match &a.oidc_issuer {
+    // Flags win over the file's [oidc] table.
+    let file_oidc = file.oidc;
+    let oidc_issuer = a.oidc_issuer.clone().or_else(|| file_oidc.as_ref().map(|o| o.issuer.clone()));
+    let oidc = match oidc_issuer {
         None => None,
         Some(issuer) => {
-            let src = a.oidc_jwks.clone().unwrap_or_default();
+            let fo = file_oidc.as_ref();
+            let src = a
+                .oidc_jwks
+                .clone()
+                .or_else(|| fo.map(|o| o.jwks.clone()))
+                .context("OIDC needs a JWKS (--oidc-jwks or [oidc] jwks)")?;
             let text = if src.starts_with("http://") || src.starts_with("https://") {
                 String::from_utf8(crate::http::get_ok(&crate::http::agent(), &src)?)?
             } else {
                 std::fs::read_to_string(&src).with_context(|| format!("reading JWKS {src}"))?
             };
+            let mut maps = a.oidc_map.clone();
+            if let Some(o) = fo {
+                maps.extend(o.map.iter().map(|(k, v)| format!("{k}={v}")));
+            }
+            anyhow::ensure!(!maps.is_empty(), "OIDC needs at least one mapping (--oidc-map or [oidc.map])");
             Some(custos_auth::oidc::OidcConfig {
-                issuer: issuer.clone(),
-                audience: a.oidc_audience.clone(),
+                issuer,
+                audience: a.oidc_audience.clone().or_else(|| fo.and_then(|o| o.audience.clone())),
                 jwks: custos_auth::oidc::parse_jwks(&text).map_err(anyhow::Error::msg)?,
-                user_claim: a.oidc_user_claim.clone(),
-                roles_claim: a.oidc_roles_claim.clone(),
-                mappings: a
-                    .oidc_map
+                user_claim: fo.and_then(|o| o.user_claim.clone()).unwrap_or_else(|| a.oidc_user_claim.clone()),
+                roles_claim: fo.and_then(|o| o.roles_claim.clone()).unwrap_or_else(|| a.oidc_roles_claim.clone()),
+                mappings: maps
                     .iter()
                     .map(|m| custos_auth::oidc::parse_mapping(m))
                     .collect::<Result<_, _>>()
