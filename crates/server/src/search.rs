@@ -70,9 +70,11 @@ pub async fn indexer(state: Arc<AppState>) {
                     }
                 };
                 if let Err(e) = ix.catch_up(&log, INDEX_STEP_ENTRIES) {
-                    // Reopen next time: a damaged index is rebuilt from the log.
-                    tracing::error!(log = name, error = %e, "indexing failed; reopening the index");
+                    // The index is derived data: drop it and rebuild it
+                    // from the log rather than fail on every tick.
+                    tracing::error!(log = name, error = %e, "indexing failed; rebuilding the index from the log");
                     s.indexes.forget(&name);
+                    let _ = std::fs::remove_dir_all(ix.dir());
                 }
             }
         })
