@@ -26,7 +26,7 @@ use tantivy::{DateTime, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Ta
 use crate::query::{self, Bound, NUMERIC_FIELDS, Query, Value_};
 
 /// Memory the index writer may use before flushing a segment.
-pub const WRITER_MEMORY_BYTES: usize = 64 << 20;
+pub const WRITER_MEMORY_BYTES: usize = 24 << 20;
 /// Entries read from the log per indexing step.
 pub const INDEX_BATCH_ENTRIES: u64 = 2000;
 /// Hits per page, at most.

@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// How often the indexer looks for new entries.
-pub const INDEX_INTERVAL: Duration = Duration::from_millis(200);
+pub const INDEX_INTERVAL: Duration = Duration::from_millis(500);
 /// Entries indexed per log per step, so that one busy log cannot starve
 /// the others.
 pub const INDEX_STEP_ENTRIES: u64 = 100_000;
@@ -53,16 +53,25 @@ impl Indexes {
     }
 }
 
-/// Keeps every index caught up with its log. Runs until aborted.
-pub async fn indexer(state: Arc<AppState>) {
-    let mut tick = tokio::time::interval(INDEX_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let s = state.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            for (name, log) in s.store.list() {
-                let ix = match s.indexes.get(&s, &name) {
+/// Keeps every index caught up with its log, on its own thread at the
+/// lowest CPU priority: under full load, acknowledging events comes first
+/// and the index catches up when there is CPU to spare. tantivy's worker
+/// threads, created from this thread, inherit the priority. Runs until
+/// `stop` is set.
+pub fn spawn_indexer(
+    state: Arc<AppState>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("custos-indexer".into()).spawn(move || {
+        // SAFETY: setpriority on the calling thread (who = 0 is this thread
+        // under Linux's per-thread nice values); no memory is touched.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        }
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(INDEX_INTERVAL);
+            for (name, log) in state.store.list() {
+                let ix = match state.indexes.get(&state, &name) {
                     Ok(ix) => ix,
                     Err(e) => {
                         tracing::error!(log = name, error = %e.message, "opening search index failed");
@@ -73,16 +82,12 @@ pub async fn indexer(state: Arc<AppState>) {
                     // The index is derived data: drop it and rebuild it
                     // from the log rather than fail on every tick.
                     tracing::error!(log = name, error = %e, "indexing failed; rebuilding the index from the log");
-                    s.indexes.forget(&name);
+                    state.indexes.forget(&name);
                     let _ = std::fs::remove_dir_all(ix.dir());
                 }
             }
-        })
-        .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "indexer task failed");
         }
-    }
+    })
 }
 
 /// Query of a search.
