@@ -90,6 +90,15 @@ pub fn spawn_indexer(
     })
 }
 
+/// A query the index cannot run is the caller's 400; anything else is the
+/// index's trouble, 503.
+fn index_error(e: custos_index::engine::IndexError) -> ApiError {
+    match e {
+        custos_index::engine::IndexError::Query(m) => ApiError::bad_request(m),
+        other => ApiError::unavailable(other.to_string(), 1),
+    }
+}
+
 /// Query of a search.
 #[derive(Deserialize)]
 pub struct SearchQuery {
@@ -156,10 +165,7 @@ pub async fn search(
     let out = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         let ix = s.indexes.get(&s, &name)?;
         let now = custos_event::time::now_nanos();
-        let (hits, total) = ix.search(&q, limit, p.cursor, newest_first, now).map_err(|e| match e {
-            custos_index::engine::IndexError::Query(m) => ApiError::bad_request(m),
-            other => ApiError::unavailable(other.to_string(), 1),
-        })?;
+        let (hits, total) = ix.search(&q, limit, p.cursor, newest_first, now).map_err(index_error)?;
         let mut out = Vec::with_capacity(hits.len());
         for (i, entry) in hits.iter().zip(log.entries_at(&hits)?) {
             out.push(json!({
@@ -297,10 +303,7 @@ pub async fn aggregate(
         let ix = s.indexes.get(&s, &name)?;
         let buckets = ix
             .aggregate(&q, p.by.as_deref(), p.top.unwrap_or(10), p.interval.as_deref(), custos_event::time::now_nanos())
-            .map_err(|e| match e {
-                custos_index::engine::IndexError::Query(m) => ApiError::bad_request(m),
-                other => ApiError::unavailable(other.to_string(), 1),
-            })?;
+            .map_err(index_error)?;
         let buckets: Vec<Value> = buckets.into_iter().map(|(k, c)| json!({"key": k, "count": c})).collect();
         Ok(json!({"log": name, "by": p.by, "interval": p.interval, "buckets": buckets}))
     })
