@@ -3,7 +3,7 @@
 //! recorded as events in the `_custos` system log.
 
 use custos_event::ServerFields;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -73,9 +73,4 @@ pub async fn record(state: &AppState, e: MetaEvent<'_>) -> Result<(), ApiError> 
         ApiError::unavailable(format!("the audit trail cannot be written, so the request is refused: {e}"), 5)
     })?;
     Ok(())
-}
-
-/// Builds the value of an event for tests and tools that read `_custos`.
-pub fn activity_of(event: &Value) -> Option<&str> {
-    event.get("activity").and_then(Value::as_str)
 }

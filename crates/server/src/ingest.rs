@@ -56,7 +56,7 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 /// Reads the body, at most `limit` bytes before and after decompression.
-async fn read_body(
+pub(crate) async fn read_body(
     body: Body,
     headers: &HeaderMap,
     limit: usize,

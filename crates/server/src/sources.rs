@@ -198,10 +198,8 @@ pub async fn k8s_audit(
     custos_log::store::validate_log_name(&log, false).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let id = id.map(|Extension(i)| i);
     authorize(&state, id.as_ref(), Action::Append(&log))?;
-    let _ = headers;
-    let raw = axum::body::to_bytes(body, state.config.max_body_bytes).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("body is over {} bytes", state.config.max_body_bytes))
-    })?;
+    // The same size limit, body timeout and decompression as event ingest.
+    let raw = crate::ingest::read_body(body, &headers, state.config.max_body_bytes, state.config.body_timeout).await?;
     let v: Value = serde_json::from_slice(&raw).map_err(|e| {
         ApiError::bad_request(format!("malformed JSON at line {} column {}: {e}", e.line(), e.column()))
     })?;

@@ -430,11 +430,6 @@ impl Framer {
         self.buf.extend_from_slice(data);
     }
 
-    /// Bytes buffered and not yet framed.
-    pub fn buffered(&self) -> usize {
-        self.buf.len()
-    }
-
     /// The next complete frame, if any.
     pub fn next(&mut self) -> Option<Frame> {
         if self.octet_counting? {
