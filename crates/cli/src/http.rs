@@ -36,6 +36,11 @@ pub fn set_token(token: Option<String>) {
     let _ = TOKEN.set(token);
 }
 
+/// The bearer token set for this process, if any.
+pub fn token() -> Option<String> {
+    TOKEN.get().cloned().flatten()
+}
+
 fn auth<B>(req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
     match TOKEN.get().and_then(Option::as_deref) {
         Some(t) => req.header("Authorization", format!("Bearer {t}")),

@@ -47,6 +47,8 @@ enum Command {
     Keygen(cmd::keygen::Args),
     /// Verify a data directory offline, a live log from its tiles, or a bundle.
     Verify(cmd::verify::Args),
+    /// The access gateway: a PostgreSQL proxy that records every statement.
+    Gateway(cmd::gateway::Args),
     /// Measure the log: append throughput, latency and verify throughput.
     Bench(cmd::bench::Args),
 }
@@ -69,6 +71,7 @@ fn main() {
         Command::Keygen(a) => cmd::keygen::run(a),
         Command::Verify(a) => cmd::verify::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Gateway(a) => cmd::gateway::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

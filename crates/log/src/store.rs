@@ -142,7 +142,8 @@ pub fn write_secret_file(path: &Path, contents: &str) -> io::Result<()> {
     f.write_all(contents.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    // A bare file name has the empty path as its parent.
+    sync_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
 }
 
 /// Loads a signer key file, refusing one that others can read.

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod demo;
 pub mod export;
+pub mod gateway;
 pub mod keygen;
 pub mod search;
 pub mod send;

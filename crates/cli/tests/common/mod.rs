@@ -2,6 +2,8 @@
 //! loopback port, and a plain HTTP client.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -41,8 +43,11 @@ impl Server {
     /// Starts `custos serve` on `data` with an OS-chosen port and waits
     /// until it answers `/healthz`.
     pub fn start(data: &Path, extra: &[&str]) -> Server {
+        let listen = if extra.contains(&"--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] };
         let mut child = Command::new(bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg("serve")
+            .args(listen)
+            .arg("--data")
             .arg(data)
             .args(["--checkpoint-interval-ms", "200"])
             .args(extra)

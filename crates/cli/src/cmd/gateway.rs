@@ -1,0 +1,316 @@
+//! `custos gateway postgres`: the access gateway in front of PostgreSQL,
+//! recording into a Custos server's log; and `custos gateway user`, which
+//! manages the people who may log in to it.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use custos_gateway::rules::{User, UsersFile};
+use custos_gateway::scram::Verifier;
+use custos_gateway::sink::{PostBatch, PostError, Sink};
+use custos_gateway::tls::{SslMode, UpstreamTls};
+use custos_gateway::{AuditMode, Config, DenyRule, Gateway, Upstream, Users};
+use serde::Deserialize;
+
+/// Arguments of `custos gateway`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Run a PostgreSQL gateway.
+    Postgres(PgArgs),
+    /// Add or replace a person in a users file (the password is read
+    /// from standard input).
+    User(UserArgs),
+}
+
+/// Arguments of `custos gateway postgres`. Each also reads an environment
+/// variable and, below both, a key of the TOML file given by `--config`.
+#[derive(clap::Args)]
+struct PgArgs {
+    /// TOML configuration file; deny rules are set there (`[[deny]]`).
+    #[arg(long, env = "CUSTOS_GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address [default: 127.0.0.1:6432].
+    #[arg(long)]
+    listen: Option<String>,
+    /// The database: postgres://USER[:PASSWORD]@HOST[:PORT][/DB][?sslmode=M&sslrootcert=F].
+    /// The password may also come from CUSTOS_UPSTREAM_PASSWORD.
+    #[arg(long, env = "CUSTOS_UPSTREAM", hide_env_values = true)]
+    upstream: Option<String>,
+    /// The log that receives the events [default: db].
+    #[arg(long)]
+    log: Option<String>,
+    /// The Custos server [default: http://127.0.0.1:7600]; the token
+    /// (--token or CUSTOS_TOKEN) needs the ingest role on the log.
+    #[arg(long, env = "CUSTOS_SERVER")]
+    server: Option<String>,
+    /// The users file [default: ./custos-gateway-users.json].
+    #[arg(long)]
+    users: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for clients.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for clients.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse clients that do not use TLS.
+    #[arg(long)]
+    require_tls: bool,
+    /// `fail-closed` (default): a statement runs only once its event is
+    /// durable. `async`: statements run at once and events go through a
+    /// bounded in-memory spool, lost if the gateway crashes.
+    #[arg(long)]
+    audit_mode: Option<String>,
+    /// Record bound parameters as "<redacted>".
+    #[arg(long)]
+    redact_params: bool,
+    /// Seconds a client has to authenticate [default: 30].
+    #[arg(long)]
+    auth_timeout_secs: Option<u64>,
+    /// This gateway's name in events [default: postgres].
+    #[arg(long)]
+    name: Option<String>,
+}
+
+/// The `--config` file.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    upstream: Option<String>,
+    log: Option<String>,
+    server: Option<String>,
+    users: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    require_tls: Option<bool>,
+    audit_mode: Option<String>,
+    redact_params: Option<bool>,
+    auth_timeout_secs: Option<u64>,
+    name: Option<String>,
+    #[serde(default)]
+    deny: Vec<DenyRule>,
+}
+
+#[derive(clap::Args)]
+struct UserArgs {
+    /// The person's name.
+    name: String,
+    /// The users file [default: ./custos-gateway-users.json].
+    #[arg(long)]
+    users: Option<PathBuf>,
+    /// A role deny rules can name; repeatable.
+    #[arg(long = "role")]
+    roles: Vec<String>,
+}
+
+const DEFAULT_USERS: &str = "custos-gateway-users.json";
+
+/// Runs a gateway subcommand.
+pub fn run(a: Args) -> anyhow::Result<i32> {
+    match a.command {
+        Command::Postgres(p) => postgres(p),
+        Command::User(u) => user(u),
+    }
+}
+
+fn read_users(path: &Path) -> anyhow::Result<UsersFile> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("parsing {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(UsersFile::default()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn user(a: UserArgs) -> anyhow::Result<i32> {
+    let path = a.users.unwrap_or_else(|| DEFAULT_USERS.into());
+    let mut file = read_users(&path)?;
+    let mut password = String::new();
+    std::io::stdin().lock().read_line(&mut password).context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        bail!("the password (first line of standard input) is empty");
+    }
+    let entry = User { name: a.name.clone(), verifier: Verifier::new(password).encode(), roles: a.roles };
+    file.users.retain(|u| u.name != a.name);
+    file.users.push(entry);
+    let text = serde_json::to_string_pretty(&file)?;
+    custos_log::store::write_secret_file(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("user {} saved in {}", a.name, path.display());
+    Ok(0)
+}
+
+/// The parts of a `postgres://` URL.
+fn parse_upstream(url: &str) -> anyhow::Result<(Upstream, Option<PathBuf>)> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .context("the upstream must be a postgres:// URL")?;
+    let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (auth, hostpart) = main.rsplit_once('@').context("the upstream URL needs a user: postgres://USER@HOST")?;
+    let (user, password) = match auth.split_once(':') {
+        Some((u, p)) => (decode(u)?, Some(decode(p)?)),
+        None => (decode(auth)?, None),
+    };
+    let (hostport, database) = match hostpart.split_once('/') {
+        Some((h, d)) if !d.is_empty() => (h, Some(decode(d)?)),
+        Some((h, _)) => (h, None),
+        None => (hostpart, None),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || p.is_empty() => (h, p.parse().context("upstream port")?),
+        _ => (hostport, 5432),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let mut mode = SslMode::Prefer;
+    let mut ca = None;
+    for kv in query.split('&').filter(|s| !s.is_empty()) {
+        match kv.split_once('=') {
+            Some(("sslmode", m)) => mode = SslMode::parse(m).map_err(anyhow::Error::msg)?,
+            Some(("sslrootcert", f)) => ca = Some(PathBuf::from(decode(f)?)),
+            _ => bail!("unsupported upstream URL parameter {kv:?} (sslmode, sslrootcert)"),
+        }
+    }
+    let password = password.or_else(|| std::env::var("CUSTOS_UPSTREAM_PASSWORD").ok());
+    let tls = UpstreamTls::new(mode, ca.as_deref()).map_err(anyhow::Error::msg)?;
+    Ok((Upstream { host, port, user, password, database, tls }, ca))
+}
+
+/// Percent-decoding for URL parts.
+fn decode(s: &str) -> anyhow::Result<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).context("truncated %-escape in the upstream URL")?;
+            out.push(u8::from_str_radix(hex, 16).context("bad %-escape in the upstream URL")?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).context("the upstream URL is not UTF-8")
+}
+
+/// Posts NDJSON batches to the server's ingest API. The receipt comes
+/// only after the server's fsync, so success means durable.
+fn poster(server: &str, log: &str) -> PostBatch {
+    let url = format!("{}/v1/logs/{log}/events", server.trim_end_matches('/'));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let token = crate::http::token();
+    Arc::new(move |body: &[u8]| {
+        let mut req = agent.post(&url).header("Content-Type", "application/x-ndjson");
+        if let Some(t) = &token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        match req.send(body) {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                if (200..300).contains(&status) {
+                    return Ok(());
+                }
+                let text = resp.body_mut().with_config().limit(64 << 10).read_to_string().unwrap_or_default();
+                let msg = format!("HTTP {status} from {url}: {}", text.trim());
+                if status == 400 || status == 413 { Err(PostError::Rejected(msg)) } else { Err(PostError::Retry(msg)) }
+            }
+            Err(e) => Err(PostError::Retry(format!("{url}: {e}"))),
+        }
+    })
+}
+
+fn postgres(a: PgArgs) -> anyhow::Result<i32> {
+    let file: FileConfig = match &a.config {
+        Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+            .with_context(|| format!("parsing {}", p.display()))?,
+        None => FileConfig::default(),
+    };
+    let listen = a.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:6432".into());
+    let upstream_url = a.upstream.or(file.upstream).context("--upstream postgres://USER@HOST:PORT/DB is required")?;
+    let (upstream, _) = parse_upstream(&upstream_url)?;
+    let log = a.log.or(file.log).unwrap_or_else(|| "db".into());
+    let server = a.server.or(file.server).unwrap_or_else(|| "http://127.0.0.1:7600".into());
+    let users_path = a.users.or(file.users).unwrap_or_else(|| DEFAULT_USERS.into());
+    let users = Users::from_file(&read_users(&users_path)?).map_err(anyhow::Error::msg)?;
+    if users.is_empty() {
+        eprintln!("warning: {} has no users; add one with `custos gateway user NAME`", users_path.display());
+    }
+    let tls = match (a.tls_cert.or(file.tls_cert), a.tls_key.or(file.tls_key)) {
+        (Some(c), Some(k)) => Some(custos_gateway::tls::acceptor(&c, &k).map_err(anyhow::Error::msg)?),
+        (None, None) => None,
+        _ => bail!("tls_cert and tls_key go together"),
+    };
+    let require_tls = a.require_tls || file.require_tls.unwrap_or(false);
+    if require_tls && tls.is_none() {
+        bail!("--require-tls needs --tls-cert and --tls-key");
+    }
+    let mode = match a.audit_mode.or(file.audit_mode).as_deref() {
+        None | Some("fail-closed") => AuditMode::FailClosed,
+        Some("async") => AuditMode::Async,
+        Some(m) => bail!("unknown audit mode {m:?}: fail-closed or async"),
+    };
+    for r in &file.deny {
+        r.validate().map_err(anyhow::Error::msg)?;
+    }
+    let config = Config {
+        name: a.name.or(file.name).unwrap_or_else(|| "postgres".into()),
+        upstream,
+        tls,
+        require_tls,
+        users,
+        rules: file.deny,
+        redact_params: a.redact_params || file.redact_params.unwrap_or(false),
+        mode,
+        auth_timeout: Duration::from_secs(a.auth_timeout_secs.or(file.auth_timeout_secs).unwrap_or(30)),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+        let summary = format!(
+            "gateway listening on {}; upstream {}:{} as {}; log {log} at {server}; audit {:?}; users {}; deny rules {}; tls {}",
+            listener.local_addr()?,
+            config.upstream.host,
+            config.upstream.port,
+            config.upstream.user,
+            config.mode,
+            config.users.len(),
+            config.rules.len(),
+            if config.tls.is_some() { "on" } else { "off" },
+        );
+        eprintln!("{summary}");
+        let gw = Gateway::new(config, Sink::start(poster(&server, &log)));
+        gw.serve(listener, super::serve::shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls() {
+        let (u, _) = parse_upstream("postgres://svc:p%40ss@db.example:5433/app?sslmode=disable").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.user.as_str()), ("db.example", 5433, "svc"));
+        assert_eq!(u.password.as_deref(), Some("p@ss"));
+        assert_eq!(u.database.as_deref(), Some("app"));
+        let (u, _) = parse_upstream("postgresql://svc@127.0.0.1?sslmode=disable").unwrap();
+        assert_eq!((u.port, u.database), (5432, None));
+        assert!(parse_upstream("mysql://x@y").is_err());
+        assert!(parse_upstream("postgres://x@y?bogus=1").is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! A throwaway PostgreSQL 15: initdb in a temporary directory, a free
+//! loopback port, run as the `postgres` user when the tests run as root.
+//! Stopped (immediate mode) and removed when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub const PGBIN: &str = "/usr/lib/postgresql/15/bin";
+
+pub struct Pg {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    /// The server's log file (pgAudit writes there).
+    pub log: PathBuf,
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// Runs a PostgreSQL program, as `postgres` when we are root.
+fn pg_cmd(program: &str) -> Command {
+    let path = format!("{PGBIN}/{program}");
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", &path]);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+fn check(out: Output, what: &str) -> Output {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Pg {
+    /// Starts a cluster with `conf` lines appended to postgresql.conf. The
+    /// superuser `postgres` logs in by trust over the Unix socket only;
+    /// TCP logins need SCRAM passwords.
+    pub fn start(conf: &[&str]) -> Pg {
+        Pg::start_tls(conf, None)
+    }
+
+    /// Like `start`, with TLS from a PEM certificate and key.
+    pub fn start_tls(conf: &[&str], tls: Option<(&str, &str)>) -> Pg {
+        assert!(Path::new(PGBIN).exists(), "PostgreSQL 15 is not installed (apt-get install postgresql-15)");
+        let dir = tempfile::Builder::new().prefix("custos-pg").tempdir_in("/tmp").unwrap();
+        if is_root() {
+            check(Command::new("chown").args(["postgres"]).arg(dir.path()).output().unwrap(), "chown");
+        }
+        let data = dir.path().join("data");
+        check(
+            pg_cmd("initdb")
+                .args(["-A", "trust", "--auth-host=scram-sha-256", "-U", "postgres", "-D"])
+                .arg(&data)
+                .output()
+                .unwrap(),
+            "initdb",
+        );
+        let port = free_port();
+        let mut lines = vec![
+            format!("port = {port}"),
+            "listen_addresses = '127.0.0.1'".into(),
+            format!("unix_socket_directories = '{}'", dir.path().display()),
+            "log_line_prefix = '%m [%p] app=%a user=%u '".into(),
+            "fsync = on".into(),
+        ];
+        lines.extend(conf.iter().map(|s| s.to_string()));
+        if let Some((cert, key)) = tls {
+            for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+                let dest = data.join(to);
+                std::fs::copy(from, &dest).unwrap();
+                check(Command::new("chmod").arg("600").arg(&dest).output().unwrap(), "chmod");
+                if is_root() {
+                    check(Command::new("chown").arg("postgres").arg(&dest).output().unwrap(), "chown");
+                }
+            }
+            lines.push("ssl = on".into());
+        }
+        let conf_path = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).unwrap();
+        text.push('\n');
+        text.push_str(&lines.join("\n"));
+        text.push('\n');
+        std::fs::write(&conf_path, text).unwrap();
+        let log = dir.path().join("server.log");
+        check(
+            pg_cmd("pg_ctl").args(["-w", "-t", "60", "-D"]).arg(&data).arg("-l").arg(&log).arg("start").output().unwrap(),
+            "pg_ctl start",
+        );
+        let pg = Pg { dir, port, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !pg.psql_super("postgres", "select 1").status.success() {
+            assert!(Instant::now() < deadline, "PostgreSQL never accepted connections");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pg
+    }
+
+    /// Runs SQL as the superuser over the Unix socket.
+    pub fn psql_super(&self, db: &str, sql: &str) -> Output {
+        Command::new(format!("{PGBIN}/psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.dir.path())
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
+            .output()
+            .unwrap()
+    }
+
+    /// Like `psql_super`, failing the test on error.
+    pub fn exec(&self, db: &str, sql: &str) {
+        check(self.psql_super(db, sql), sql);
+    }
+
+    /// The server log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = pg_cmd("pg_ctl").args(["-m", "immediate", "-w", "-D"]).arg(self.dir.path().join("data")).arg("stop").output();
+    }
+}

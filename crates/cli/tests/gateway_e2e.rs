@@ -1,0 +1,514 @@
+//! The PostgreSQL access gateway against a real PostgreSQL 15 with
+//! pgAudit, driven by psql, pgbench and tokio-postgres (prepared
+//! statements), recording into a real `custos serve`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::pg::{PGBIN, Pg, free_port};
+use common::*;
+use serde_json::Value;
+
+/// A running `custos gateway postgres`. Killed when dropped.
+struct Gw {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn token(data: &Path, role: &str, name: &str) -> String {
+    let out = Command::new(bin())
+        .args(["token", "create", "--data"])
+        .arg(data)
+        .args(["--role", role, "--logs", "db", "--name", name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Adds people to a users file with the CLI.
+fn users(dir: &Path, people: &[(&str, &str, &[&str])]) -> PathBuf {
+    let path = dir.join("users.json");
+    for (name, password, roles) in people {
+        let mut c = Command::new(bin());
+        c.args(["gateway", "user", name, "--users"]).arg(&path);
+        for r in *roles {
+            c.args(["--role", r]);
+        }
+        let mut child = c.stdin(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    path
+}
+
+fn start_gateway(server_url: &str, token: &str, upstream: &str, users: &Path, extra: &[&str]) -> Gw {
+    let mut child = Command::new(bin())
+        .args(["gateway", "postgres", "--listen", "127.0.0.1:0", "--log", "db", "--server", server_url])
+        .args(["--upstream", upstream, "--token", token, "--users"])
+        .arg(users)
+        .args(extra)
+        .env("CUSTOS_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn custos gateway");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut port = 0;
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0 {
+        eprint!("gateway: {line}");
+        if let Some(rest) = line.strip_prefix("gateway listening on ") {
+            let addr = rest.split(';').next().unwrap();
+            port = addr.rsplit(':').next().unwrap().parse().unwrap();
+            break;
+        }
+        line.clear();
+    }
+    assert!(port > 0, "the gateway did not print its address");
+    std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+            eprintln!("gateway: {l}");
+        }
+    });
+    Gw { child, port }
+}
+
+/// psql through the gateway, one `-c` per statement, stdin for COPY.
+fn psql(gw: &Gw, user: &str, password: &str, sslmode: &str, sqls: &[&str], stdin: &str) -> Output {
+    let mut c = Command::new(format!("{PGBIN}/psql"));
+    c.args(["-X", "-h", "127.0.0.1", "-p", &gw.port.to_string(), "-U", user, "-d", "app"]);
+    for s in sqls {
+        c.args(["-c", s]);
+    }
+    c.env("PGPASSWORD", password).env("PGSSLMODE", sslmode).env("PGCONNECT_TIMEOUT", "10");
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Every event of the log `db`, in order, read with an auditor token.
+fn events(url: &str, reader: &str) -> Vec<Value> {
+    let reader = Some(reader);
+    let mut out = Vec::new();
+    loop {
+        let (status, body) = get_as(&format!("{url}/v1/logs/db/entries?start={}", out.len()), reader.as_deref());
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let Some(entries) = body["entries"].as_array().filter(|e| status == 200 && !e.is_empty()) else { break };
+        for e in entries {
+            out.push(serde_json::from_str(e["entry"].as_str().unwrap()).unwrap());
+        }
+    }
+    out
+}
+
+fn user_of(e: &Value) -> &str {
+    e["actor"]["user"]["name"].as_str().unwrap_or("")
+}
+
+fn session_of(e: &Value) -> &str {
+    e["actor"]["session"]["uid"].as_str().unwrap_or("")
+}
+
+/// One CSV record (pgAudit's format); `None` if the line ends inside a
+/// quoted field.
+fn csv(line: &str) -> Option<Vec<String>> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().unwrap().push('"');
+            }
+            (true, '"') => quoted = false,
+            (false, '"') => quoted = true,
+            (false, ',') => fields.push(String::new()),
+            (_, c) => fields.last_mut().unwrap().push(c),
+        }
+    }
+    (!quoted).then_some(fields)
+}
+
+/// (gateway session, statement) for every statement pgAudit logged for a
+/// session that came through the gateway.
+fn pgaudit_statements(log: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for line in log.lines() {
+        let Some((prefix, audit)) = line.split_once("AUDIT: SESSION,") else { continue };
+        let Some(sid) = prefix.split("[custos ").nth(1).and_then(|r| r.split(']').next()) else { continue };
+        let Some(fields) = csv(audit) else { continue };
+        // statement id, substatement id, class, command, object type, object name, statement, parameter
+        if let Some(stmt) = fields.get(6) {
+            out.push((sid.to_string(), stmt.clone()));
+        }
+    }
+    out
+}
+
+fn wait_for(url: &str, reader: &str, what: &str, mut pred: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ev = events(url, reader);
+        if pred(&ev) {
+            return ev;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; events: {}", ev.len());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn find<'a>(ev: &'a [Value], pred: impl Fn(&Value) -> bool) -> Vec<&'a Value> {
+    ev.iter().filter(|e| pred(e)).collect()
+}
+
+const DENY_RULES: &str = r#"
+[[deny]]
+name = "no-ddl-for-analysts"
+roles = ["analyst"]
+classes = ["ddl"]
+
+[[deny]]
+name = "no-cards-for-support"
+roles = ["support"]
+tables = ["payments.card"]
+"#;
+
+#[test]
+fn gateway_records_every_statement_and_agrees_with_pgaudit() {
+    let pki = pki();
+    let pg = Pg::start_tls(
+        &["shared_preload_libraries = 'pgaudit'", "pgaudit.log = 'all'", "pgaudit.log_parameter = on"],
+        Some((&pki.path("server.pem"), &pki.path("server.key"))),
+    );
+    pg.exec("postgres", "create role svc login superuser password 'svc-pw'");
+    pg.exec("postgres", "create database app owner svc");
+    pg.exec(
+        "app",
+        "create schema payments; create table payments.card(id int, number text); \
+         insert into payments.card values (1, '4111111111111111'); \
+         create table accounts(id int primary key, owner text, balance int); \
+         insert into accounts select g, 'owner' || g, 100 from generate_series(1, 5) g",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let gw_token = token(&data, "ingest", "pg-gateway");
+    let reader = token(&data, "auditor", "test-reader");
+    let server = Server::start(&data, &[]);
+    let people: &[(&str, &str, &[&str])] =
+        &[("alice", "alice-pw", &["analyst"]), ("bob", "bob-pw", &["support"]), ("carol", "carol-pw", &[])];
+    let users = users(dir.path(), people);
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, DENY_RULES).unwrap();
+    let upstream = format!(
+        "postgres://svc:svc-pw@127.0.0.1:{}/app?sslmode=verify-full&sslrootcert={}",
+        pg.port,
+        pki.path("ca.pem")
+    );
+    let gw = start_gateway(
+        &server.url,
+        &gw_token,
+        &upstream,
+        &users,
+        &["--config", config.to_str().unwrap(), "--tls-cert", &pki.path("server.pem"), "--tls-key", &pki.path("server.key")],
+    );
+
+    // alice, over TLS, with psql: reads, a write, an error, a denied DDL, COPY.
+    let o = psql(
+        &gw,
+        "alice",
+        "alice-pw",
+        "require",
+        &[
+            "select id, owner from accounts where id = 1",
+            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+            "update accounts set balance = balance + 1 where id = 2",
+            "select * from no_such_table",
+            "create table alice_t(a int)",
+            "copy accounts (id, owner, balance) from stdin",
+        ],
+        "10\tzed\t7\n\\.\n",
+    );
+    let out = text(&o);
+    assert!(out.contains("owner1"), "{out}");
+    assert!(out.contains("SSL connection") || out.lines().any(|l| l.trim() == "t"), "upstream TLS: {out}");
+    assert!(out.contains("UPDATE 1"), "{out}");
+    assert!(out.contains("relation \"no_such_table\" does not exist"), "{out}");
+    assert!(out.contains("custos: statement denied by rule \"no-ddl-for-analysts\""), "{out}");
+    assert!(out.contains("COPY 1"), "{out}");
+    assert!(
+        !String::from_utf8_lossy(&pg.psql_super("app", "select count(*) from pg_tables where tablename = 'alice_t'").stdout)
+            .contains(" 1"),
+        "the denied table must not exist"
+    );
+
+    // bob: denied the card table, allowed the rest; pgbench through the gateway.
+    let o = psql(&gw, "bob", "bob-pw", "disable", &["select number from payments.card", "select count(*) from accounts"], "");
+    let out = text(&o);
+    assert!(out.contains("custos: statement denied by rule \"no-cards-for-support\" (table payments.card)"), "{out}");
+    assert!(!out.contains("4111111111111111"), "{out}");
+    assert!(out.contains(" 6\n"), "{out}");
+    let pgbench = |args: &[&str]| {
+        let o = Command::new(format!("{PGBIN}/pgbench"))
+            .args(["-h", "127.0.0.1", "-p", &gw.port.to_string(), "-U", "bob"])
+            .args(args)
+            .arg("app")
+            .env("PGPASSWORD", "bob-pw")
+            .env("PGSSLMODE", "disable")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "pgbench {args:?}: {}", text(&o));
+        text(&o)
+    };
+    pgbench(&["-i", "-s", "1", "-q"]);
+    let out = pgbench(&["-n", "-S", "-M", "prepared", "-c", "2", "-t", "50"]);
+    assert!(out.contains("number of failed transactions: 0"), "{out}");
+    let out = pgbench(&["-n", "-c", "2", "-t", "20"]);
+    assert!(out.contains("number of failed transactions: 0"), "{out}");
+
+    // carol, with a driver: prepared statements with parameters, and a cancel.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let conn = format!("host=127.0.0.1 port={} user=carol password=carol-pw dbname=app sslmode=disable", gw.port);
+        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let stmt = client.prepare("select owner from accounts where id = $1 and balance >= $2").await.unwrap();
+        let rows = client.query(&stmt, &[&3i32, &50i32]).await.unwrap();
+        assert_eq!(rows[0].get::<_, &str>(0), "owner3");
+        let n = client.execute("update accounts set owner = $1 where id = $2", &[&"carol-was-here", &4i32]).await.unwrap();
+        assert_eq!(n, 1);
+        let cancel = client.cancel_token();
+        let sleeper = tokio::spawn(async move { client.simple_query("select pg_sleep(30)").await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(10), sleeper).await.expect("cancel took effect").unwrap();
+        let code = r.unwrap_err().code().cloned();
+        assert_eq!(code, Some(tokio_postgres::error::SqlState::QUERY_CANCELED));
+    });
+
+    // Failed logins: a wrong password, and someone unknown.
+    let o = psql(&gw, "alice", "wrong", "disable", &["select 1"], "");
+    assert!(text(&o).contains("password authentication failed for user \"alice\""), "{}", text(&o));
+    let o = psql(&gw, "mallory", "x", "disable", &["select 1"], "");
+    assert!(text(&o).contains("password authentication failed for user \"mallory\""), "{}", text(&o));
+
+    let ev = wait_for(&server.url, &reader, "carol's session to end", |ev| {
+        ev.iter().any(|e| e["activity"] == "db.disconnect" && user_of(e) == "carol")
+            && ev.iter().filter(|e| e["activity"] == "db.login" && e["status"] == "failure").count() >= 2
+    });
+
+    // Every event came from the gateway's token.
+    assert!(ev.iter().all(|e| e["submitter"]["name"] == "token:pg-gateway"));
+    let q = |user: &str, needle: &str| {
+        find(&ev, |e| e["activity"] == "db.query" && user_of(e) == user && e["message"].as_str().unwrap_or("").contains(needle))
+    };
+    let result_of = |e: &Value| -> Value {
+        let seq = &e["metadata"]["gateway"]["seq"];
+        ev.iter()
+            .find(|r| r["activity"] == "db.query.result" && session_of(r) == session_of(e) && &r["metadata"]["gateway"]["seq"] == seq)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    // alice's statements, with classes, tables and outcomes.
+    let sel = q("alice", "select id, owner from accounts");
+    assert_eq!(sel.len(), 1);
+    assert_eq!(sel[0]["metadata"]["gateway"]["classes"], serde_json::json!(["read"]));
+    assert_eq!(sel[0]["targets"][0]["name"], "accounts");
+    assert_eq!(sel[0]["src_endpoint"]["ip"], "127.0.0.1");
+    assert_eq!(sel[0]["metadata"]["gateway"]["application_name"], "psql");
+    assert_eq!(result_of(sel[0])["metadata"]["gateway"]["tags"], serde_json::json!(["SELECT 1"]));
+    let upd = q("alice", "update accounts");
+    assert_eq!(upd[0]["metadata"]["gateway"]["classes"], serde_json::json!(["write"]));
+    assert_eq!(result_of(upd[0])["metadata"]["gateway"]["rows"], 1);
+    let bad = q("alice", "no_such_table");
+    assert_eq!(result_of(bad[0])["status"], "failure");
+    assert_eq!(result_of(bad[0])["status_code"], "42P01");
+    let ddl = q("alice", "create table alice_t");
+    assert_eq!(ddl[0]["status"], "failure");
+    assert_eq!(ddl[0]["metadata"]["gateway"]["denied"], true);
+    let copy = q("alice", "copy accounts");
+    assert_eq!(result_of(copy[0])["metadata"]["gateway"]["tags"], serde_json::json!(["COPY 1"]));
+    let login = find(&ev, |e| e["activity"] == "db.login" && user_of(e) == "alice" && e["status"] == "success");
+    assert!(login[0]["status_detail"].as_str().unwrap().contains("over TLS"), "{}", login[0]);
+    // bob's denial names the table; carol's prepared statements carry their parameters.
+    let card = q("bob", "payments.card");
+    assert_eq!(card[0]["status"], "failure");
+    assert_eq!(card[0]["targets"][0]["name"], "payments.card");
+    let prep = q("carol", "select owner from accounts where id = $1");
+    let executed = prep.iter().find(|e| e["metadata"]["gateway"]["params"].is_array()).expect("an Execute event");
+    assert_eq!(executed["metadata"]["gateway"]["protocol"], "extended");
+    assert_eq!(executed["metadata"]["gateway"]["params"], serde_json::json!(["3", "50"]));
+    let upd = q("carol", "update accounts set owner = $1");
+    assert!(upd.iter().any(|e| e["metadata"]["gateway"]["params"] == serde_json::json!(["carol-was-here", "4"])));
+    let sleep = q("carol", "pg_sleep(30)");
+    assert_eq!(result_of(sleep[0])["status_code"], "57014");
+    assert!(ev.iter().any(|e| e["activity"] == "db.cancel" && user_of(e) == "carol"));
+    // Failed logins are on record, known user or not.
+    for who in ["alice", "mallory"] {
+        let f = find(&ev, |e| e["activity"] == "db.login" && user_of(e) == who && e["status"] == "failure");
+        assert_eq!(f.len(), 1, "{who}");
+        assert_eq!(f[0]["status_code"], "28P01");
+    }
+
+    // Cross-check: everything pgAudit saw from a gateway session is in the
+    // log, in that session, attributed to a person.
+    let audited = pgaudit_statements(&pg.log_text());
+    assert!(audited.len() > 200, "pgAudit logged only {} statements", audited.len());
+    let mut people_seen = std::collections::BTreeSet::new();
+    for (sid, stmt) in &audited {
+        let hit = ev.iter().find(|e| {
+            e["activity"] == "db.query" && session_of(e) == sid && e["message"].as_str().is_some_and(|m| m.contains(stmt.as_str()))
+        });
+        let hit = hit.unwrap_or_else(|| panic!("pgAudit logged {stmt:?} in session {sid}, Custos did not"));
+        people_seen.insert(user_of(hit).to_string());
+    }
+    assert_eq!(people_seen.into_iter().collect::<Vec<_>>(), ["alice", "bob", "carol"]);
+}
+
+/// Runs the SCRAM login by hand, for tests that then misbehave.
+fn raw_login(port: u16, user: &str, password: &str) -> TcpStream {
+    use custos_gateway::{scram::ClientExchange, wire};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut b = Vec::new();
+    wire::startup_message(&mut b, &[("user", user), ("database", "app")]);
+    s.write_all(&b).unwrap();
+    let mut read_msg = |s: &mut TcpStream| -> (u8, Vec<u8>) {
+        let mut h = [0u8; 5];
+        s.read_exact(&mut h).unwrap();
+        let len = i32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).unwrap();
+        (h[0], body)
+    };
+    assert_eq!(read_msg(&mut s).0, b'R');
+    let (mut ex, first) = ClientExchange::start(password);
+    b.clear();
+    wire::sasl_initial(&mut b, "SCRAM-SHA-256", first.as_bytes());
+    s.write_all(&b).unwrap();
+    let (_, body) = read_msg(&mut s);
+    let fin = ex.respond(&body[4..]).unwrap();
+    b.clear();
+    wire::password_message(&mut b, fin.as_bytes());
+    s.write_all(&b).unwrap();
+    loop {
+        if read_msg(&mut s).0 == b'Z' {
+            return s;
+        }
+    }
+}
+
+fn read_all(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+#[test]
+fn fail_closed_refuses_when_the_log_is_down_and_bad_clients_are_recorded() {
+    let pg = Pg::start(&[]);
+    pg.exec("postgres", "create role svc login password 'svc-pw'");
+    pg.exec("postgres", "create database app owner svc");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let gw_token = token(&data, "ingest", "pg-gateway");
+    let reader = token(&data, "auditor", "test-reader");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let server = Server::start(&data, &["--listen", &listen]);
+    let url = server.url.clone();
+    let users = users(dir.path(), &[("alice", "alice-pw", &[])]);
+    let upstream = format!("postgres://svc:svc-pw@127.0.0.1:{}/app?sslmode=disable", pg.port);
+    let gw = start_gateway(&url, &gw_token, &upstream, &users, &["--auth-timeout-secs", "2"]);
+    let spool = start_gateway(&url, &gw_token, &upstream, &users, &["--audit-mode", "async"]);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let conn = format!("host=127.0.0.1 port={} user=alice password=alice-pw dbname=app sslmode=disable", gw.port);
+    let client = rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.simple_query("select 'before the outage'").await.unwrap();
+        client
+    });
+
+    // The log goes away: statements are refused, the session survives.
+    server.kill9();
+    let err = rt.block_on(client.simple_query("select 'during the outage'")).unwrap_err();
+    let db = err.as_db_error().expect("a PostgreSQL error");
+    assert_eq!(db.code().code(), "55000", "{db:?}");
+    assert!(db.message().contains("could not be recorded"), "{}", db.message());
+    let o = psql(&gw, "alice", "alice-pw", "disable", &["select 1"], "");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("connection refused (fail-closed)"), "{}", text(&o));
+    // In async mode statements still run; their events wait in the spool.
+    let o = psql(&spool, "alice", "alice-pw", "disable", &["select 'spooled' as x"], "");
+    assert!(text(&o).contains("spooled"), "{}", text(&o));
+
+    // The log is back on the same address: the same session goes on.
+    let server = Server::start(&data, &["--listen", &listen]);
+    rt.block_on(client.simple_query("select 'after the outage'")).unwrap();
+
+    // Bad clients: garbage, silence, a kill mid-query, a malformed message.
+    let mut garbage = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    garbage.write_all(&[0, 0, 0, 3, 1, 2, 3, 4]).unwrap();
+    let answer = read_all(&mut garbage);
+    assert_eq!(answer.first(), Some(&b'E'));
+    assert!(String::from_utf8_lossy(&answer).contains("invalid startup packet"));
+    let mut silent = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    let started = Instant::now();
+    let _ = read_all(&mut silent);
+    assert!(started.elapsed() < Duration::from_secs(10), "the gateway must close a silent client");
+    let mut killed = Command::new(format!("{PGBIN}/psql"))
+        .args(["-X", "-h", "127.0.0.1", "-p", &gw.port.to_string(), "-U", "alice", "-d", "app", "-c", "select pg_sleep(5)"])
+        .env("PGPASSWORD", "alice-pw")
+        .env("PGSSLMODE", "disable")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let mut s = raw_login(gw.port, "alice", "alice-pw");
+    // A Bind whose parameter count runs past its end.
+    s.write_all(&[b'B', 0, 0, 0, 8, 0, 0, 0x7f, 0x7f]).unwrap();
+    let answer = read_all(&mut s);
+    assert!(String::from_utf8_lossy(&answer).contains("invalid 'B' message"), "{}", String::from_utf8_lossy(&answer));
+    let mut s = raw_login(gw.port, "alice", "alice-pw");
+    // A Query longer than the gateway reads whole.
+    s.write_all(&[b'Q', 0x10, 0, 0, 0]).unwrap();
+    let answer = read_all(&mut s);
+    assert!(String::from_utf8_lossy(&answer).contains("exceeds the gateway's limit"), "{}", String::from_utf8_lossy(&answer));
+
+    let ev = wait_for(&server.url, &reader, "the bad clients' events", |ev| {
+        ev.iter().filter(|e| e["activity"] == "db.protocol_error").count() >= 2
+            && ev.iter().any(|e| e["status_detail"] == "authentication timed out")
+            && ev.iter().any(|e| e["status_detail"] == "client closed the connection without terminating")
+            && ev.iter().any(|e| e["message"] == "select 'spooled' as x")
+    });
+    let msgs: Vec<&str> = ev.iter().filter_map(|e| e["message"].as_str()).collect();
+    assert!(msgs.contains(&"select 'before the outage'"));
+    assert!(msgs.contains(&"select 'after the outage'"));
+    assert!(!msgs.contains(&"select 'during the outage'"), "a refused statement cannot have been recorded");
+    assert!(ev.iter().any(|e| e["status_code"] == "08P01" && e["activity"] == "db.login"), "garbage startup recorded");
+    let killed = find(&ev, |e| e["message"] == "select pg_sleep(5)");
+    assert_eq!(killed.len(), 1);
+    // The gateway is still up and serving.
+    let o = psql(&gw, "alice", "alice-pw", "disable", &["select 'still here'"], "");
+    assert!(text(&o).contains("still here"), "{}", text(&o));
+    drop(server);
+}

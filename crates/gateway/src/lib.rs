@@ -1,0 +1,141 @@
+//! The Custos access gateway for PostgreSQL.
+//!
+//! People connect to the gateway as themselves; the gateway holds the
+//! service credential and records every statement in the tamper-evident
+//! log *before* forwarding it (fail-closed), or as soon as it can (async).
+//!
+//! # Layout
+//! - [`wire`]: the protocol 3.0 framing and messages (pure, fuzzed).
+//! - [`scram`]: SCRAM-SHA-256, server and client side (pure).
+//! - [`classify`]: statement classes and tables, via `sqlparser` (pure).
+//! - [`rules`]: people, their roles and the deny rules (pure).
+//! - [`sink`]: the bounded queue of events on their way to the log.
+//! - [`session`]: one client connection: handshake, proxy, events.
+//! - [`tls`]: TLS toward clients and toward the upstream.
+//!
+//! The gateway knows nothing of HTTP or of log storage: the caller gives
+//! the [`sink::Sink`] a function that stores a batch of events durably.
+
+pub mod classify;
+pub mod rules;
+pub mod scram;
+pub mod session;
+pub mod sink;
+pub mod tls;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use rules::{DenyRule, Users};
+
+/// When a statement may reach the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditMode {
+    /// Only after its audit event is durable in the log; refused when the
+    /// log is unavailable.
+    FailClosed,
+    /// At once; its event (with the outcome) goes through a bounded
+    /// in-memory spool. A gateway crash loses what is spooled.
+    Async,
+}
+
+/// Where and how the gateway connects upstream.
+#[derive(Clone)]
+pub struct Upstream {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// The service role people never see.
+    pub user: String,
+    /// Its password, if the upstream asks for one.
+    pub password: Option<String>,
+    /// The database; `None` uses the one the client asks for.
+    pub database: Option<String>,
+    /// TLS toward the upstream.
+    pub tls: tls::UpstreamTls,
+}
+
+/// Everything a gateway needs.
+pub struct Config {
+    /// A name for this gateway in events (`metadata.gateway.name`).
+    pub name: String,
+    /// The upstream database.
+    pub upstream: Upstream,
+    /// TLS toward clients; `None` answers `N` to SSLRequest.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Refuse clients that do not use TLS.
+    pub require_tls: bool,
+    /// The people who may log in.
+    pub users: Users,
+    /// Deny rules, checked in order.
+    pub rules: Vec<DenyRule>,
+    /// Record bound parameter values as `"<redacted>"`.
+    pub redact_params: bool,
+    /// Fail-closed or async.
+    pub mode: AuditMode,
+    /// How long a client has to authenticate.
+    pub auth_timeout: Duration,
+}
+
+/// Upper bound on concurrent client sessions: each costs two sockets, a
+/// buffer of up to [`wire::MAX_INSPECTED_MESSAGE_BYTES`] and an upstream
+/// backend.
+pub const MAX_SESSIONS: usize = 1024;
+
+/// A running gateway, shared by its sessions.
+pub struct Gateway {
+    pub(crate) config: Config,
+    pub(crate) sink: sink::Sink,
+    pub(crate) analyser: classify::Analyser,
+    /// Our cancel key → the upstream's, for forwarding CancelRequests.
+    pub(crate) cancels: Mutex<HashMap<(i32, Vec<u8>), session::CancelTarget>>,
+    sessions: Arc<tokio::sync::Semaphore>,
+}
+
+impl Gateway {
+    /// A gateway that records through `sink`.
+    pub fn new(config: Config, sink: sink::Sink) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            config,
+            sink,
+            analyser: classify::Analyser::default(),
+            cancels: Mutex::new(HashMap::new()),
+            sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
+        })
+    }
+
+    /// Accepts clients until `shutdown` resolves.
+    pub async fn serve(
+        self: Arc<Gateway>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                p = self.sessions.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                _ = &mut shutdown => return Ok(()),
+            };
+            let (tcp, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => return Ok(()),
+            };
+            let gw = self.clone();
+            tokio::spawn(async move {
+                session::run(gw, tcp, peer).await;
+                drop(permit);
+            });
+        }
+    }
+}

@@ -1,0 +1,1242 @@
+//! One client connection: the handshake (TLS, SCRAM, the upstream login),
+//! then the proxy in both directions, and the events of it all.
+//!
+//! Client to upstream, each chunk read is scanned message by message.
+//! Statements (Query, Execute, FunctionCall) become events; in fail-closed
+//! mode the chunk is forwarded only once they are durable. A statement that
+//! must not run (denied by a rule, or the log is down) is replaced by an
+//! invalid statement carrying a marker, so that PostgreSQL itself fails it
+//! at the right place in the pipeline and keeps its transaction state
+//! exact; on the way back the resulting error is rewritten into ours.
+//!
+//! Upstream to client, CommandComplete, ErrorResponse and ReadyForQuery
+//! give each statement its outcome; rows and copy data stream through.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::classify::Analysis;
+use crate::scram::{ClientExchange, ScramError, ServerExchange};
+use crate::tls::SslMode;
+use crate::wire::{self, Startup};
+use crate::{AuditMode, Gateway};
+
+/// Bytes read from a socket at a time.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Statement text kept in an event; longer text is cut, and its SHA-256
+/// recorded whole.
+pub const MAX_EVENT_SQL_BYTES: usize = 32 * 1024;
+/// Bytes of one parameter value kept in an event.
+pub const MAX_EVENT_PARAM_BYTES: usize = 256;
+/// Parameter values kept in an event; the rest are counted.
+pub const MAX_EVENT_PARAMS: usize = 64;
+/// Prepared statements and portals remembered per session.
+pub const MAX_PREPARED_PER_SESSION: usize = 10_000;
+/// Statements between a Sync and the next, awaiting their outcome.
+pub const MAX_INFLIGHT_PER_SESSION: usize = 100_000;
+/// Time to reach the upstream and log in.
+const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// PostgreSQL keeps 63 bytes of `application_name`.
+const MAX_APPLICATION_NAME_BYTES: usize = 63;
+/// Startup parameters passed on upstream. Others (notably `options`,
+/// which can set server parameters such as `pgaudit.log`) are dropped.
+const FORWARDED_PARAMS: &[&str] =
+    &["client_encoding", "datestyle", "timezone", "extra_float_digits", "intervalstyle", "search_path"];
+
+/// A byte stream: TCP, or TLS over TCP.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Stream = Box<dyn Io>;
+/// The client's write half, shared: upstream answers go through it, and
+/// so does the error that ends a session on a protocol violation.
+type ClientWriter = tokio::sync::Mutex<tokio::io::WriteHalf<Stream>>;
+
+/// Where a cancel request for a session goes.
+#[derive(Clone)]
+pub struct CancelTarget {
+    pid: i32,
+    secret: Vec<u8>,
+    session: String,
+    user: String,
+}
+
+/// How a session ended.
+#[derive(Debug)]
+enum End {
+    /// The client sent Terminate.
+    Terminate,
+    /// The client closed the connection without Terminate.
+    ClientGone,
+    /// The upstream closed the connection.
+    UpstreamGone,
+    /// Something went wrong; the text says what, for the event.
+    Failed(String),
+}
+
+/// What a session knows once the client has logged in.
+struct Ctx {
+    gw: Arc<Gateway>,
+    sid: String,
+    nonce: String,
+    peer: SocketAddr,
+    user: String,
+    roles: Vec<String>,
+    app: String,
+    database: String,
+    started: Instant,
+}
+
+fn now() -> String {
+    custos_event::time::format_rfc3339(custos_event::time::now_nanos())
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Ctx {
+    /// The fields every event of the session shares.
+    fn event(&self, activity: &str, status: &str) -> Map<String, Value> {
+        let up = &self.gw.config.upstream;
+        let mut gateway = Map::new();
+        gateway.insert("name".into(), self.gw.config.name.clone().into());
+        gateway.insert("session".into(), self.sid.clone().into());
+        gateway.insert("application_name".into(), self.app.clone().into());
+        gateway.insert("database".into(), self.database.clone().into());
+        gateway.insert("upstream_user".into(), up.user.clone().into());
+        let mut e = Map::new();
+        e.insert("time".into(), now().into());
+        e.insert("activity".into(), activity.into());
+        e.insert("status".into(), status.into());
+        e.insert("actor".into(), json!({"user": {"name": self.user}, "session": {"uid": self.sid}}));
+        e.insert("src_endpoint".into(), json!({"ip": self.peer.ip().to_string(), "port": self.peer.port()}));
+        e.insert("dst_endpoint".into(), json!({"hostname": up.host, "port": up.port}));
+        e.insert("resource".into(), json!({"type": "database", "name": self.database}));
+        e.insert("metadata".into(), json!({ "gateway": gateway }));
+        e
+    }
+
+    fn gateway_meta(e: &mut Map<String, Value>) -> &mut Map<String, Value> {
+        e.get_mut("metadata").and_then(|m| m.get_mut("gateway")).and_then(Value::as_object_mut).expect("built by event")
+    }
+
+    /// Records session-level events: durably in fail-closed mode.
+    async fn record(&self, events: Vec<Map<String, Value>>) -> Result<(), String> {
+        let events: Vec<Value> = events.into_iter().map(Value::Object).collect();
+        self.gw.sink.submit(&events, self.gw.config.mode == AuditMode::FailClosed).await
+    }
+}
+
+/// Runs one client connection to its end.
+pub async fn run(gw: Arc<Gateway>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let mut ctx = Ctx {
+        gw: gw.clone(),
+        sid: random_hex(8),
+        nonce: random_hex(6),
+        peer,
+        user: "unknown".into(),
+        roles: Vec::new(),
+        app: String::new(),
+        database: String::new(),
+        started: Instant::now(),
+    };
+    let client: Stream = Box::new(tcp);
+    let handshake = tokio::time::timeout(gw.config.auth_timeout, handshake(&mut ctx, client));
+    let (client, upstream, buf) = match handshake.await {
+        Err(_) => {
+            let mut e = ctx.event("db.login", "failure");
+            e.insert("status_detail".into(), "authentication timed out".into());
+            e.insert("class_uid".into(), 3002.into());
+            let _ = ctx.record(vec![e]).await;
+            return;
+        }
+        Ok(Err(None)) => return, // a cancel request, or a probe that sent nothing
+        Ok(Err(Some((mut c, fatal)))) => {
+            if let Some(c) = c.as_mut() {
+                let _ = c.write_all(&fatal).await;
+                let _ = c.shutdown().await;
+            }
+            return;
+        }
+        Ok(Ok(x)) => x,
+    };
+    let end = proxy(&ctx, client, upstream, buf).await;
+    let (status, detail) = match &end {
+        End::Terminate => ("success", "client terminated the session".to_string()),
+        End::ClientGone => ("failure", "client closed the connection without terminating".to_string()),
+        End::UpstreamGone => ("failure", "the upstream closed the connection".to_string()),
+        End::Failed(why) => ("failure", why.clone()),
+    };
+    gw.cancels.lock().expect("cancel lock").retain(|_, t| t.session != ctx.sid);
+    let mut e = ctx.event("db.disconnect", status);
+    e.insert("status_detail".into(), detail.into());
+    e.insert("duration_ms".into(), (ctx.started.elapsed().as_secs_f64() * 1000.0).into());
+    let _ = ctx.record(vec![e]).await;
+}
+
+/// A handshake that ends the session: the stream to send `fatal` on, if
+/// any. `None` ends it silently.
+type HandshakeEnd = Option<(Option<Stream>, Vec<u8>)>;
+
+fn fatal(code: &str, text: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    wire::error_response(&mut b, "FATAL", code, text, None);
+    b
+}
+
+/// Reads one typed message during the handshake.
+async fn read_frame(io: &mut Stream, buf: &mut Vec<u8>, max: usize) -> Result<(u8, Vec<u8>), String> {
+    loop {
+        if let Some((tag, len)) = wire::header(buf, max).map_err(|e| e.0)? {
+            if buf.len() >= len {
+                let body = buf[5..len].to_vec();
+                buf.drain(..len);
+                return Ok((tag, body));
+            }
+        }
+        buf.reserve(READ_BUFFER_BYTES);
+        if io.read_buf(buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("connection closed during the handshake".into());
+        }
+    }
+}
+
+/// TLS, the startup packet, SCRAM and the upstream login. Returns the
+/// client and upstream streams and any bytes the client already sent.
+async fn handshake(ctx: &mut Ctx, mut client: Stream) -> Result<(Stream, Stream, Vec<u8>), HandshakeEnd> {
+    let gw = ctx.gw.clone();
+    let mut buf = Vec::with_capacity(1024);
+    let mut tls = false;
+    let (version, params) = loop {
+        let packet = loop {
+            match wire::parse_startup(&buf) {
+                Ok(Some((p, n))) => {
+                    buf.drain(..n);
+                    break p;
+                }
+                Ok(None) => {}
+                Err(e) => return Err(login_failed(ctx, client, "08P01", &format!("invalid startup packet: {e}")).await),
+            }
+            if client.read_buf(&mut buf).await.map_err(|_| None)? == 0 {
+                return Err(None);
+            }
+        };
+        match packet {
+            Startup::Ssl => {
+                let acceptor = gw.config.tls.clone().filter(|_| !tls);
+                client.write_all(if acceptor.is_some() { b"S" } else { b"N" }).await.map_err(|_| None)?;
+                if let Some(acceptor) = acceptor {
+                    if !buf.is_empty() {
+                        // Bytes sent before the TLS handshake would be
+                        // trusted as if encrypted (CVE-2021-23222).
+                        return Err(login_failed(ctx, client, "08P01", "unencrypted data after the SSL request").await);
+                    }
+                    let stream = acceptor.accept(client).await.map_err(|_| None)?;
+                    client = Box::new(stream);
+                    tls = true;
+                }
+            }
+            Startup::GssEnc => client.write_all(b"N").await.map_err(|_| None)?,
+            Startup::Cancel { pid, secret } => {
+                cancel(&gw, pid, &secret).await;
+                return Err(None);
+            }
+            Startup::Start { version, params } => break (version, params),
+        }
+    };
+    let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    ctx.user = param("user").unwrap_or_default();
+    ctx.app = param("application_name").unwrap_or_default();
+    ctx.database = param("database").unwrap_or_else(|| ctx.user.clone());
+    if ctx.user.is_empty() {
+        return Err(login_failed(ctx, client, "28000", "no PostgreSQL user name specified in startup packet").await);
+    }
+    let connect = ctx.event("db.connect", "success");
+    let _ = ctx.record(vec![connect]).await;
+    if param("replication").is_some_and(|r| r != "false" && r != "0") {
+        return Err(login_failed(ctx, client, "28000", "replication connections are not supported by the gateway").await);
+    }
+    if gw.config.require_tls && !tls {
+        return Err(login_failed(ctx, client, "28000", "the gateway requires TLS (use sslmode=require)").await);
+    }
+    if version != wire::PROTOCOL_3_0 {
+        let mut v = Vec::new();
+        wire::negotiate_version(&mut v);
+        client.write_all(&v).await.map_err(|_| None)?;
+    }
+    // SCRAM-SHA-256, the only method offered.
+    let mut out = Vec::new();
+    wire::auth_request(&mut out, 10, b"SCRAM-SHA-256\0\0");
+    client.write_all(&out).await.map_err(|_| None)?;
+    let (tag, body) = read_frame(&mut client, &mut buf, wire::MAX_STARTUP_BYTES).await.map_err(|_| None)?;
+    let (mech, first) = match (tag, wire::parse_sasl_initial(&body)) {
+        (b'p', Ok(x)) => x,
+        _ => return Err(login_failed(ctx, client, "08P01", "expected a SASLInitialResponse").await),
+    };
+    if mech != "SCRAM-SHA-256" {
+        return Err(login_failed(ctx, client, "28000", &format!("unsupported SASL mechanism {mech:?}")).await);
+    }
+    let known = gw.config.users.get(&ctx.user).cloned();
+    let (exchange, server_first) = match ServerExchange::start(known.as_ref().map(|k| &k.0), first) {
+        Ok(x) => x,
+        Err(e) => return Err(login_failed(ctx, client, "08P01", &format!("SCRAM: {e:?}")).await),
+    };
+    out.clear();
+    wire::auth_request(&mut out, 11, server_first.as_bytes());
+    client.write_all(&out).await.map_err(|_| None)?;
+    let (tag, body) = read_frame(&mut client, &mut buf, wire::MAX_STARTUP_BYTES).await.map_err(|_| None)?;
+    if tag != b'p' {
+        return Err(login_failed(ctx, client, "08P01", "expected a SASLResponse").await);
+    }
+    let server_final = match exchange.finish(&body) {
+        Ok(f) => f,
+        Err(ScramError::Rejected) => {
+            let text = format!("password authentication failed for user \"{}\"", ctx.user);
+            return Err(login_failed(ctx, client, "28P01", &text).await);
+        }
+        Err(ScramError::Malformed(m)) => return Err(login_failed(ctx, client, "08P01", &format!("SCRAM: {m}")).await),
+    };
+    ctx.roles = known.map(|k| k.1).unwrap_or_default();
+    let mut ok = ctx.event("db.login", "success");
+    ok.insert("class_uid".into(), 3002.into());
+    ok.insert("status_detail".into(), format!("SCRAM-SHA-256{}", if tls { " over TLS" } else { "" }).into());
+    if let Err(e) = ctx.record(vec![ok]).await {
+        return Err(Some((Some(client), fatal("57P03", &format!("custos: {e}; connection refused (fail-closed)")))));
+    }
+    let (upstream, status_bytes, (pid, secret)) = match timeout_upstream(ctx, &params).await {
+        Ok(x) => x,
+        Err(e) => {
+            let text = format!("custos: cannot reach the upstream database: {e}");
+            let mut ev = ctx.event("db.connect", "failure");
+            ev.insert("status_detail".into(), text.clone().into());
+            let _ = ctx.record(vec![ev]).await;
+            return Err(Some((Some(client), fatal("08006", &text))));
+        }
+    };
+    // Our own cancel key, mapped to the upstream's.
+    let our_pid = (u32::from_str_radix(&random_hex(4), 16).expect("hex") >> 1) as i32;
+    let our_secret = random_hex(4).into_bytes()[..4].to_vec();
+    gw.cancels.lock().expect("cancel lock").insert(
+        (our_pid, our_secret.clone()),
+        CancelTarget { pid, secret, session: ctx.sid.clone(), user: ctx.user.clone() },
+    );
+    out.clear();
+    wire::auth_request(&mut out, 12, server_final.as_bytes());
+    wire::auth_request(&mut out, 0, &[]);
+    out.extend_from_slice(&status_bytes);
+    wire::backend_key(&mut out, our_pid, &our_secret);
+    wire::ready_for_query(&mut out, b'I');
+    client.write_all(&out).await.map_err(|_| None)?;
+    Ok((client, upstream, buf))
+}
+
+/// Records a failed login and returns the FATAL error for the client.
+async fn login_failed(ctx: &Ctx, client: Stream, code: &str, text: &str) -> HandshakeEnd {
+    let mut e = ctx.event("db.login", "failure");
+    e.insert("class_uid".into(), 3002.into());
+    e.insert("status_code".into(), code.into());
+    e.insert("status_detail".into(), text.into());
+    let _ = ctx.record(vec![e]).await;
+    Some((Some(client), fatal(code, text)))
+}
+
+/// The upstream's application_name: the client's, cut to fit, and the
+/// session ID, so that the database's own logs (pgAudit) name the session.
+fn tagged_application_name(app: &str, sid: &str) -> String {
+    let suffix = format!(" [custos {sid}]");
+    let mut keep = MAX_APPLICATION_NAME_BYTES.saturating_sub(suffix.len()).min(app.len());
+    while !app.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{suffix}", &app[..keep])
+}
+
+async fn timeout_upstream(
+    ctx: &Ctx,
+    client_params: &[(String, String)],
+) -> Result<(Stream, Vec<u8>, (i32, Vec<u8>)), String> {
+    tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, connect_upstream(ctx, client_params))
+        .await
+        .map_err(|_| format!("no answer within {UPSTREAM_CONNECT_TIMEOUT:?}"))?
+}
+
+/// Opens a TCP (and, per the sslmode, TLS) connection to the upstream.
+async fn open_upstream(gw: &Gateway) -> Result<Stream, String> {
+    let up = &gw.config.upstream;
+    let tcp = tokio::net::TcpStream::connect((up.host.as_str(), up.port))
+        .await
+        .map_err(|e| format!("connecting to {}:{}: {e}", up.host, up.port))?;
+    let _ = tcp.set_nodelay(true);
+    let mut io: Stream = Box::new(tcp);
+    let Some(connector) = up.tls.connector.clone() else { return Ok(io) };
+    let mut b = Vec::new();
+    wire::ssl_request(&mut b);
+    io.write_all(&b).await.map_err(|e| e.to_string())?;
+    let mut answer = [0u8; 1];
+    io.read_exact(&mut answer).await.map_err(|e| e.to_string())?;
+    match answer[0] {
+        b'S' => {
+            let name = rustls::pki_types::ServerName::try_from(up.host.clone()).map_err(|e| e.to_string())?;
+            Ok(Box::new(connector.connect(name, io).await.map_err(|e| format!("TLS to the upstream: {e}"))?))
+        }
+        b'N' if up.tls.mode == SslMode::Prefer => Ok(io),
+        _ => Err("the upstream does not offer TLS".into()),
+    }
+}
+
+/// Logs in upstream with the service credential. Returns the stream, the
+/// ParameterStatus messages to pass on, and the upstream's cancel key.
+async fn connect_upstream(
+    ctx: &Ctx,
+    client_params: &[(String, String)],
+) -> Result<(Stream, Vec<u8>, (i32, Vec<u8>)), String> {
+    let up = &ctx.gw.config.upstream;
+    let mut io = open_upstream(&ctx.gw).await?;
+    let database = up.database.clone().unwrap_or_else(|| ctx.database.clone());
+    let app = tagged_application_name(&ctx.app, &ctx.sid);
+    let mut params: Vec<(&str, &str)> =
+        vec![("user", up.user.as_str()), ("database", database.as_str()), ("application_name", app.as_str())];
+    for (k, v) in client_params {
+        if FORWARDED_PARAMS.contains(&k.to_ascii_lowercase().as_str()) {
+            params.push((k.as_str(), v.as_str()));
+        }
+    }
+    let mut out = Vec::new();
+    wire::startup_message(&mut out, &params);
+    io.write_all(&out).await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut scram: Option<ClientExchange> = None;
+    let mut status = Vec::new();
+    let mut key = (0, Vec::new());
+    let password = || up.password.clone().ok_or_else(|| "the upstream asks for a password and none is set".to_string());
+    loop {
+        let (tag, body) = read_frame(&mut io, &mut buf, wire::MAX_INSPECTED_MESSAGE_BYTES).await?;
+        out.clear();
+        match tag {
+            b'R' => {
+                let (code, data) = wire::parse_auth(&body).map_err(|e| e.0)?;
+                match code {
+                    0 => {}
+                    3 => wire::password_message(&mut out, format!("{}\0", password()?).as_bytes()),
+                    10 => {
+                        if !data.split(|&b| b == 0).any(|m| m == b"SCRAM-SHA-256") {
+                            return Err("the upstream offers no SCRAM-SHA-256".into());
+                        }
+                        let (ex, first) = ClientExchange::start(&password()?);
+                        scram = Some(ex);
+                        wire::sasl_initial(&mut out, "SCRAM-SHA-256", first.as_bytes());
+                    }
+                    11 => {
+                        let ex = scram.as_mut().ok_or("SASL continue before SASL start")?;
+                        let fin = ex.respond(data).map_err(|e| format!("SCRAM with the upstream: {e:?}"))?;
+                        wire::password_message(&mut out, fin.as_bytes());
+                    }
+                    12 => {
+                        let ex = scram.as_ref().ok_or("SASL final before SASL start")?;
+                        ex.verify(data).map_err(|_| "the upstream failed to prove it knows the password")?;
+                    }
+                    5 => return Err("the upstream asks for md5; set password_encryption to scram-sha-256".into()),
+                    c => return Err(format!("the upstream asks for authentication method {c}, which is unsupported")),
+                }
+                if !out.is_empty() {
+                    io.write_all(&out).await.map_err(|e| e.to_string())?;
+                }
+            }
+            b'S' | b'N' => wire::message(&mut status, tag, |b| b.extend_from_slice(&body)),
+            b'K' => {
+                let mut r = wire::Reader::new(&body);
+                key = (r.i32().map_err(|e| e.0)?, r.rest().to_vec());
+            }
+            b'Z' => return Ok((io, status, key)),
+            b'E' => {
+                let fields = wire::parse_fields(&body).map_err(|e| e.0)?;
+                return Err(format!(
+                    "{} ({})",
+                    wire::field(&fields, b'M'),
+                    wire::field(&fields, b'C')
+                ));
+            }
+            b'v' => {} // NegotiateProtocolVersion: we asked for 3.0 only.
+            t => return Err(format!("unexpected message '{}' from the upstream", char::from(t).escape_default())),
+        }
+    }
+}
+
+/// Forwards a CancelRequest to the upstream, if the key is one of ours.
+async fn cancel(gw: &Arc<Gateway>, pid: i32, secret: &[u8]) {
+    let target = gw.cancels.lock().expect("cancel lock").get(&(pid, secret.to_vec())).cloned();
+    let Some(t) = target else { return };
+    // Cancel requests to PostgreSQL go over a fresh connection.
+    if let Ok(mut io) = open_upstream(gw).await {
+        let mut b = Vec::new();
+        wire::cancel_request(&mut b, t.pid, &t.secret);
+        let _ = io.write_all(&b).await;
+        let _ = io.shutdown().await;
+    }
+    let mut e = Map::new();
+    e.insert("time".into(), now().into());
+    e.insert("activity".into(), "db.cancel".into());
+    e.insert("status".into(), "success".into());
+    e.insert("actor".into(), json!({"user": {"name": t.user}, "session": {"uid": t.session}}));
+    e.insert("metadata".into(), json!({"gateway": {"name": gw.config.name, "session": t.session}}));
+    let _ = gw.sink.submit(&[Value::Object(e)], false).await;
+}
+
+/// Why a statement is not run: the error the client gets instead.
+#[derive(Debug, Clone)]
+struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+/// A statement on its way: from the client's message to its outcome.
+struct Exec {
+    seq: u64,
+    protocol: &'static str,
+    sql: Arc<str>,
+    analysis: Arc<Analysis>,
+    params: Option<Value>,
+    statement_name: String,
+    portal: String,
+    started: Instant,
+    tags: Vec<String>,
+    error: Option<(String, String)>,
+    /// Denied or refused: the client gets our error, no outcome event.
+    refused: bool,
+}
+
+enum Pending {
+    Exec(Box<Exec>),
+    Sync,
+}
+
+/// What both directions of a session share.
+struct Track {
+    /// A per-session secret in refusal markers, so that a client cannot
+    /// forge one.
+    nonce: String,
+    inflight: VecDeque<Pending>,
+    refusals: HashMap<u64, Refusal>,
+    next_refusal: u64,
+    /// Statements described and awaiting their ParameterDescription, with
+    /// the number of Syncs sent before each.
+    describes: VecDeque<(String, u64)>,
+    /// Syncs sent, and ReadyForQuery seen.
+    syncs_sent: u64,
+    ready_seen: u64,
+    /// Parameter types the server inferred, by statement name, so that
+    /// binary parameters can be shown as values.
+    param_types: HashMap<String, Vec<u32>>,
+}
+
+/// A prepared statement as the client defined it.
+struct Prepared {
+    sql: Arc<str>,
+    /// Parameter types the client declared (0 for "let the server infer").
+    param_types: Vec<u32>,
+    analysis: Arc<Analysis>,
+    denied: Option<Refusal>,
+}
+
+/// A bound portal.
+struct Portal {
+    statement_name: String,
+    prepared: Arc<Prepared>,
+    params: Option<Value>,
+}
+
+/// The client-to-upstream direction's own state.
+struct ClientSide {
+    prepared: HashMap<String, Arc<Prepared>>,
+    portals: HashMap<String, Portal>,
+    seq: u64,
+    passthrough_bytes: usize,
+}
+
+/// What scanning one chunk of client bytes produced.
+#[derive(Default)]
+struct Scanned {
+    out: Vec<u8>,
+    pending: Vec<Pending>,
+    /// Statement events to make durable before forwarding (fail-closed),
+    /// with denial events.
+    events: Vec<Value>,
+    /// Where each statement's message sits in `out`, to replace it if the
+    /// log turns out to be unavailable: (start, end, index in pending,
+    /// is a simple Query).
+    audited: Vec<(usize, usize, usize, bool)>,
+    terminate: bool,
+}
+
+async fn proxy(ctx: &Ctx, client: Stream, upstream: Stream, buf: Vec<u8>) -> End {
+    let (cr, cw) = tokio::io::split(client);
+    let cw = tokio::sync::Mutex::new(cw);
+    let (ur, uw) = tokio::io::split(upstream);
+    let track = Arc::new(Mutex::new(Track {
+        nonce: ctx.nonce.clone(),
+        inflight: VecDeque::new(),
+        refusals: HashMap::new(),
+        next_refusal: 0,
+        describes: VecDeque::new(),
+        syncs_sent: 0,
+        ready_seen: 0,
+        param_types: HashMap::new(),
+    }));
+    let down = downstream(ctx, ur, &cw, &track);
+    let up = upstream_direction(ctx, cr, uw, &cw, &track, buf);
+    tokio::pin!(down);
+    tokio::pin!(up);
+    tokio::select! {
+        end = &mut up => match end {
+            // After Terminate the upstream closes; let the last answers
+            // through first.
+            End::Terminate => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), down).await;
+                End::Terminate
+            }
+            other => other,
+        },
+        end = &mut down => end,
+    }
+}
+
+/// A bound parameter as text: text-format values as sent, binary ones
+/// decoded by their type when it is a common one, else as hex.
+fn render_param(value: Option<&[u8]>, binary: bool, oid: u32) -> Value {
+    let Some(v) = value else { return Value::Null };
+    if binary {
+        if let Some(s) = decode_binary(v, oid) {
+            return Value::String(s);
+        }
+    }
+    let cut = &v[..v.len().min(MAX_EVENT_PARAM_BYTES)];
+    let mut s = if binary && !is_text_oid(oid) {
+        format!("\\x{}", cut.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    } else {
+        String::from_utf8_lossy(cut).into_owned()
+    };
+    if v.len() > cut.len() {
+        s.push_str(&format!("…({} bytes)", v.len()));
+    }
+    Value::String(s)
+}
+
+/// text, varchar, bpchar, name, json: their binary form is their text.
+fn is_text_oid(oid: u32) -> bool {
+    matches!(oid, 25 | 1043 | 1042 | 19 | 114)
+}
+
+/// The binary send format of fixed-size common types.
+fn decode_binary(v: &[u8], oid: u32) -> Option<String> {
+    Some(match (oid, v.len()) {
+        (16, 1) => (if v[0] != 0 { "t" } else { "f" }).to_string(),
+        (21, 2) => i16::from_be_bytes(v.try_into().ok()?).to_string(),
+        (23, 4) => i32::from_be_bytes(v.try_into().ok()?).to_string(),
+        (26, 4) => u32::from_be_bytes(v.try_into().ok()?).to_string(),
+        (20, 8) => i64::from_be_bytes(v.try_into().ok()?).to_string(),
+        (700, 4) => f32::from_be_bytes(v.try_into().ok()?).to_string(),
+        (701, 8) => f64::from_be_bytes(v.try_into().ok()?).to_string(),
+        (2950, 16) => {
+            let h: String = v.iter().map(|b| format!("{b:02x}")).collect();
+            format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+        }
+        _ => return None,
+    })
+}
+
+impl ClientSide {
+    fn new() -> ClientSide {
+        ClientSide { prepared: HashMap::new(), portals: HashMap::new(), seq: 0, passthrough_bytes: 0 }
+    }
+
+    /// Scans complete messages at the front of `buf`; returns how many
+    /// bytes were consumed.
+    fn scan(&mut self, ctx: &Ctx, track: &Mutex<Track>, buf: &[u8], s: &mut Scanned) -> Result<usize, End> {
+        let mut pos = 0;
+        while pos < buf.len() && !s.terminate {
+            if self.passthrough_bytes > 0 {
+                let n = self.passthrough_bytes.min(buf.len() - pos);
+                s.out.extend_from_slice(&buf[pos..pos + n]);
+                self.passthrough_bytes -= n;
+                pos += n;
+                continue;
+            }
+            let Some((tag, len)) = wire::header(&buf[pos..], wire::MAX_STREAMED_MESSAGE_BYTES)
+                .map_err(|e| End::Failed(format!("invalid message from the client: {e}")))?
+            else {
+                break;
+            };
+            if tag == b'd' {
+                // CopyData streams through whatever its size.
+                self.passthrough_bytes = len;
+                continue;
+            }
+            if len > wire::MAX_INSPECTED_MESSAGE_BYTES {
+                return Err(End::Failed(format!(
+                    "message '{}' of {len} bytes exceeds the gateway's limit of {} bytes",
+                    char::from(tag).escape_default(),
+                    wire::MAX_INSPECTED_MESSAGE_BYTES
+                )));
+            }
+            if buf.len() - pos < len {
+                break;
+            }
+            let frame = &buf[pos..pos + len];
+            self.message(ctx, track, tag, frame, s)
+                .map_err(|e| End::Failed(format!("invalid '{}' message from the client: {e}", char::from(tag))))?;
+            pos += len;
+        }
+        Ok(pos)
+    }
+
+    /// Handles one whole client message.
+    fn message(&mut self, ctx: &Ctx, track: &Mutex<Track>, tag: u8, frame: &[u8], s: &mut Scanned) -> Result<(), String> {
+        let body = &frame[5..];
+        match tag {
+            b'Q' => {
+                let sql: Arc<str> = wire::parse_query(body).map_err(|e| e.0)?.into();
+                let analysis = ctx.gw.analyser.analyse(&sql);
+                let exec = self.exec("simple", sql, analysis, None, "", "");
+                self.statement(ctx, track, exec, frame, true, s);
+            }
+            b'P' => {
+                let p = wire::parse_parse(body).map_err(|e| e.0)?;
+                let sql: Arc<str> = p.sql.into();
+                let analysis = ctx.gw.analyser.analyse(&sql);
+                let denied = self.denial(ctx, &analysis);
+                if let Some(r) = &denied {
+                    self.seq += 1;
+                    let exec = self.exec("extended", sql.clone(), analysis.clone(), None, p.name, "");
+                    s.events.push(Value::Object(denied_event(ctx, &exec, r)));
+                    inject(track, r.clone(), false, &mut s.out);
+                } else {
+                    s.out.extend_from_slice(frame);
+                }
+                if self.prepared.len() >= MAX_PREPARED_PER_SESSION && !self.prepared.contains_key(p.name) {
+                    self.prepared.clear();
+                }
+                self.prepared.insert(p.name.to_string(), Arc::new(Prepared { sql, param_types: p.param_types, analysis, denied }));
+            }
+            b'B' => {
+                let b = wire::parse_bind(body).map_err(|e| e.0)?;
+                let Some(prepared) = self.prepared.get(b.statement).cloned() else {
+                    // Unknown to us, so unknown upstream: it answers 26000.
+                    s.out.extend_from_slice(frame);
+                    return Ok(());
+                };
+                if let Some(r) = &prepared.denied {
+                    inject(track, r.clone(), false, &mut s.out);
+                    return Ok(());
+                }
+                let params = if ctx.gw.config.redact_params {
+                    Value::Array(vec!["<redacted>".into(); b.params.len().min(MAX_EVENT_PARAMS)])
+                } else {
+                    let described = track.lock().expect("track lock").param_types.get(b.statement).cloned();
+                    let types = described.as_deref().unwrap_or(&prepared.param_types);
+                    let oid = |i: usize| types.get(i).copied().unwrap_or(0);
+                    Value::Array(
+                        b.params.iter().take(MAX_EVENT_PARAMS).enumerate().map(|(i, (v, bin))| render_param(*v, *bin, oid(i))).collect(),
+                    )
+                };
+                if self.portals.len() >= MAX_PREPARED_PER_SESSION && !self.portals.contains_key(b.portal) {
+                    self.portals.clear();
+                }
+                self.portals.insert(
+                    b.portal.to_string(),
+                    Portal { statement_name: b.statement.to_string(), prepared, params: Some(params) },
+                );
+                s.out.extend_from_slice(frame);
+            }
+            b'E' => {
+                let (portal, _max_rows) = wire::parse_execute(body).map_err(|e| e.0)?;
+                let (sql, analysis, params, name) = match self.portals.get(portal) {
+                    Some(p) => (p.prepared.sql.clone(), p.prepared.analysis.clone(), p.params.clone(), p.statement_name.clone()),
+                    None => ("".into(), Arc::new(Analysis::default()), None, String::new()),
+                };
+                let exec = self.exec("extended", sql, analysis, params, &name, portal);
+                self.statement(ctx, track, exec, frame, false, s);
+            }
+            b'F' => {
+                let exec = self.exec("function", "(function call)".into(), Arc::new(Analysis::default()), None, "", "");
+                self.statement(ctx, track, exec, frame, true, s);
+            }
+            b'S' => {
+                s.pending.push(Pending::Sync);
+                track.lock().expect("track lock").syncs_sent += 1;
+                s.out.extend_from_slice(frame);
+            }
+            b'D' => {
+                let (kind, name) = wire::parse_target(body).map_err(|e| e.0)?;
+                if kind == b'S' {
+                    let mut t = track.lock().expect("track lock");
+                    let syncs = t.syncs_sent;
+                    if t.describes.len() < MAX_PREPARED_PER_SESSION {
+                        t.describes.push_back((name.to_string(), syncs));
+                    }
+                }
+                s.out.extend_from_slice(frame);
+            }
+            b'C' => {
+                let (kind, name) = wire::parse_target(body).map_err(|e| e.0)?;
+                if kind == b'S' {
+                    self.prepared.remove(name);
+                } else {
+                    self.portals.remove(name);
+                }
+                s.out.extend_from_slice(frame);
+            }
+            b'X' => {
+                s.out.extend_from_slice(frame);
+                s.terminate = true;
+            }
+            b'H' | b'c' | b'f' => s.out.extend_from_slice(frame),
+            t => return Err(format!("unknown message type '{}'", char::from(t).escape_default())),
+        }
+        Ok(())
+    }
+
+    fn exec(
+        &mut self,
+        protocol: &'static str,
+        sql: Arc<str>,
+        analysis: Arc<Analysis>,
+        params: Option<Value>,
+        name: &str,
+        portal: &str,
+    ) -> Exec {
+        Exec {
+            seq: self.seq,
+            protocol,
+            sql,
+            analysis,
+            params,
+            statement_name: name.into(),
+            portal: portal.into(),
+            started: Instant::now(),
+            tags: Vec::new(),
+            error: None,
+            refused: false,
+        }
+    }
+
+    fn denial(&self, ctx: &Ctx, a: &Analysis) -> Option<Refusal> {
+        let rules = &ctx.gw.config.rules;
+        if rules.is_empty() {
+            return None;
+        }
+        crate::rules::check(rules, &ctx.user, &ctx.roles, a).map(|(rule, why)| Refusal {
+            code: "42501",
+            message: format!("custos: statement denied by rule \"{rule}\" ({why})"),
+        })
+    }
+
+    /// A statement (Query, Execute, FunctionCall): denied, or recorded and
+    /// forwarded.
+    fn statement(&mut self, ctx: &Ctx, track: &Mutex<Track>, mut exec: Exec, frame: &[u8], simple: bool, s: &mut Scanned) {
+        self.seq += 1;
+        exec.seq = self.seq;
+        if simple {
+            // A Query or FunctionCall ends with a ReadyForQuery, as a Sync does.
+            track.lock().expect("track lock").syncs_sent += 1;
+            if let Some(r) = self.denial(ctx, &exec.analysis) {
+                s.events.push(Value::Object(denied_event(ctx, &exec, &r)));
+                exec.refused = true;
+                inject(track, r, true, &mut s.out);
+                s.pending.push(Pending::Exec(Box::new(exec)));
+                return;
+            }
+        }
+        let start = s.out.len();
+        s.out.extend_from_slice(frame);
+        if ctx.gw.config.mode == AuditMode::FailClosed {
+            s.events.push(Value::Object(statement_event(ctx, &exec, None)));
+            s.audited.push((start, s.out.len(), s.pending.len(), simple));
+        }
+        s.pending.push(Pending::Exec(Box::new(exec)));
+    }
+}
+
+/// Appends a marked invalid statement that PostgreSQL will fail, and
+/// remembers the error to show in its place.
+fn inject(track: &Mutex<Track>, r: Refusal, simple: bool, out: &mut Vec<u8>) -> u64 {
+    let mut t = track.lock().expect("track lock");
+    t.next_refusal += 1;
+    let n = t.next_refusal;
+    t.refusals.insert(n, r);
+    let marker = format!("custos_refused_{}_{n}", t.nonce);
+    drop(t);
+    if simple { wire::query(out, &marker) } else { wire::parse_message(out, &marker) }
+    n
+}
+
+/// A statement as an event: the text, classes, tables and parameters,
+/// and the outcome if known.
+fn statement_event(ctx: &Ctx, e: &Exec, outcome: Option<(&str, Option<String>)>) -> Map<String, Value> {
+    let status = outcome.as_ref().map_or("unknown", |o| o.0);
+    let mut ev = ctx.event("db.query", status);
+    ev.insert("class_uid".into(), 6005.into());
+    ev.insert("uid".into(), format!("{}:{}", ctx.sid, e.seq).into());
+    let mut sql: &str = &e.sql;
+    let truncated = sql.len() > MAX_EVENT_SQL_BYTES;
+    if truncated {
+        let mut cut = MAX_EVENT_SQL_BYTES;
+        while !sql.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        sql = &sql[..cut];
+    }
+    ev.insert("message".into(), sql.into());
+    if !e.analysis.tables.is_empty() {
+        let t: Vec<Value> = e.analysis.tables.iter().map(|t| json!({"type": "table", "name": t})).collect();
+        ev.insert("targets".into(), t.into());
+    }
+    let g = Ctx::gateway_meta(&mut ev);
+    g.insert("seq".into(), e.seq.into());
+    g.insert("protocol".into(), e.protocol.into());
+    g.insert("classes".into(), e.analysis.classes().iter().map(|c| c.name()).collect::<Vec<_>>().into());
+    g.insert("commands".into(), e.analysis.statements.iter().map(|c| c.0.clone()).collect::<Vec<_>>().into());
+    if e.protocol == "extended" {
+        g.insert("statement_name".into(), e.statement_name.clone().into());
+        g.insert("portal".into(), e.portal.clone().into());
+    }
+    if let Some(p) = &e.params {
+        g.insert("params".into(), p.clone());
+    }
+    if truncated {
+        let hash = ring::digest::digest(&ring::digest::SHA256, e.sql.as_bytes());
+        g.insert("sql_bytes".into(), e.sql.len().into());
+        g.insert("sql_sha256".into(), base64::engine::general_purpose::STANDARD.encode(hash).into());
+    }
+    if let Some((_, detail)) = outcome {
+        add_outcome(&mut ev, e, detail);
+    }
+    ev
+}
+
+/// The outcome fields: tags and rows, or the error; the duration.
+fn add_outcome(ev: &mut Map<String, Value>, e: &Exec, detail: Option<String>) {
+    if let Some((code, message)) = &e.error {
+        ev.insert("status_code".into(), code.clone().into());
+        ev.insert("status_detail".into(), message.clone().into());
+    } else if let Some(d) = detail {
+        ev.insert("status_detail".into(), d.into());
+    }
+    ev.insert("duration_ms".into(), (e.started.elapsed().as_secs_f64() * 1000.0).into());
+    let rows: Option<u64> = e.tags.iter().filter_map(|t| t.rsplit(' ').next()?.parse::<u64>().ok()).reduce(|a, b| a + b);
+    let g = Ctx::gateway_meta(ev);
+    g.insert("tags".into(), e.tags.clone().into());
+    if let Some(r) = rows {
+        g.insert("rows".into(), r.into());
+    }
+}
+
+fn denied_event(ctx: &Ctx, e: &Exec, r: &Refusal) -> Map<String, Value> {
+    let mut ev = statement_event(ctx, e, None);
+    ev.insert("status".into(), "failure".into());
+    ev.insert("status_code".into(), r.code.into());
+    ev.insert("status_detail".into(), r.message.clone().into());
+    Ctx::gateway_meta(&mut ev).insert("denied".into(), true.into());
+    ev
+}
+
+/// The event of a finished statement: in async mode the whole statement
+/// with its outcome; in fail-closed mode (the statement is already on
+/// record) the outcome alone.
+fn outcome_event(ctx: &Ctx, e: &Exec, skipped: bool) -> Value {
+    let status = if e.error.is_some() || skipped { "failure" } else { "success" };
+    let detail = skipped.then(|| "not executed: an earlier message in the pipeline failed".to_string());
+    if ctx.gw.config.mode == AuditMode::Async {
+        return Value::Object(statement_event(ctx, e, Some((status, detail))));
+    }
+    let mut ev = ctx.event("db.query.result", status);
+    ev.insert("class_uid".into(), 6005.into());
+    ev.insert("uid".into(), format!("{}:{}:result", ctx.sid, e.seq).into());
+    Ctx::gateway_meta(&mut ev).insert("seq".into(), e.seq.into());
+    add_outcome(&mut ev, e, detail);
+    Value::Object(ev)
+}
+
+async fn upstream_direction(
+    ctx: &Ctx,
+    mut cr: tokio::io::ReadHalf<Stream>,
+    mut uw: tokio::io::WriteHalf<Stream>,
+    cw: &ClientWriter,
+    track: &Mutex<Track>,
+    mut buf: Vec<u8>,
+) -> End {
+    let mut side = ClientSide::new();
+    loop {
+        let mut s = Scanned::default();
+        let used = match side.scan(ctx, track, &buf, &mut s) {
+            Ok(n) => n,
+            Err(End::Failed(why)) => return protocol_violation(ctx, cw, &mut uw, why).await,
+            Err(e) => return e,
+        };
+        buf.drain(..used);
+        if !s.events.is_empty() {
+            let durable = ctx.gw.config.mode == AuditMode::FailClosed;
+            if let Err(e) = ctx.gw.sink.submit(&s.events, durable).await {
+                if durable && !s.audited.is_empty() {
+                    tracing::warn!(session = %ctx.sid, error = %e, "statements refused: the audit log is unavailable");
+                    refuse_all(track, &mut s, &e);
+                }
+            }
+        }
+        if !s.pending.is_empty() {
+            let mut t = track.lock().expect("track lock");
+            if t.inflight.len() + s.pending.len() > MAX_INFLIGHT_PER_SESSION {
+                return End::Failed(format!("more than {MAX_INFLIGHT_PER_SESSION} statements in flight"));
+            }
+            t.inflight.extend(s.pending.drain(..));
+        }
+        if !s.out.is_empty() && uw.write_all(&s.out).await.is_err() {
+            return End::UpstreamGone;
+        }
+        if s.terminate {
+            let _ = uw.shutdown().await;
+            return End::Terminate;
+        }
+        buf.reserve(READ_BUFFER_BYTES);
+        match cr.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return End::ClientGone,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Replaces every audited statement of a chunk by a refusal, because its
+/// event could not be made durable.
+fn refuse_all(track: &Mutex<Track>, s: &mut Scanned, why: &str) {
+    let r = Refusal {
+        code: "55000",
+        message: format!("custos: statement refused because it could not be recorded ({why}); the gateway is fail-closed"),
+    };
+    let mut out = Vec::with_capacity(s.out.len());
+    let mut last = 0;
+    for &(start, end, index, simple) in &s.audited {
+        out.extend_from_slice(&s.out[last..start]);
+        inject(track, r.clone(), simple, &mut out);
+        if let Some(Pending::Exec(e)) = s.pending.get_mut(index) {
+            e.refused = true;
+        }
+        last = end;
+    }
+    out.extend_from_slice(&s.out[last..]);
+    s.out = out;
+}
+
+/// Ends a session on a protocol violation: tells the client, records it.
+async fn protocol_violation(
+    ctx: &Ctx,
+    cw: &ClientWriter,
+    uw: &mut tokio::io::WriteHalf<Stream>,
+    why: String,
+) -> End {
+    let mut f = Vec::new();
+    wire::error_response(&mut f, "FATAL", "08P01", &format!("custos: {why}"), None);
+    let mut c = cw.lock().await;
+    let _ = c.write_all(&f).await;
+    let _ = c.shutdown().await;
+    drop(c);
+    let mut e = ctx.event("db.protocol_error", "failure");
+    e.insert("status_code".into(), "08P01".into());
+    e.insert("status_detail".into(), why.clone().into());
+    let _ = ctx.record(vec![e]).await;
+    let mut t = Vec::new();
+    wire::message(&mut t, b'X', |_| {});
+    let _ = uw.write_all(&t).await;
+    let _ = uw.shutdown().await;
+    End::Failed(why)
+}
+
+async fn downstream(
+    ctx: &Ctx,
+    mut ur: tokio::io::ReadHalf<Stream>,
+    cw: &ClientWriter,
+    track: &Mutex<Track>,
+) -> End {
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
+    let mut out: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
+    let mut passthrough = 0usize;
+    let mut events = Vec::new();
+    loop {
+        buf.reserve(READ_BUFFER_BYTES);
+        match ur.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = cw.lock().await.shutdown().await;
+                return End::UpstreamGone;
+            }
+            Ok(_) => {}
+        }
+        out.clear();
+        let mut pos = 0;
+        while pos < buf.len() {
+            if passthrough > 0 {
+                let n = passthrough.min(buf.len() - pos);
+                out.extend_from_slice(&buf[pos..pos + n]);
+                passthrough -= n;
+                pos += n;
+                continue;
+            }
+            let (tag, len) = match wire::header(&buf[pos..], wire::MAX_STREAMED_MESSAGE_BYTES) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    let mut b = Vec::new();
+                    wire::error_response(&mut b, "FATAL", "08P01", &format!("custos: invalid message from the upstream: {e}"), None);
+                    let _ = cw.lock().await.write_all(&b).await;
+                    return End::Failed(format!("invalid message from the upstream: {e}"));
+                }
+            };
+            let inspected = matches!(tag, b'C' | b'E' | b'Z' | b'I' | b's' | b't');
+            if !inspected || len > wire::MAX_INSPECTED_MESSAGE_BYTES {
+                passthrough = len;
+                continue;
+            }
+            if buf.len() - pos < len {
+                break;
+            }
+            let frame = &buf[pos..pos + len];
+            on_upstream(ctx, track, tag, frame, &mut out, &mut events);
+            pos += len;
+        }
+        buf.drain(..pos);
+        if !out.is_empty() && cw.lock().await.write_all(&out).await.is_err() {
+            return End::ClientGone;
+        }
+        if !events.is_empty() {
+            let _ = ctx.gw.sink.submit(&events, false).await;
+            events.clear();
+        }
+    }
+}
+
+/// Handles one inspected upstream message: outcome bookkeeping, and the
+/// rewrite of a refusal's error.
+fn on_upstream(ctx: &Ctx, track: &Mutex<Track>, tag: u8, frame: &[u8], out: &mut Vec<u8>, events: &mut Vec<Value>) {
+    let body = &frame[5..];
+    let mut t = track.lock().expect("track lock");
+    match tag {
+        b'C' | b'I' | b's' => {
+            let label = match tag {
+                b'C' => wire::parse_query(body).unwrap_or("").to_string(),
+                b'I' => String::new(),
+                _ => "suspended".to_string(),
+            };
+            out.extend_from_slice(frame);
+            if let Some(Pending::Exec(e)) = t.inflight.front_mut() {
+                e.tags.push(label);
+                if e.protocol == "extended" {
+                    if let Some(Pending::Exec(e)) = t.inflight.pop_front() {
+                        finish(ctx, &e, false, events);
+                    }
+                }
+            }
+        }
+        b'E' => {
+            let fields = wire::parse_fields(body).unwrap_or_default();
+            let message = wire::field(&fields, b'M');
+            let code = wire::field(&fields, b'C').to_string();
+            let marker = format!("custos_refused_{}_", t.nonce);
+            let refusal = message
+                .split(&marker)
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok())
+                .filter(|_| code == "42601")
+                .and_then(|n| t.refusals.remove(&n));
+            let (code, message) = match refusal {
+                Some(r) => {
+                    wire::error_response(out, "ERROR", r.code, &r.message, None);
+                    (r.code.to_string(), r.message)
+                }
+                None => {
+                    out.extend_from_slice(frame);
+                    (code, message.to_string())
+                }
+            };
+            if let Some(Pending::Exec(e)) = t.inflight.front_mut() {
+                e.error = Some((code, message));
+                if e.protocol == "extended" {
+                    if let Some(Pending::Exec(e)) = t.inflight.pop_front() {
+                        finish(ctx, &e, false, events);
+                    }
+                }
+            }
+        }
+        b't' => {
+            out.extend_from_slice(frame);
+            let mut r = wire::Reader::new(body);
+            let n = r.i16().unwrap_or(0).max(0) as usize;
+            let types: Vec<u32> = (0..n).map_while(|_| r.i32().ok().map(|o| o as u32)).collect();
+            if let Some((name, _)) = t.describes.pop_front() {
+                if t.param_types.len() >= MAX_PREPARED_PER_SESSION {
+                    t.param_types.clear();
+                }
+                t.param_types.insert(name, types);
+            }
+        }
+        b'Z' => {
+            out.extend_from_slice(frame);
+            // Describes sent before this Sync that got no answer failed.
+            t.ready_seen += 1;
+            let seen = t.ready_seen;
+            while t.describes.front().is_some_and(|d| d.1 < seen) {
+                t.describes.pop_front();
+            }
+            while let Some(p) = t.inflight.pop_front() {
+                match p {
+                    Pending::Sync => break,
+                    Pending::Exec(e) if e.protocol != "extended" => {
+                        finish(ctx, &e, false, events);
+                        break;
+                    }
+                    Pending::Exec(e) => finish(ctx, &e, true, events),
+                }
+            }
+        }
+        _ => out.extend_from_slice(frame),
+    }
+}
+
+fn finish(ctx: &Ctx, e: &Exec, skipped: bool, events: &mut Vec<Value>) {
+    if !e.refused {
+        events.push(outcome_event(ctx, e, skipped));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn application_name_keeps_the_session_id() {
+        let a = tagged_application_name("psql", "0123456789abcdef");
+        assert_eq!(a, "psql [custos 0123456789abcdef]");
+        let long = "é".repeat(40);
+        let a = tagged_application_name(&long, "0123456789abcdef");
+        assert!(a.len() <= MAX_APPLICATION_NAME_BYTES, "{}", a.len());
+        assert!(a.ends_with("[custos 0123456789abcdef]"));
+    }
+
+    #[test]
+    fn params_are_cut_and_binary_is_hex() {
+        assert_eq!(render_param(None, false, 0), Value::Null);
+        assert_eq!(render_param(Some(b"abc"), false, 0), json!("abc"));
+        assert_eq!(render_param(Some(&[0xde, 0xad]), true, 0), json!("\\xdead"));
+        assert_eq!(render_param(Some(&[0, 0, 0, 50]), true, 23), json!("50"));
+        assert_eq!(render_param(Some(&[0xff, 0xfe]), true, 21), json!("-2"));
+        assert_eq!(render_param(Some(b"hi"), true, 25), json!("hi"));
+        let big = vec![b'x'; 1000];
+        let s = render_param(Some(&big), false, 0);
+        assert!(s.as_str().unwrap().ends_with("…(1000 bytes)"));
+    }
+}
