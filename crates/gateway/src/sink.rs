@@ -3,8 +3,11 @@
 //! Sessions queue events; two worker threads take everything queued (up to
 //! [`MAX_BATCH_EVENTS`]) and post it as one batch, so the events of all
 //! sessions share each request and therefore each fsync of the log: group
-//! commit across sessions. The gateway knows nothing of HTTP: the caller
-//! supplies the function that stores a batch durably.
+//! commit across sessions. The gateway knows nothing of HTTP or of log
+//! storage: the caller supplies the function that stores a batch durably
+//! ([`PostBatch`], run on the workers), and, when the log is in the same
+//! process, an async one ([`StoreNow`]) that a session awaits directly for
+//! the events it must wait for anyway, saving two thread hops.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -23,6 +26,11 @@ pub const SPOOL_WAIT: Duration = Duration::from_secs(5);
 /// Worker threads posting batches: one can wait for an fsync while the
 /// other collects the next batch.
 pub const WORKERS: usize = 2;
+/// How long a worker lets events that nobody waits for (async mode, and
+/// outcomes) gather before posting them: fewer, larger batches cost the
+/// gateway and the log far less CPU per event. Events someone waits for
+/// go at once.
+pub const LINGER: Duration = Duration::from_millis(20);
 
 /// Why a batch was not stored.
 #[derive(Debug, Clone)]
@@ -33,20 +41,38 @@ pub enum PostError {
     Rejected(String),
 }
 
-/// Stores a batch of NDJSON events durably, or says why not.
-pub type PostBatch = Arc<dyn Fn(&[u8]) -> Result<(), PostError> + Send + Sync>;
+/// Stores a batch of events durably, or says why not. Blocking.
+pub type PostBatch = Arc<dyn Fn(&[serde_json::Value]) -> Result<(), PostError> + Send + Sync>;
+
+/// Stores events durably from an async task.
+pub type StoreNow = Arc<
+    dyn Fn(Vec<serde_json::Value>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 struct Job {
-    lines: Vec<u8>,
+    events: Vec<serde_json::Value>,
     count: usize,
     done: Option<oneshot::Sender<Result<(), String>>>,
 }
 
+/// The queue and what it holds.
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Events in `jobs`.
+    events: usize,
+    /// Jobs in `jobs` that someone waits for.
+    durable: usize,
+}
+
 struct Shared {
-    queue: Mutex<VecDeque<Job>>,
+    queue: Mutex<Queue>,
     ready: Condvar,
     space: Arc<Semaphore>,
     post: PostBatch,
+    now: Option<StoreNow>,
 }
 
 /// The queue of audit events on their way to the log.
@@ -58,11 +84,17 @@ pub struct Sink {
 impl Sink {
     /// Starts the worker threads.
     pub fn start(post: PostBatch) -> Sink {
+        Sink::start_with(post, None)
+    }
+
+    /// Starts the worker threads; durable submissions use `now` directly.
+    pub fn start_with(post: PostBatch, now: Option<StoreNow>) -> Sink {
         let shared = Arc::new(Shared {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
             space: Arc::new(Semaphore::new(MAX_SPOOL_EVENTS)),
             post,
+            now,
         });
         for i in 0..WORKERS {
             let s = shared.clone();
@@ -80,28 +112,74 @@ impl Sink {
         if events.is_empty() {
             return Ok(());
         }
-        let count = events.len().min(MAX_SPOOL_EVENTS);
+        if durable && let Some(now) = &self.shared.now {
+            return self.store_now(now, events).await;
+        }
+        let count = events.len();
+        if count > MAX_SPOOL_EVENTS {
+            return Err(format!("{count} events at once is over the spool's {MAX_SPOOL_EVENTS}"));
+        }
         let permit = tokio::time::timeout(SPOOL_WAIT, self.shared.space.clone().acquire_many_owned(count as u32))
             .await
             .map_err(|_| format!("the audit spool is full ({MAX_SPOOL_EVENTS} events wait for the log)"))?
             .map_err(|_| "the audit sink is closed".to_string())?;
         permit.forget();
-        let mut lines = Vec::with_capacity(256 * events.len());
-        for e in events {
-            serde_json::to_writer(&mut lines, e).expect("a Value serialises");
-            lines.push(b'\n');
-        }
         let (tx, rx) = if durable {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
         } else {
             (None, None)
         };
-        self.shared.queue.lock().expect("sink lock").push_back(Job { lines, count, done: tx });
-        self.shared.ready.notify_one();
+        let wake = {
+            let mut q = self.shared.queue.lock().expect("sink lock");
+            let wake = durable || q.jobs.is_empty() || q.events + count >= MAX_BATCH_EVENTS;
+            q.events += count;
+            q.durable += usize::from(durable);
+            q.jobs.push_back(Job { events: events.to_vec(), count, done: tx });
+            wake
+        };
+        if wake {
+            self.shared.ready.notify_one();
+        }
         match rx {
             Some(rx) => rx.await.map_err(|_| "the audit sink stopped".to_string())?,
             None => Ok(()),
+        }
+    }
+}
+
+impl Sink {
+    /// Stores events someone waits for directly, with every spooled event
+    /// riding along: they share the append and its fsync instead of
+    /// costing one of their own.
+    async fn store_now(&self, now: &StoreNow, events: &[serde_json::Value]) -> Result<(), String> {
+        let riders: Vec<Job> = {
+            let mut q = self.shared.queue.lock().expect("sink lock");
+            q.events = 0;
+            q.jobs.drain(..).collect()
+        };
+        let ride_count: usize = riders.iter().map(|j| j.count).sum();
+        let mut all = Vec::with_capacity(ride_count + events.len());
+        for j in &riders {
+            all.extend(j.events.iter().cloned());
+        }
+        all.extend(events.iter().cloned());
+        match now(all).await {
+            Ok(()) => {
+                self.shared.space.add_permits(ride_count);
+                Ok(())
+            }
+            Err(e) => {
+                // The riders go back to wait for the workers' retries.
+                let mut q = self.shared.queue.lock().expect("sink lock");
+                for j in riders.into_iter().rev() {
+                    q.events += j.count;
+                    q.jobs.push_front(j);
+                }
+                drop(q);
+                self.shared.ready.notify_one();
+                Err(e)
+            }
         }
     }
 }
@@ -112,20 +190,36 @@ fn worker(s: &Shared) {
         let mut jobs = Vec::new();
         {
             let mut q = s.queue.lock().expect("sink lock");
-            while q.is_empty() {
+            while q.jobs.is_empty() {
                 q = s.ready.wait(q).expect("sink lock");
             }
+            // Let spooled events gather, unless someone waits.
+            let deadline = std::time::Instant::now() + LINGER;
+            while q.durable == 0 && q.events < MAX_BATCH_EVENTS {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                q = s.ready.wait_timeout(q, left).expect("sink lock").0;
+            }
             let mut n = 0;
-            while let Some(j) = q.front() {
+            while let Some(j) = q.jobs.front() {
                 if n > 0 && n + j.count > MAX_BATCH_EVENTS {
                     break;
                 }
                 n += j.count;
-                jobs.push(q.pop_front().expect("front exists"));
+                let j = q.jobs.pop_front().expect("front exists");
+                q.events -= j.count;
+                q.durable -= usize::from(j.done.is_some());
+                jobs.push(j);
             }
         }
-        let body: Vec<u8> = if jobs.len() == 1 { std::mem::take(&mut jobs[0].lines) } else { jobs.iter().flat_map(|j| j.lines.iter().copied()).collect() };
-        let result = (s.post)(&body);
+        let batch: Vec<serde_json::Value> = if jobs.len() == 1 {
+            std::mem::take(&mut jobs[0].events)
+        } else {
+            jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.events)).collect()
+        };
+        let result = (s.post)(&batch);
         let count: usize = jobs.iter().map(|j| j.count).sum();
         match result {
             Ok(()) => {
@@ -155,25 +249,24 @@ fn worker(s: &Shared) {
                 // go back to the front and are retried.
                 let mut retry = Vec::new();
                 let mut released = 0;
+                let mut rest = batch.into_iter();
                 for mut j in jobs {
+                    // Each job gets its own events back, in order.
+                    j.events = rest.by_ref().take(j.count).collect();
                     match j.done.take() {
                         Some(d) => {
                             let _ = d.send(Err(format!("the audit log is unavailable: {e}")));
                             released += j.count;
                         }
-                        None => {
-                            if j.lines.is_empty() {
-                                j.lines = body.clone();
-                            }
-                            retry.push(j)
-                        }
+                        None => retry.push(j),
                     }
                 }
                 s.space.add_permits(released);
                 if !retry.is_empty() {
                     let mut q = s.queue.lock().expect("sink lock");
                     for j in retry.into_iter().rev() {
-                        q.push_front(j);
+                        q.events += j.count;
+                        q.jobs.push_front(j);
                     }
                     drop(q);
                     std::thread::sleep(backoff);

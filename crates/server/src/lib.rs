@@ -23,6 +23,7 @@ pub mod checkpointer;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod gateway;
 pub mod ingest;
 pub mod ops;
 pub mod read;

@@ -80,10 +80,10 @@ struct PgArgs {
     name: Option<String>,
 }
 
-/// The `--config` file.
+/// The `--config` file, and each `[[gateway]]` of `custos serve`'s.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
+pub(crate) struct FileConfig {
     listen: Option<String>,
     upstream: Option<String>,
     log: Option<String>,
@@ -212,12 +212,17 @@ fn poster(server: &str, log: &str) -> PostBatch {
         .build()
         .into();
     let token = crate::http::token();
-    Arc::new(move |body: &[u8]| {
+    Arc::new(move |events: &[serde_json::Value]| {
+        let mut body = Vec::with_capacity(events.len() * 512);
+        for e in events {
+            serde_json::to_writer(&mut body, e).expect("a Value serialises");
+            body.push(b'\n');
+        }
         let mut req = agent.post(&url).header("Content-Type", "application/x-ndjson");
         if let Some(t) = &token {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
-        match req.send(body) {
+        match req.send(&body[..]) {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 if (200..300).contains(&status) {
@@ -238,64 +243,98 @@ fn postgres(a: PgArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("parsing {}", p.display()))?,
         None => FileConfig::default(),
     };
-    let listen = a.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:6432".into());
-    let upstream_url = a.upstream.or(file.upstream).context("--upstream postgres://USER@HOST:PORT/DB is required")?;
-    let (upstream, _) = parse_upstream(&upstream_url)?;
-    let log = a.log.or(file.log).unwrap_or_else(|| "db".into());
-    let server = a.server.or(file.server).unwrap_or_else(|| "http://127.0.0.1:7600".into());
-    let users_path = a.users.or(file.users).unwrap_or_else(|| DEFAULT_USERS.into());
-    let users = Users::from_file(&read_users(&users_path)?).map_err(anyhow::Error::msg)?;
-    if users.is_empty() {
-        eprintln!("warning: {} has no users; add one with `custos gateway user NAME`", users_path.display());
-    }
-    let tls = match (a.tls_cert.or(file.tls_cert), a.tls_key.or(file.tls_key)) {
-        (Some(c), Some(k)) => Some(custos_gateway::tls::acceptor(&c, &k).map_err(anyhow::Error::msg)?),
-        (None, None) => None,
-        _ => bail!("tls_cert and tls_key go together"),
+    // Flags win over the file.
+    let merged = FileConfig {
+        listen: a.listen.or(file.listen),
+        upstream: a.upstream.or(file.upstream),
+        log: a.log.or(file.log),
+        server: a.server.or(file.server),
+        users: a.users.or(file.users),
+        tls_cert: a.tls_cert.or(file.tls_cert),
+        tls_key: a.tls_key.or(file.tls_key),
+        require_tls: Some(a.require_tls || file.require_tls.unwrap_or(false)),
+        audit_mode: a.audit_mode.or(file.audit_mode),
+        redact_params: Some(a.redact_params || file.redact_params.unwrap_or(false)),
+        auth_timeout_secs: a.auth_timeout_secs.or(file.auth_timeout_secs),
+        name: a.name.or(file.name),
+        deny: file.deny,
     };
-    let require_tls = a.require_tls || file.require_tls.unwrap_or(false);
-    if require_tls && tls.is_none() {
-        bail!("--require-tls needs --tls-cert and --tls-key");
-    }
-    let mode = match a.audit_mode.or(file.audit_mode).as_deref() {
-        None | Some("fail-closed") => AuditMode::FailClosed,
-        Some("async") => AuditMode::Async,
-        Some(m) => bail!("unknown audit mode {m:?}: fail-closed or async"),
-    };
-    for r in &file.deny {
-        r.validate().map_err(anyhow::Error::msg)?;
-    }
-    let config = Config {
-        name: a.name.or(file.name).unwrap_or_else(|| "postgres".into()),
-        upstream,
-        tls,
-        require_tls,
-        users,
-        rules: file.deny,
-        redact_params: a.redact_params || file.redact_params.unwrap_or(false),
-        mode,
-        auth_timeout: Duration::from_secs(a.auth_timeout_secs.or(file.auth_timeout_secs).unwrap_or(30)),
-    };
+    let server = merged.server.clone().unwrap_or_else(|| "http://127.0.0.1:7600".into());
+    let (listen, log, config) = build(merged)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
-        let summary = format!(
-            "gateway listening on {}; upstream {}:{} as {}; log {log} at {server}; audit {:?}; users {}; deny rules {}; tls {}",
-            listener.local_addr()?,
-            config.upstream.host,
-            config.upstream.port,
-            config.upstream.user,
-            config.mode,
-            config.users.len(),
-            config.rules.len(),
-            if config.tls.is_some() { "on" } else { "off" },
-        );
-        eprintln!("{summary}");
+        let (listener, line) = bind(&listen, &log, &format!("{server} over HTTP"), &config).await?;
+        eprintln!("{line}");
         let gw = Gateway::new(config, Sink::start(poster(&server, &log)));
         gw.serve(listener, super::serve::shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
     Ok(0)
+}
+
+/// Binds a gateway's listener; returns it and a line describing it.
+pub(crate) async fn bind(
+    listen: &str,
+    log: &str,
+    to: &str,
+    config: &Config,
+) -> anyhow::Result<(tokio::net::TcpListener, String)> {
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let line = format!(
+        "gateway listening on {}; upstream {}:{} as {}; log {log} at {to}; audit {:?}; users {}; deny rules {}; tls {}",
+        listener.local_addr()?,
+        config.upstream.host,
+        config.upstream.port,
+        config.upstream.user,
+        config.mode,
+        config.users.len(),
+        config.rules.len(),
+        if config.tls.is_some() { "on" } else { "off" },
+    );
+    Ok((listener, line))
+}
+
+/// Checks a gateway's settings and builds its configuration: returns the
+/// listen address, the log, and the configuration.
+pub(crate) fn build(f: FileConfig) -> anyhow::Result<(String, String, Config)> {
+    let listen = f.listen.unwrap_or_else(|| "127.0.0.1:6432".into());
+    let upstream_url = f.upstream.context("the upstream (postgres://USER@HOST:PORT/DB) is required")?;
+    let (upstream, _) = parse_upstream(&upstream_url)?;
+    let log = f.log.unwrap_or_else(|| "db".into());
+    let users_path = f.users.unwrap_or_else(|| DEFAULT_USERS.into());
+    let users = Users::from_file(&read_users(&users_path)?).map_err(anyhow::Error::msg)?;
+    if users.is_empty() {
+        eprintln!("warning: {} has no users; add one with `custos gateway user NAME`", users_path.display());
+    }
+    let tls = match (f.tls_cert, f.tls_key) {
+        (Some(c), Some(k)) => Some(custos_gateway::tls::acceptor(&c, &k).map_err(anyhow::Error::msg)?),
+        (None, None) => None,
+        _ => bail!("tls_cert and tls_key go together"),
+    };
+    let require_tls = f.require_tls.unwrap_or(false);
+    if require_tls && tls.is_none() {
+        bail!("require_tls needs tls_cert and tls_key");
+    }
+    let mode = match f.audit_mode.as_deref() {
+        None | Some("fail-closed") => AuditMode::FailClosed,
+        Some("async") => AuditMode::Async,
+        Some(m) => bail!("unknown audit mode {m:?}: fail-closed or async"),
+    };
+    for r in &f.deny {
+        r.validate().map_err(anyhow::Error::msg)?;
+    }
+    let config = Config {
+        name: f.name.unwrap_or_else(|| "postgres".into()),
+        upstream,
+        tls,
+        require_tls,
+        users,
+        rules: f.deny,
+        redact_params: f.redact_params.unwrap_or(false),
+        mode,
+        auth_timeout: Duration::from_secs(f.auth_timeout_secs.unwrap_or(30)),
+    };
+    Ok((listen, log, config))
 }
 
 #[cfg(test)]

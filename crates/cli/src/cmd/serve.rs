@@ -135,6 +135,10 @@ struct FileConfig {
     cert_identities: Option<std::collections::BTreeMap<String, String>>,
     public_hashes: Option<bool>,
     oidc: Option<FileOidc>,
+    /// Access gateways run inside the server (`[[gateway]]`), recording
+    /// straight into the log.
+    #[serde(default)]
+    gateway: Vec<super::gateway::FileConfig>,
 }
 
 /// `[oidc]` in the TOML file.
@@ -198,6 +202,12 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     // Flags win over the file's [oidc] table.
     let file_oidc = file.oidc;
+    let gateways = file
+        .gateway
+        .into_iter()
+        .map(super::gateway::build)
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("[[gateway]] in the configuration file")?;
     let oidc_issuer = a.oidc_issuer.clone().or_else(|| file_oidc.as_ref().map(|o| o.issuer.clone()));
     let oidc = match oidc_issuer {
         None => None,
@@ -294,6 +304,12 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             println!("syslog udp on {} -> log {log}", sock.local_addr()?);
             udp_sockets.push((sock, log));
         }
+        let mut gateway_listeners = Vec::new();
+        for (listen, log, config) in gateways {
+            let (l, line) = super::gateway::bind(&listen, &log, "this server", &config).await?;
+            println!("{line}");
+            gateway_listeners.push((l, log, config));
+        }
         println!("verifier key: {}", store.verifier().to_key_string());
         tracing::info!(%addr, data = %data.display(), "serving");
         let state = Arc::new(AppState::new(store, server_cfg, auth));
@@ -305,6 +321,12 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         }
         for (sock, log) in udp_sockets {
             tokio::spawn(custos_server::sources::syslog_udp(state.clone(), sock, log));
+        }
+        for (l, log, config) in gateway_listeners {
+            let name = config.name.clone();
+            let sink = custos_server::gateway::sink(state.clone(), log, name);
+            let gw = custos_gateway::Gateway::new(config, sink);
+            tokio::spawn(gw.serve(l, std::future::pending::<()>()));
         }
         custos_server::serve(state, listener, tls, shutdown_signal()).await?;
         tracing::info!("stopped after draining requests and signing final checkpoints");
