@@ -226,7 +226,14 @@ fn gateway_records_every_statement_and_agrees_with_pgaudit() {
         &gw_token,
         &upstream,
         &users,
-        &["--config", config.to_str().unwrap(), "--tls-cert", &pki.path("server.pem"), "--tls-key", &pki.path("server.key")],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--tls-cert",
+            &pki.path("server.pem"),
+            "--tls-key",
+            &pki.path("server.key"),
+        ],
     );
 
     // alice, over TLS, with psql: reads, a write, an error, a denied DDL, COPY.
@@ -253,13 +260,22 @@ fn gateway_records_every_statement_and_agrees_with_pgaudit() {
     assert!(out.contains("custos: statement denied by rule \"no-ddl-for-analysts\""), "{out}");
     assert!(out.contains("COPY 1"), "{out}");
     assert!(
-        !String::from_utf8_lossy(&pg.psql_super("app", "select count(*) from pg_tables where tablename = 'alice_t'").stdout)
-            .contains(" 1"),
+        !String::from_utf8_lossy(
+            &pg.psql_super("app", "select count(*) from pg_tables where tablename = 'alice_t'").stdout
+        )
+        .contains(" 1"),
         "the denied table must not exist"
     );
 
     // bob: denied the card table, allowed the rest; pgbench through the gateway.
-    let o = psql(&gw, "bob", "bob-pw", "disable", &["select number from payments.card", "select count(*) from accounts"], "");
+    let o = psql(
+        &gw,
+        "bob",
+        "bob-pw",
+        "disable",
+        &["select number from payments.card", "select count(*) from accounts"],
+        "",
+    );
     let out = text(&o);
     assert!(out.contains("custos: statement denied by rule \"no-cards-for-support\" (table payments.card)"), "{out}");
     assert!(!out.contains("4111111111111111"), "{out}");
@@ -291,7 +307,8 @@ fn gateway_records_every_statement_and_agrees_with_pgaudit() {
         let stmt = client.prepare("select owner from accounts where id = $1 and balance >= $2").await.unwrap();
         let rows = client.query(&stmt, &[&3i32, &50i32]).await.unwrap();
         assert_eq!(rows[0].get::<_, &str>(0), "owner3");
-        let n = client.execute("update accounts set owner = $1 where id = $2", &[&"carol-was-here", &4i32]).await.unwrap();
+        let n =
+            client.execute("update accounts set owner = $1 where id = $2", &[&"carol-was-here", &4i32]).await.unwrap();
         assert_eq!(n, 1);
         let cancel = client.cancel_token();
         let sleeper = tokio::spawn(async move { client.simple_query("select pg_sleep(30)").await.map(|_| ()) });
@@ -316,12 +333,18 @@ fn gateway_records_every_statement_and_agrees_with_pgaudit() {
     // Every event came from the gateway's token.
     assert!(ev.iter().all(|e| e["submitter"]["name"] == "token:pg-gateway"));
     let q = |user: &str, needle: &str| {
-        find(&ev, |e| e["activity"] == "db.query" && user_of(e) == user && e["message"].as_str().unwrap_or("").contains(needle))
+        find(&ev, |e| {
+            e["activity"] == "db.query" && user_of(e) == user && e["message"].as_str().unwrap_or("").contains(needle)
+        })
     };
     let result_of = |e: &Value| -> Value {
         let seq = &e["metadata"]["gateway"]["seq"];
         ev.iter()
-            .find(|r| r["activity"] == "db.query.result" && session_of(r) == session_of(e) && &r["metadata"]["gateway"]["seq"] == seq)
+            .find(|r| {
+                r["activity"] == "db.query.result"
+                    && session_of(r) == session_of(e)
+                    && &r["metadata"]["gateway"]["seq"] == seq
+            })
             .cloned()
             .unwrap_or(Value::Null)
     };
@@ -373,7 +396,9 @@ fn gateway_records_every_statement_and_agrees_with_pgaudit() {
     let mut people_seen = std::collections::BTreeSet::new();
     for (sid, stmt) in &audited {
         let hit = ev.iter().find(|e| {
-            e["activity"] == "db.query" && session_of(e) == sid && e["message"].as_str().is_some_and(|m| m.contains(stmt.as_str()))
+            e["activity"] == "db.query"
+                && session_of(e) == sid
+                && e["message"].as_str().is_some_and(|m| m.contains(stmt.as_str()))
         });
         let hit = hit.unwrap_or_else(|| panic!("pgAudit logged {stmt:?} in session {sid}, Custos did not"));
         people_seen.insert(user_of(hit).to_string());
@@ -475,7 +500,19 @@ fn fail_closed_refuses_when_the_log_is_down_and_bad_clients_are_recorded() {
     let _ = read_all(&mut silent);
     assert!(started.elapsed() < Duration::from_secs(10), "the gateway must close a silent client");
     let mut killed = Command::new(format!("{PGBIN}/psql"))
-        .args(["-X", "-h", "127.0.0.1", "-p", &gw.port.to_string(), "-U", "alice", "-d", "app", "-c", "select pg_sleep(5)"])
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &gw.port.to_string(),
+            "-U",
+            "alice",
+            "-d",
+            "app",
+            "-c",
+            "select pg_sleep(5)",
+        ])
         .env("PGPASSWORD", "alice-pw")
         .env("PGSSLMODE", "disable")
         .spawn()
@@ -492,7 +529,11 @@ fn fail_closed_refuses_when_the_log_is_down_and_bad_clients_are_recorded() {
     // A Query longer than the gateway reads whole.
     s.write_all(&[b'Q', 0x10, 0, 0, 0]).unwrap();
     let answer = read_all(&mut s);
-    assert!(String::from_utf8_lossy(&answer).contains("exceeds the gateway's limit"), "{}", String::from_utf8_lossy(&answer));
+    assert!(
+        String::from_utf8_lossy(&answer).contains("exceeds the gateway's limit"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
 
     let ev = wait_for(&server.url, &reader, "the bad clients' events", |ev| {
         ev.iter().filter(|e| e["activity"] == "db.protocol_error").count() >= 2

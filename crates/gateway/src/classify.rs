@@ -116,7 +116,9 @@ fn command_of(text: &str) -> (String, Class) {
         }
         "GRANT" | "REVOKE" => Class::Role,
         "CREATE" | "ALTER" | "DROP" if matches!(w(1), "ROLE" | "USER" | "GROUP") => Class::Role,
-        "CREATE" | "ALTER" | "DROP" | "COMMENT" | "REINDEX" | "CLUSTER" | "REFRESH" | "SECURITY" | "IMPORT" => Class::Ddl,
+        "CREATE" | "ALTER" | "DROP" | "COMMENT" | "REINDEX" | "CLUSTER" | "REFRESH" | "SECURITY" | "IMPORT" => {
+            Class::Ddl
+        }
         "CALL" | "DO" => Class::Function,
         _ => Class::Misc,
     };
@@ -241,7 +243,9 @@ pub fn shape(sql: &str) -> Option<String> {
             out.push_str("''");
         } else if c == b'$' && !b.get(i + 1).is_some_and(u8::is_ascii_digit) {
             return None;
-        } else if c.is_ascii_digit() && !(i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b'$')) {
+        } else if c.is_ascii_digit()
+            && !(i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b'$'))
+        {
             while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
                 i += 1;
             }
@@ -299,7 +303,11 @@ mod tests {
     #[test]
     fn classes_and_tables() {
         check("SELECT abalance FROM pgbench_accounts WHERE aid = 1", &[Class::Read], &["pgbench_accounts"]);
-        check("select * from payments.card c join users u on u.id = c.uid", &[Class::Read], &["payments.card", "users"]);
+        check(
+            "select * from payments.card c join users u on u.id = c.uid",
+            &[Class::Read],
+            &["payments.card", "users"],
+        );
         check("UPDATE t SET a = 1; INSERT INTO u VALUES (1)", &[Class::Write, Class::Write], &["t", "u"]);
         check("CREATE TABLE x (a int)", &[Class::Ddl], &["x"]);
         check("DROP TABLE x", &[Class::Ddl], &["x"]);
@@ -329,7 +337,10 @@ mod tests {
 
     #[test]
     fn shapes_replace_literals_only() {
-        assert_eq!(shape("SELECT a1 FROM t2 WHERE x = 12.5 AND y = 'it''s'").unwrap(), "SELECT a1 FROM t2 WHERE x = 0 AND y = ''");
+        assert_eq!(
+            shape("SELECT a1 FROM t2 WHERE x = 12.5 AND y = 'it''s'").unwrap(),
+            "SELECT a1 FROM t2 WHERE x = 0 AND y = ''"
+        );
         assert_eq!(shape("SELECT $1"), Some("SELECT $1".into()));
         assert_eq!(shape("SELECT E'\\''"), None);
         assert_eq!(shape("SELECT 'open"), None);

@@ -92,7 +92,10 @@ impl DenyRule {
         }
         for c in &self.classes {
             if Class::parse(c).is_none() {
-                return Err(format!("rule {:?}: unknown class {c:?} (read, write, ddl, role, function, misc)", self.name));
+                return Err(format!(
+                    "rule {:?}: unknown class {c:?} (read, write, ddl, role, function, misc)",
+                    self.name
+                ));
             }
         }
         if self.classes.is_empty() && self.tables.is_empty() {
@@ -176,7 +179,11 @@ mod tests {
         assert_eq!(deny(&support, "select number from card").as_deref(), Some("no-cards-for-support"));
         assert_eq!(deny(&support, "SELECT * FROM payments.invoice"), None);
         assert_eq!(deny(&support, "SELEKT garbage ((").as_deref(), None, "class misc is not read");
-        assert_eq!(deny(&support, "SELECT FROM card WHERE ((").as_deref(), Some("no-cards-for-support"), "unknown tables");
+        assert_eq!(
+            deny(&support, "SELECT FROM card WHERE ((").as_deref(),
+            Some("no-cards-for-support"),
+            "unknown tables"
+        );
         assert_eq!(deny(&support, "vacuum analyze pgbench_branches"), None, "never names the table");
         assert_eq!(deny(&[], "DROP TABLE t"), None);
         assert!(rule("x", &[], &[], &[]).validate().is_err());

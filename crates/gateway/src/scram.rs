@@ -127,7 +127,8 @@ pub enum ScramError {
 }
 
 fn attr<'a>(part: Option<&'a str>, name: char) -> Result<&'a str, ScramError> {
-    part.and_then(|p| p.strip_prefix(name)).and_then(|p| p.strip_prefix('='))
+    part.and_then(|p| p.strip_prefix(name))
+        .and_then(|p| p.strip_prefix('='))
         .ok_or_else(|| ScramError::Malformed(format!("expected attribute '{name}='")))
 }
 

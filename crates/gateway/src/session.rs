@@ -131,7 +131,7 @@ impl Ctx {
     /// Records session-level events: durably in fail-closed mode.
     async fn record(&self, events: Vec<Map<String, Value>>) -> Result<(), String> {
         let events: Vec<Value> = events.into_iter().map(Value::Object).collect();
-        self.gw.sink.submit(&events, self.gw.config.mode == AuditMode::FailClosed).await
+        self.gw.sink.submit(events, self.gw.config.mode == AuditMode::FailClosed).await
     }
 }
 
@@ -263,7 +263,9 @@ async fn handshake(ctx: &mut Ctx, mut client: Stream) -> Result<(Stream, Stream,
     let connect = ctx.event("db.connect", "success");
     let _ = ctx.record(vec![connect]).await;
     if param("replication").is_some_and(|r| r != "false" && r != "0") {
-        return Err(login_failed(ctx, client, "28000", "replication connections are not supported by the gateway").await);
+        return Err(
+            login_failed(ctx, client, "28000", "replication connections are not supported by the gateway").await
+        );
     }
     if gw.config.require_tls && !tls {
         return Err(login_failed(ctx, client, "28000", "the gateway requires TLS (use sslmode=require)").await);
@@ -459,11 +461,7 @@ async fn connect_upstream(
             b'Z' => return Ok((io, status, key)),
             b'E' => {
                 let fields = wire::parse_fields(&body).map_err(|e| e.0)?;
-                return Err(format!(
-                    "{} ({})",
-                    wire::field(&fields, b'M'),
-                    wire::field(&fields, b'C')
-                ));
+                return Err(format!("{} ({})", wire::field(&fields, b'M'), wire::field(&fields, b'C')));
             }
             b'v' => {} // NegotiateProtocolVersion: we asked for 3.0 only.
             t => return Err(format!("unexpected message '{}' from the upstream", char::from(t).escape_default())),
@@ -488,7 +486,7 @@ async fn cancel(gw: &Arc<Gateway>, pid: i32, secret: &[u8]) {
     e.insert("status".into(), "success".into());
     e.insert("actor".into(), json!({"user": {"name": t.user}, "session": {"uid": t.session}}));
     e.insert("metadata".into(), json!({"gateway": {"name": gw.config.name, "session": t.session}}));
-    let _ = gw.sink.submit(&[Value::Object(e)], false).await;
+    let _ = gw.sink.submit(vec![Value::Object(e)], false).await;
 }
 
 /// Why a statement is not run: the error the client gets instead.
@@ -699,7 +697,14 @@ impl ClientSide {
     }
 
     /// Handles one whole client message.
-    fn message(&mut self, ctx: &Ctx, track: &Mutex<Track>, tag: u8, frame: &[u8], s: &mut Scanned) -> Result<(), String> {
+    fn message(
+        &mut self,
+        ctx: &Ctx,
+        track: &Mutex<Track>,
+        tag: u8,
+        frame: &[u8],
+        s: &mut Scanned,
+    ) -> Result<(), String> {
         let body = &frame[5..];
         match tag {
             b'Q' => {
@@ -724,7 +729,10 @@ impl ClientSide {
                 if self.prepared.len() >= MAX_PREPARED_PER_SESSION && !self.prepared.contains_key(p.name) {
                     self.prepared.clear();
                 }
-                self.prepared.insert(p.name.to_string(), Arc::new(Prepared { sql, param_types: p.param_types, analysis, denied }));
+                self.prepared.insert(
+                    p.name.to_string(),
+                    Arc::new(Prepared { sql, param_types: p.param_types, analysis, denied }),
+                );
             }
             b'B' => {
                 let b = wire::parse_bind(body).map_err(|e| e.0)?;
@@ -744,7 +752,12 @@ impl ClientSide {
                     let types = described.as_deref().unwrap_or(&prepared.param_types);
                     let oid = |i: usize| types.get(i).copied().unwrap_or(0);
                     Value::Array(
-                        b.params.iter().take(MAX_EVENT_PARAMS).enumerate().map(|(i, (v, bin))| render_param(*v, *bin, oid(i))).collect(),
+                        b.params
+                            .iter()
+                            .take(MAX_EVENT_PARAMS)
+                            .enumerate()
+                            .map(|(i, (v, bin))| render_param(*v, *bin, oid(i)))
+                            .collect(),
                     )
                 };
                 if self.portals.len() >= MAX_PREPARED_PER_SESSION && !self.portals.contains_key(b.portal) {
@@ -759,7 +772,12 @@ impl ClientSide {
             b'E' => {
                 let (portal, _max_rows) = wire::parse_execute(body).map_err(|e| e.0)?;
                 let (sql, analysis, params, name) = match self.portals.get(portal) {
-                    Some(p) => (p.prepared.sql.clone(), p.prepared.analysis.clone(), p.params.clone(), p.statement_name.clone()),
+                    Some(p) => (
+                        p.prepared.sql.clone(),
+                        p.prepared.analysis.clone(),
+                        p.params.clone(),
+                        p.statement_name.clone(),
+                    ),
                     None => ("".into(), Arc::new(Analysis::default()), None, String::new()),
                 };
                 let exec = self.exec("extended", sql, analysis, params, &name, portal);
@@ -841,7 +859,15 @@ impl ClientSide {
 
     /// A statement (Query, Execute, FunctionCall): denied, or recorded and
     /// forwarded.
-    fn statement(&mut self, ctx: &Ctx, track: &Mutex<Track>, mut exec: Exec, frame: &[u8], simple: bool, s: &mut Scanned) {
+    fn statement(
+        &mut self,
+        ctx: &Ctx,
+        track: &Mutex<Track>,
+        mut exec: Exec,
+        frame: &[u8],
+        simple: bool,
+        s: &mut Scanned,
+    ) {
         self.seq += 1;
         exec.seq = self.seq;
         if simple {
@@ -874,7 +900,11 @@ fn inject(track: &Mutex<Track>, r: Refusal, simple: bool, out: &mut Vec<u8>) -> 
     t.refusals.insert(n, r);
     let marker = format!("custos_refused_{}_{n}", t.nonce);
     drop(t);
-    if simple { wire::query(out, &marker) } else { wire::parse_message(out, &marker) }
+    if simple {
+        wire::query(out, &marker)
+    } else {
+        wire::parse_message(out, &marker)
+    }
     n
 }
 
@@ -931,7 +961,8 @@ fn add_outcome(ev: &mut Map<String, Value>, e: &Exec, detail: Option<String>) {
         ev.insert("status_detail".into(), d.into());
     }
     ev.insert("duration_ms".into(), (e.started.elapsed().as_secs_f64() * 1000.0).into());
-    let rows: Option<u64> = e.tags.iter().filter_map(|t| t.rsplit(' ').next()?.parse::<u64>().ok()).reduce(|a, b| a + b);
+    let rows: Option<u64> =
+        e.tags.iter().filter_map(|t| t.rsplit(' ').next()?.parse::<u64>().ok()).reduce(|a, b| a + b);
     let g = Ctx::gateway_meta(ev);
     g.insert("tags".into(), e.tags.clone().into());
     if let Some(r) = rows {
@@ -984,7 +1015,7 @@ async fn upstream_direction(
         buf.drain(..used);
         if !s.events.is_empty() {
             let durable = ctx.gw.config.mode == AuditMode::FailClosed;
-            if let Err(e) = ctx.gw.sink.submit(&s.events, durable).await {
+            if let Err(e) = ctx.gw.sink.submit(std::mem::take(&mut s.events), durable).await {
                 if durable && !s.audited.is_empty() {
                     tracing::warn!(session = %ctx.sid, error = %e, "statements refused: the audit log is unavailable");
                     refuse_all(track, &mut s, &e);
@@ -1018,7 +1049,9 @@ async fn upstream_direction(
 fn refuse_all(track: &Mutex<Track>, s: &mut Scanned, why: &str) {
     let r = Refusal {
         code: "55000",
-        message: format!("custos: statement refused because it could not be recorded ({why}); the gateway is fail-closed"),
+        message: format!(
+            "custos: statement refused because it could not be recorded ({why}); the gateway is fail-closed"
+        ),
     };
     let mut out = Vec::with_capacity(s.out.len());
     let mut last = 0;
@@ -1035,12 +1068,7 @@ fn refuse_all(track: &Mutex<Track>, s: &mut Scanned, why: &str) {
 }
 
 /// Ends a session on a protocol violation: tells the client, records it.
-async fn protocol_violation(
-    ctx: &Ctx,
-    cw: &ClientWriter,
-    uw: &mut tokio::io::WriteHalf<Stream>,
-    why: String,
-) -> End {
+async fn protocol_violation(ctx: &Ctx, cw: &ClientWriter, uw: &mut tokio::io::WriteHalf<Stream>, why: String) -> End {
     let mut f = Vec::new();
     wire::error_response(&mut f, "FATAL", "08P01", &format!("custos: {why}"), None);
     let mut c = cw.lock().await;
@@ -1058,12 +1086,7 @@ async fn protocol_violation(
     End::Failed(why)
 }
 
-async fn downstream(
-    ctx: &Ctx,
-    mut ur: tokio::io::ReadHalf<Stream>,
-    cw: &ClientWriter,
-    track: &Mutex<Track>,
-) -> End {
+async fn downstream(ctx: &Ctx, mut ur: tokio::io::ReadHalf<Stream>, cw: &ClientWriter, track: &Mutex<Track>) -> End {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
     let mut out: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
     let mut passthrough = 0usize;
@@ -1092,7 +1115,13 @@ async fn downstream(
                 Ok(None) => break,
                 Err(e) => {
                     let mut b = Vec::new();
-                    wire::error_response(&mut b, "FATAL", "08P01", &format!("custos: invalid message from the upstream: {e}"), None);
+                    wire::error_response(
+                        &mut b,
+                        "FATAL",
+                        "08P01",
+                        &format!("custos: invalid message from the upstream: {e}"),
+                        None,
+                    );
                     let _ = cw.lock().await.write_all(&b).await;
                     return End::Failed(format!("invalid message from the upstream: {e}"));
                 }
@@ -1114,8 +1143,7 @@ async fn downstream(
             return End::ClientGone;
         }
         if !events.is_empty() {
-            let _ = ctx.gw.sink.submit(&events, false).await;
-            events.clear();
+            let _ = ctx.gw.sink.submit(std::mem::take(&mut events), false).await;
         }
     }
 }

@@ -108,7 +108,7 @@ impl Sink {
 
     /// Queues events. With `durable`, returns once they are stored, or an
     /// error saying why they are not; else returns once they are queued.
-    pub async fn submit(&self, events: &[serde_json::Value], durable: bool) -> Result<(), String> {
+    pub async fn submit(&self, events: Vec<serde_json::Value>, durable: bool) -> Result<(), String> {
         if events.is_empty() {
             return Ok(());
         }
@@ -135,7 +135,7 @@ impl Sink {
             let wake = durable || q.jobs.is_empty() || q.events + count >= MAX_BATCH_EVENTS;
             q.events += count;
             q.durable += usize::from(durable);
-            q.jobs.push_back(Job { events: events.to_vec(), count, done: tx });
+            q.jobs.push_back(Job { events, count, done: tx });
             wake
         };
         if wake {
@@ -152,7 +152,7 @@ impl Sink {
     /// Stores events someone waits for directly, with every spooled event
     /// riding along: they share the append and its fsync instead of
     /// costing one of their own.
-    async fn store_now(&self, now: &StoreNow, events: &[serde_json::Value]) -> Result<(), String> {
+    async fn store_now(&self, now: &StoreNow, events: Vec<serde_json::Value>) -> Result<(), String> {
         let riders: Vec<Job> = {
             let mut q = self.shared.queue.lock().expect("sink lock");
             q.events = 0;
@@ -163,7 +163,7 @@ impl Sink {
         for j in &riders {
             all.extend(j.events.iter().cloned());
         }
-        all.extend(events.iter().cloned());
+        all.extend(events);
         match now(all).await {
             Ok(()) => {
                 self.shared.space.add_permits(ride_count);

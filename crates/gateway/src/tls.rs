@@ -77,7 +77,9 @@ impl UpstreamTls {
             (_, Some(ca)) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for c in CertificateDer::pem_file_iter(ca).map_err(|e| format!("reading CA {}: {e}", ca.display()))? {
-                    roots.add(c.map_err(|e| format!("parsing CA {}: {e}", ca.display()))?).map_err(|e| e.to_string())?;
+                    roots
+                        .add(c.map_err(|e| format!("parsing CA {}: {e}", ca.display()))?)
+                        .map_err(|e| e.to_string())?;
                 }
                 builder.with_root_certificates(roots).with_no_client_auth()
             }

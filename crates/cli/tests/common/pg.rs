@@ -97,7 +97,14 @@ impl Pg {
         std::fs::write(&conf_path, text).unwrap();
         let log = dir.path().join("server.log");
         check(
-            pg_cmd("pg_ctl").args(["-w", "-t", "60", "-D"]).arg(&data).arg("-l").arg(&log).arg("start").output().unwrap(),
+            pg_cmd("pg_ctl")
+                .args(["-w", "-t", "60", "-D"])
+                .arg(&data)
+                .arg("-l")
+                .arg(&log)
+                .arg("start")
+                .output()
+                .unwrap(),
             "pg_ctl start",
         );
         let pg = Pg { dir, port, log };
@@ -132,6 +139,10 @@ impl Pg {
 
 impl Drop for Pg {
     fn drop(&mut self) {
-        let _ = pg_cmd("pg_ctl").args(["-m", "immediate", "-w", "-D"]).arg(self.dir.path().join("data")).arg("stop").output();
+        let _ = pg_cmd("pg_ctl")
+            .args(["-m", "immediate", "-w", "-D"])
+            .arg(self.dir.path().join("data"))
+            .arg("stop")
+            .output();
     }
 }
