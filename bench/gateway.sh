@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Gateway benchmark of issue 7: pgbench -S and TPC-B at 1 and 16 clients,
-# direct, direct with pgaudit.log=all, through the gateway in async mode
-# and fail-closed, all in one run; plus the fsync latency of the disk the
-# log lives on, for the fail-closed bound.
+# direct, direct with pgaudit.log=all, through pgbouncer (a plain proxy
+# that records nothing, for what any proxy costs on this machine), and
+# through the gateway in async mode and fail-closed (standalone over HTTP,
+# and inside the server), all in one run; plus the fsync latency of the
+# disk the log lives on, for the fail-closed bound.
+# Needs postgresql-15, postgresql-15-pgaudit, pgbouncer (apt-get).
 #   bench/gateway.sh [seconds per run]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +51,30 @@ start_gw() { # mode -> sets GWPORT
   PIDS+=($!)
   until grep -q "gateway listening" "$WORK/gw-$1.err"; do sleep 0.05; done
 }
+# pgbouncer, session pooling, as the postgres user.
+BOUNCER=$(free_port)
+chown postgres "$WORK"
+cat > "$WORK/pgb.ini" <<INI
+[databases]
+app = host=127.0.0.1 port=$PGPORT dbname=app user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER
+auth_type = trust
+auth_file = $WORK/pgb-users.txt
+pool_mode = session
+default_pool_size = 20
+max_client_conn = 100
+logfile = $WORK/pgb.log
+pidfile = $WORK/pgb.pid
+INI
+echo '"bench" ""' > "$WORK/pgb-users.txt"
+chown postgres "$WORK/pgb.ini" "$WORK/pgb-users.txt"
+su postgres -c "pgbouncer -d $WORK/pgb.ini"
+until [ -s "$WORK/pgb.pid" ]; do sleep 0.05; done
+trap 'kill $(cat $WORK/pgb.pid) 2>/dev/null || true; for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; done; pg_stop 2>/dev/null || true; rm -rf "$WORK"' EXIT
+psql -q -c "create role bench login superuser"
+
 start_gw async; ASYNC=$GWPORT
 start_gw fail-closed; CLOSED=$GWPORT
 
@@ -80,6 +107,7 @@ for script in select tpcb; do
     psql -q -c "alter system set pgaudit.log = 'all'" -c "select pg_reload_conf()" >/dev/null
     read -r t l < <(run $PGPORT postgres $script $clients); printf "%-12s %-8s %7s %10s %9s\n" pgaudit-all $script $clients $t $l | tee -a "$WORK/table"
     psql -q -c "alter system set pgaudit.log = 'none'" -c "select pg_reload_conf()" >/dev/null
+    read -r t l < <(run $BOUNCER bench $script $clients); printf "%-12s %-8s %7s %10s %9s\n" pgbouncer $script $clients $t $l | tee -a "$WORK/table"
     read -r t l < <(run $ASYNC bench $script $clients); printf "%-12s %-8s %7s %10s %9s\n" gw-async $script $clients $t $l | tee -a "$WORK/table"
     read -r t l < <(run $CLOSED bench $script $clients); printf "%-12s %-8s %7s %10s %9s\n" gw-closed $script $clients $t $l | tee -a "$WORK/table"
     read -r t l < <(run $IN_ASYNC bench $script $clients); printf "%-12s %-8s %7s %10s %9s\n" in-async $script $clients $t $l | tee -a "$WORK/table"
@@ -101,7 +129,7 @@ for script in ("select", "tpcb"):
     for c in ("1", "16"):
         base, lat = d[("direct", script, c)]
         pa = d[("pgaudit-all", script, c)][0]
-        for setup in ("gw-async", "gw-closed", "in-async", "in-closed"):
+        for setup in ("pgbouncer", "gw-async", "gw-closed", "in-async", "in-closed"):
             t, l = d[(setup, script, c)]
             print(f"{script} c={c} {setup}: {100*t/base:.0f}% of direct (pgaudit {100*pa/base:.0f}%), +{1000*(l-lat):.0f} us p50")
         stmts = 1 if script == "select" else 7

@@ -26,6 +26,7 @@ pub mod error;
 pub mod gateway;
 pub mod ingest;
 pub mod ops;
+pub mod otlp;
 pub mod read;
 pub mod search;
 pub mod sources;
@@ -59,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/tokens", get(admin::list_tokens).post(admin::create_token))
         .route("/v1/sources", get(sources::list_sources))
         .route("/v1/k8s/{log}/audit", post(sources::k8s_audit))
+        .route("/v1/otlp/{log}/v1/logs", post(otlp::logs))
         .route("/v1/tokens/{id}", axum::routing::delete(admin::revoke_token))
         .layer(axum::middleware::from_fn_with_state(state.clone(), authn::middleware))
         .layer(axum::extract::DefaultBodyLimit::disable())

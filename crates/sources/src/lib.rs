@@ -12,4 +12,5 @@
 //! original in `raw_data`.
 
 pub mod k8s;
+pub mod otlp;
 pub mod syslog;
