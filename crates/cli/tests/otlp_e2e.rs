@@ -18,7 +18,11 @@ fn otel_python() -> PathBuf {
     let python = venv.join("bin").join("python");
     let ready = |p: &PathBuf| {
         Command::new(p)
-            .args(["-c", "import opentelemetry.exporter.otlp.proto.http._log_exporter, opentelemetry.sdk._logs"])
+            .args([
+                "-c",
+                "import opentelemetry.exporter.otlp.proto.http._log_exporter, \
+                 opentelemetry.exporter.otlp.proto.grpc._log_exporter, opentelemetry.sdk._logs",
+            ])
             .output()
             .is_ok_and(|o| o.status.success())
     };
@@ -26,7 +30,13 @@ fn otel_python() -> PathBuf {
         let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().unwrap().success();
         assert!(ok, "python3 -m venv failed");
         let ok = Command::new(venv.join("bin").join("pip"))
-            .args(["install", "-q", "opentelemetry-sdk==1.39.1", "opentelemetry-exporter-otlp-proto-http==1.39.1"])
+            .args([
+                "install",
+                "-q",
+                "opentelemetry-sdk==1.39.1",
+                "opentelemetry-exporter-otlp-proto-http==1.39.1",
+                "opentelemetry-exporter-otlp-proto-grpc==1.39.1",
+            ])
             .status()
             .unwrap()
             .success();
@@ -40,18 +50,22 @@ const SENDER: &str = r#"
 import logging, sys
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
-from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.sdk.resources import Resource
 
 provider = LoggerProvider(resource=Resource.create({"service.name": "billing"}))
-exporter = OTLPLogExporter(endpoint=sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2]})
+if sys.argv[3] == "grpc":
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    exporter = OTLPLogExporter(endpoint=sys.argv[1], insecure=True, headers=(("authorization", "Bearer " + sys.argv[2]),))
+else:
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    exporter = OTLPLogExporter(endpoint=sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2]})
 provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
 log = logging.getLogger("audit")
 log.addHandler(LoggingHandler(level=logging.INFO, logger_provider=provider))
 log.setLevel(logging.INFO)
 log.info("login ok", extra={"user.id": "u-42", "client.address": "203.0.113.9", "event.outcome": "success",
                             "user_agent.original": "billing-web/2.1"})
-log.error("login failed", extra={"enduser.id": "mallory", "client.address": "198.51.100.7"})
+log.error("login failed", extra={"enduser.id": "mallory", "client.address": "198.51.100.7", "transport": sys.argv[3]})
 provider.shutdown()
 "#;
 
@@ -72,15 +86,40 @@ fn events(url: &str, log: &str) -> Vec<Value> {
 fn opentelemetry_python_sdk_and_otlp_json_land_as_events() {
     let python = otel_python();
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &[]);
+    let grpc_port = common::pg::free_port();
+    let grpc = format!("127.0.0.1:{grpc_port}=apps");
+    let s = Server::start(dir.path(), &["--otlp-grpc", &grpc]);
     let token = s.admin_token.clone().unwrap();
     let endpoint = format!("{}/v1/otlp/apps/v1/logs", s.url);
-    let out = Command::new(&python).args(["-c", SENDER, &endpoint, &token]).output().unwrap();
+    let out = Command::new(&python).args(["-c", SENDER, &endpoint, &token, "http"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The same through the gRPC exporter.
+    let out = Command::new(&python)
+        .args(["-c", SENDER, &format!("http://127.0.0.1:{grpc_port}"), &token, "grpc"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let ev = poll(|| {
         let e = events(&s.url, "apps");
-        (e.len() >= 2).then_some(e)
+        (e.len() >= 4).then_some(e)
     });
+    for transport in ["http", "grpc"] {
+        assert!(
+            ev.iter().any(|e| e["metadata"]["otel"]["attributes"]["transport"] == transport),
+            "no event came over {transport}"
+        );
+    }
+    // A wrong token is refused over gRPC as well.
+    let out = Command::new(&python)
+        .args(["-c", SENDER, &format!("http://127.0.0.1:{grpc_port}"), "wrong-token", "grpc"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).to_lowercase().contains("unauthenticated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(events(&s.url, "apps").len(), ev.len(), "nothing from a wrong token");
     let ok = ev.iter().find(|e| e["actor"]["user"]["uid"] == "u-42").expect("u-42's login");
     assert_eq!(ok["status"], "success");
     assert_eq!(ok["message"], "login ok");

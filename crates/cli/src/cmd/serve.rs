@@ -104,6 +104,11 @@ pub struct Args {
     /// Receive syslog over UDP: `ADDR=LOG`. Repeatable.
     #[arg(long = "syslog-udp", env = "CUSTOS_SYSLOG_UDP", value_delimiter = ';')]
     syslog_udp: Vec<String>,
+    /// Receive OpenTelemetry logs over OTLP/gRPC (HTTP/2 without TLS):
+    /// `ADDR=LOG`, such as `127.0.0.1:4317=apps`. Repeatable. (OTLP/HTTP
+    /// is always on at `/v1/otlp/{log}/v1/logs`.)
+    #[arg(long = "otlp-grpc", env = "CUSTOS_OTLP_GRPC", value_delimiter = ';')]
+    otlp_grpc: Vec<String>,
     /// Report a source as silent after this many seconds without events
     /// [default: 300].
     #[arg(long, env = "CUSTOS_SOURCE_SILENCE_SECS")]
@@ -189,6 +194,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         a.syslog_tcp.iter().map(|s| listener_spec(s)).collect::<anyhow::Result<_>>()?;
     let syslog_udp: Vec<(SocketAddr, String)> =
         a.syslog_udp.iter().map(|s| listener_spec(s)).collect::<anyhow::Result<_>>()?;
+    let otlp_grpc: Vec<(SocketAddr, String)> =
+        a.otlp_grpc.iter().map(|s| listener_spec(s)).collect::<anyhow::Result<_>>()?;
     let syslog_tls: Vec<(SocketAddr, String)> =
         a.syslog_tls.iter().map(|s| listener_spec(s)).collect::<anyhow::Result<_>>()?;
     let mut create = a.create_logs;
@@ -304,6 +311,12 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             println!("syslog udp on {} -> log {log}", sock.local_addr()?);
             udp_sockets.push((sock, log));
         }
+        let mut grpc_listeners = Vec::new();
+        for (addr, log) in otlp_grpc {
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding OTLP/gRPC {addr}"))?;
+            println!("otlp grpc on {} -> log {log}", l.local_addr()?);
+            grpc_listeners.push((l, log));
+        }
         let mut gateway_listeners = Vec::new();
         for (listen, log, config) in gateways {
             let (l, line) = super::gateway::bind(&listen, &log, "this server", &config).await?;
@@ -321,6 +334,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         }
         for (sock, log) in udp_sockets {
             tokio::spawn(custos_server::sources::syslog_udp(state.clone(), sock, log));
+        }
+        for (l, log) in grpc_listeners {
+            tokio::spawn(custos_server::otlp::serve_grpc(state.clone(), l, log));
         }
         for (l, log, config) in gateway_listeners {
             let name = config.name.clone();
