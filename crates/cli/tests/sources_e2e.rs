@@ -341,3 +341,40 @@ fn rsyslog_omfwd_octet_counted() {
     assert_eq!(e["metadata"]["syslog"]["app_name"], "sshd");
     assert_eq!(e["metadata"]["syslog"]["parsed"], true);
 }
+
+/// UDP loss cannot be prevented, but it must show: with the server stopped
+/// (SIGSTOP), a flood overflows the socket's receive buffer, and the
+/// kernel's drop count appears in /metrics once it runs again.
+#[test]
+fn udp_drops_are_counted_in_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--syslog-udp", "127.0.0.1:0=udp"]);
+    let port = syslog_port(&s, "udp");
+    let pid = s.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let msg = format!("<13>1 2026-11-27T10:00:00Z host app - - - {}", "x".repeat(1000));
+    for _ in 0..5000 {
+        let _ = sock.send_to(msg.as_bytes(), format!("127.0.0.1:{port}"));
+    }
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    let dropped = poll(|| {
+        let (_, body) = get(&format!("{}/metrics", s.url));
+        let text = String::from_utf8_lossy(&body).to_string();
+        let n: u64 = text
+            .lines()
+            .find(|l| l.starts_with("custos_syslog_udp_dropped_total{"))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()?;
+        (n > 0).then_some(n)
+    });
+    // What was not dropped was stored: together they account for the flood.
+    let stored = poll(|| {
+        let (st, body) = get_json(&format!("{}/v1/logs/udp", s.url));
+        let n = body["size"].as_u64()?;
+        (st == 200 && n + dropped >= 5000).then_some(n)
+    });
+    assert!(stored > 0 && stored + dropped >= 5000, "stored {stored}, dropped {dropped}");
+}

@@ -333,9 +333,47 @@ async fn read_syslog_stream<S: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-/// Receives syslog over UDP. Datagrams the kernel drops before we read
-/// them cannot be seen; what arrives is stored in batches.
+/// How often the kernel's drop count of a UDP listener is read.
+const UDP_DROPS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The kernel's count of datagrams dropped on the UDP socket bound to
+/// `addr` (its receive buffer was full): the last column of
+/// `/proc/net/udp` or `/proc/net/udp6`.
+pub fn udp_drops(addr: SocketAddr) -> Option<u64> {
+    let (file, local) = match addr {
+        SocketAddr::V4(a) => ("/proc/net/udp", format!("{:08X}:{:04X}", u32::from_le_bytes(a.ip().octets()), a.port())),
+        SocketAddr::V6(a) => {
+            let o = a.ip().octets();
+            let words: String = o.chunks(4).map(|w| format!("{:08X}", u32::from_le_bytes([w[0], w[1], w[2], w[3]]))).collect();
+            ("/proc/net/udp6", format!("{words}:{:04X}", a.port()))
+        }
+    };
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().skip(1).find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        (cols.get(1) == Some(&local.as_str())).then(|| cols.last()?.parse().ok()).flatten()
+    })
+}
+
+/// Publishes a UDP listener's kernel drops as `custos_syslog_udp_dropped_total`:
+/// UDP loss cannot be prevented, but it is never silent.
+async fn count_udp_drops(addr: SocketAddr, log: String) {
+    let counter = metrics::counter!("custos_syslog_udp_dropped_total", "listener" => addr.to_string(), "log" => log);
+    loop {
+        if let Some(n) = udp_drops(addr) {
+            counter.absolute(n);
+        }
+        tokio::time::sleep(UDP_DROPS_INTERVAL).await;
+    }
+}
+
+/// Receives syslog over UDP; what arrives is stored in batches. Datagrams
+/// the kernel drops before we read them cannot be recovered, but they are
+/// counted (`custos_syslog_udp_dropped_total`).
 pub async fn syslog_udp(state: Arc<AppState>, socket: tokio::net::UdpSocket, log: String) {
+    if let Ok(addr) = socket.local_addr() {
+        tokio::spawn(count_udp_drops(addr, log.clone()));
+    }
     let mut buf = vec![0u8; custos_sources::syslog::MAX_MESSAGE_BYTES];
     loop {
         let Ok((n, peer)) = socket.recv_from(&mut buf).await else { continue };
