@@ -51,7 +51,15 @@ pub struct LogConfig {
     pub max_batch_entries: usize,
     /// Bytes per group commit, at most.
     pub max_batch_bytes: usize,
+    /// How long an async append waits for room in a full queue before it
+    /// gives up with [`AppendError::Busy`], which the API turns into 503
+    /// with Retry-After: a sender learns that the log cannot keep up
+    /// instead of hanging.
+    pub queue_wait: std::time::Duration,
 }
+
+/// The default [`LogConfig::queue_wait`].
+pub const DEFAULT_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl LogConfig {
     /// Defaults for a log with this origin.
@@ -60,6 +68,7 @@ impl LogConfig {
             origin: origin.to_string(),
             max_batch_entries: DEFAULT_MAX_BATCH_ENTRIES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            queue_wait: DEFAULT_QUEUE_WAIT,
         }
     }
 }
@@ -128,6 +137,10 @@ pub enum AppendError {
     /// is reopened.
     #[error("log is read-only after an earlier storage failure ({0}); reopen it")]
     Failed(String),
+    /// The write queue stayed full for [`LogConfig::queue_wait`]: the log
+    /// cannot keep up; nothing was stored, and retrying later may succeed.
+    #[error("the log's write queue is full ({QUEUE_DEPTH_REQUESTS} requests); nothing was stored")]
+    Busy,
     /// The log is shutting down.
     #[error("log is closed")]
     Closed,
@@ -349,7 +362,17 @@ impl Log {
         let leaves = prepared.leaves.clone();
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or(AppendError::Closed)?;
-        tx.send(Request { prepared, reply }).await.map_err(|_| AppendError::Closed)?;
+        match tx.try_send(Request { prepared, reply }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(AppendError::Closed),
+            Err(mpsc::error::TrySendError::Full(req)) => {
+                match tokio::time::timeout(self.inner.config.queue_wait, tx.send(req)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(AppendError::Closed),
+                    Err(_) => return Err(AppendError::Busy),
+                }
+            }
+        }
         Ok((rx.await.map_err(|_| AppendError::Closed)??, leaves))
     }
 

@@ -59,3 +59,78 @@ fn failed_checkpoint_sync_makes_log_read_only() {
     assert!(log.sign_checkpoint().is_err());
     assert!(log.append_blocking(&[b"b".to_vec()]).is_err());
 }
+
+/// A disk whose fsyncs wait until the test opens the gate.
+struct Gate {
+    inner: SimStorage,
+    open: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl custos_log::storage::Storage for Gate {
+    fn len(&self, file: &str) -> std::io::Result<Option<u64>> {
+        self.inner.len(file)
+    }
+    fn read_at(&self, file: &str, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_at(file, offset, buf)
+    }
+    fn append(&self, file: &str, data: &[u8]) -> std::io::Result<()> {
+        self.inner.append(file, data)
+    }
+    fn sync(&self, file: &str) -> std::io::Result<()> {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.cv.wait(open).unwrap();
+        }
+        drop(open);
+        self.inner.sync(file)
+    }
+    fn truncate(&self, file: &str, len: u64) -> std::io::Result<()> {
+        self.inner.truncate(file, len)
+    }
+}
+
+/// A writer that cannot keep up fills the queue; an async append then
+/// waits `queue_wait` and answers Busy instead of hanging, and nothing of
+/// it is stored. Everything queued before still lands once the disk moves.
+#[test]
+fn full_queue_answers_busy_after_the_queue_wait() {
+    let gate = Arc::new(Gate { inner: SimStorage::new(13), open: std::sync::Mutex::new(true), cv: Default::default() });
+    let mut config = custos_log::LogConfig::new("test.local/busy");
+    config.queue_wait = std::time::Duration::from_millis(100);
+    // One request per commit, so that the writer holds exactly one while
+    // its fsync is stuck.
+    config.max_batch_entries = 1;
+    let log = Arc::new(custos_log::Log::open(gate.clone(), config, signer()).unwrap());
+    log.append_blocking(&[b"first".to_vec()]).unwrap();
+    *gate.open.lock().unwrap() = false;
+    let depth = custos_log::log::QUEUE_DEPTH_REQUESTS;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let (ok, busy) = rt.block_on(async {
+        let tasks: Vec<_> = (0..depth + 100)
+            .map(|i| {
+                let l = log.clone();
+                tokio::spawn(async move { l.append(&[format!("e{i}").into_bytes()]).await })
+            })
+            .collect();
+        // Let every task try, and the overflow give up.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let busy = tasks.iter().filter(|t| t.is_finished()).count();
+        *gate.open.lock().unwrap() = true;
+        gate.cv.notify_all();
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(AppendError::Busy) => {}
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        (ok, busy)
+    });
+    assert!(busy >= 99, "{busy} appends gave up");
+    assert_eq!(ok + busy, depth + 100);
+    assert_eq!(log.size() as usize, 1 + ok, "nothing of a Busy append is stored");
+    drop(log);
+    verify(&gate.inner).unwrap();
+}

@@ -97,6 +97,7 @@ impl From<custos_log::AppendError> for ApiError {
         match e {
             A::EntryTooLarge { .. } => ApiError::bad_request(e.to_string()),
             A::Io(_) => ApiError::unavailable(format!("storage is full or failing, nothing was stored: {e}"), 5),
+            A::Busy => ApiError::unavailable(format!("{e}: the server cannot keep up, retry later"), 1),
             A::Failed(_) | A::Closed => {
                 ApiError::unavailable(format!("log is not accepting writes, nothing was stored: {e}"), 30)
             }

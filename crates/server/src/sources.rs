@@ -344,7 +344,8 @@ pub fn udp_drops(addr: SocketAddr) -> Option<u64> {
         SocketAddr::V4(a) => ("/proc/net/udp", format!("{:08X}:{:04X}", u32::from_le_bytes(a.ip().octets()), a.port())),
         SocketAddr::V6(a) => {
             let o = a.ip().octets();
-            let words: String = o.chunks(4).map(|w| format!("{:08X}", u32::from_le_bytes([w[0], w[1], w[2], w[3]]))).collect();
+            let words: String =
+                o.chunks(4).map(|w| format!("{:08X}", u32::from_le_bytes([w[0], w[1], w[2], w[3]]))).collect();
             ("/proc/net/udp6", format!("{words}:{:04X}", a.port()))
         }
     };
