@@ -291,17 +291,42 @@ fn syslog_over_tls() {
 /// relay in front of Custos would.
 #[test]
 fn rsyslog_omfwd_octet_counted() {
+    rsyslog_forward(false);
+}
+
+/// The same over TLS (RFC 5425): rsyslog's gtls driver checks the
+/// server's certificate against the CA and the name `localhost`.
+#[test]
+fn rsyslog_omfwd_over_tls() {
+    rsyslog_forward(true);
+}
+
+fn rsyslog_forward(tls: bool) {
+    let p = pki();
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &["--syslog-tcp", "127.0.0.1:0=relay"]);
-    let port = syslog_port(&s, "tcp");
+    let (cert, key) = (p.path("server.pem"), p.path("server.key"));
+    let s = if tls {
+        Server::start(dir.path(), &["--tls-cert", &cert, "--tls-key", &key, "--syslog-tls", "127.0.0.1:0=relay"])
+    } else {
+        Server::start(dir.path(), &["--syslog-tcp", "127.0.0.1:0=relay"])
+    };
+    let port = syslog_port(&s, if tls { "tls" } else { "tcp" });
     let rs = dir.path().join("rsyslog");
     std::fs::create_dir_all(&rs).unwrap();
     let sock = rs.join("log.sock");
     let conf = rs.join("rsyslog.conf");
+    let (global_tls, action_tls) = if tls {
+        (
+            format!(" DefaultNetstreamDriverCAFile=\"{}\"", p.path("ca.pem")),
+            " StreamDriver=\"gtls\" StreamDriverMode=\"1\" StreamDriverAuthMode=\"x509/name\" StreamDriverPermittedPeers=\"localhost\"",
+        )
+    } else {
+        (String::new(), "")
+    };
     std::fs::write(
         &conf,
         format!(
-            "global(workDirectory=\"{d}\")\nmodule(load=\"imuxsock\" SysSock.Use=\"off\")\ninput(type=\"imuxsock\" Socket=\"{s}\")\naction(type=\"omfwd\" target=\"127.0.0.1\" port=\"{port}\" protocol=\"tcp\" TCP_Framing=\"octet-counted\" template=\"RSYSLOG_SyslogProtocol23Format\")\n",
+            "global(workDirectory=\"{d}\"{global_tls})\nmodule(load=\"imuxsock\" SysSock.Use=\"off\")\ninput(type=\"imuxsock\" Socket=\"{s}\")\naction(type=\"omfwd\" target=\"127.0.0.1\" port=\"{port}\" protocol=\"tcp\" TCP_Framing=\"octet-counted\" template=\"RSYSLOG_SyslogProtocol23Format\"{action_tls})\nsyslog.* action(type=\"omfile\" file=\"{d}/internal.log\")\n",
             d = rs.display(),
             s = sock.display()
         ),
@@ -333,7 +358,22 @@ fn rsyslog_omfwd_octet_counted() {
         .status()
         .unwrap();
     assert!(st.success());
-    let es = events(&s, "relay", 1);
+    let internal = rs.join("internal.log");
+    // curl reads back over HTTP or HTTPS alike.
+    let admin = s.admin_token.clone().unwrap();
+    let es = poll_or(
+        || {
+            let out = Command::new("curl")
+                .args(["-s", "--cacert", &p.path("ca.pem"), "-H", &format!("Authorization: Bearer {admin}")])
+                .arg(format!("{}/v1/logs/relay/entries?start=0", s.url))
+                .output()
+                .ok()?;
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let es: Vec<Value> = v["entries"].as_array()?.iter().map(|e| e["event"].clone()).collect();
+            (!es.is_empty()).then_some(es)
+        },
+        || format!("rsyslog said: {}", std::fs::read_to_string(&internal).unwrap_or_default()),
+    );
     let e = &es[0];
     assert_eq!(e["actor"]["user"]["name"], "oscar", "{e}");
     assert_eq!(e["status"], "failure");

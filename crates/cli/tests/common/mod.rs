@@ -211,13 +211,18 @@ pub fn hash(b64: &Value) -> Hash {
 }
 
 /// Polls until `f` returns Some, up to 30 s.
-pub fn poll<T>(mut f: impl FnMut() -> Option<T>) -> T {
+pub fn poll<T>(f: impl FnMut() -> Option<T>) -> T {
+    poll_or(f, String::new)
+}
+
+/// Like `poll`, naming what `why` returns when the condition never holds.
+pub fn poll_or<T>(mut f: impl FnMut() -> Option<T>, why: impl Fn() -> String) -> T {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "condition never held");
+        assert!(Instant::now() < deadline, "condition never held; {}", why());
         std::thread::sleep(Duration::from_millis(20));
     }
 }
