@@ -247,13 +247,18 @@ pub fn to_event(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Value {
     let mut e = event(raw, peer, now_ns);
     tidy(&mut e);
     fit(&mut e);
-    if custos_event::validate(e.clone()).is_err() {
-        // Fields the parser pulled out break the schema (an over-long tag,
-        // say): keep the message whole, flagged unparsed, rather than lose it.
-        e = unparsed(raw, peer, now_ns);
-        fit(&mut e);
+    match custos_event::validate(e) {
+        // Validation hands the event back (normalised), so no copy is made.
+        Ok(map) => Value::Object(map),
+        Err(_) => {
+            // Fields the parser pulled out break the schema (an over-long
+            // tag, say): keep the message whole, flagged unparsed, rather
+            // than lose it.
+            let mut e = unparsed(raw, peer, now_ns);
+            fit(&mut e);
+            e
+        }
     }
-    e
 }
 
 fn unparsed(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Value {
