@@ -414,7 +414,7 @@ fn raw_login(port: u16, user: &str, password: &str) -> TcpStream {
     let mut b = Vec::new();
     wire::startup_message(&mut b, &[("user", user), ("database", "app")]);
     s.write_all(&b).unwrap();
-    let mut read_msg = |s: &mut TcpStream| -> (u8, Vec<u8>) {
+    let read_msg = |s: &mut TcpStream| -> (u8, Vec<u8>) {
         let mut h = [0u8; 5];
         s.read_exact(&mut h).unwrap();
         let len = i32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
@@ -461,7 +461,7 @@ fn fail_closed_refuses_when_the_log_is_down_and_bad_clients_are_recorded() {
     let users = users(dir.path(), &[("alice", "alice-pw", &[])]);
     let upstream = format!("postgres://svc:svc-pw@127.0.0.1:{}/app?sslmode=disable", pg.port);
     let gw = start_gateway(&url, &gw_token, &upstream, &users, &["--auth-timeout-secs", "2"]);
-    let spool = start_gateway(&url, &gw_token, &upstream, &users, &["--audit-mode", "async"]);
+    let spool = start_gateway(&url, &gw_token, &upstream, &users, &["--audit-mode", "async", "--redact-params"]);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let conn = format!("host=127.0.0.1 port={} user=alice password=alice-pw dbname=app sslmode=disable", gw.port);
@@ -488,6 +488,15 @@ fn fail_closed_refuses_when_the_log_is_down_and_bad_clients_are_recorded() {
     // The log is back on the same address: the same session goes on.
     let server = Server::start(&data, &["--listen", &listen]);
     rt.block_on(client.simple_query("select 'after the outage'")).unwrap();
+    // Bound parameters can be kept out of the log (--redact-params).
+    rt.block_on(async {
+        let conn =
+            format!("host=127.0.0.1 port={} user=alice password=alice-pw dbname=app sslmode=disable", spool.port);
+        let (c, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let row = c.query_one("select $1::text as secret_echo", &[&"hunter2"]).await.unwrap();
+        assert_eq!(row.get::<_, &str>(0), "hunter2");
+    });
 
     // Bad clients: garbage, silence, a kill mid-query, a malformed message.
     let mut garbage = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
@@ -540,7 +549,11 @@ fn fail_closed_refuses_when_the_log_is_down_and_bad_clients_are_recorded() {
             && ev.iter().any(|e| e["status_detail"] == "authentication timed out")
             && ev.iter().any(|e| e["status_detail"] == "client closed the connection without terminating")
             && ev.iter().any(|e| e["message"] == "select 'spooled' as x")
+            && ev.iter().any(|e| e["message"] == "select $1::text as secret_echo")
     });
+    let redacted = find(&ev, |e| e["message"] == "select $1::text as secret_echo");
+    assert_eq!(redacted[0]["metadata"]["gateway"]["params"], serde_json::json!(["<redacted>"]));
+    assert!(!serde_json::to_string(&ev).unwrap().contains("hunter2"), "a redacted value reached the log");
     let msgs: Vec<&str> = ev.iter().filter_map(|e| e["message"].as_str()).collect();
     assert!(msgs.contains(&"select 'before the outage'"));
     assert!(msgs.contains(&"select 'after the outage'"));
