@@ -86,9 +86,9 @@ fn start_gateway(server_url: &str, token: &str, upstream: &str, users: &Path, ex
 }
 
 /// psql through the gateway, one `-c` per statement, stdin for COPY.
-fn psql(gw: &Gw, user: &str, password: &str, sslmode: &str, sqls: &[&str], stdin: &str) -> Output {
+fn psql(port: u16, user: &str, password: &str, sslmode: &str, sqls: &[&str], stdin: &str) -> Output {
     let mut c = Command::new(format!("{PGBIN}/psql"));
-    c.args(["-X", "-h", "127.0.0.1", "-p", &gw.port.to_string(), "-U", user, "-d", "app"]);
+    c.args(["-X", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, "-d", "app"]);
     for s in sqls {
         c.args(["-c", s]);
     }
@@ -238,7 +238,7 @@ fn gateway_records_every_statement_and_agrees_with_pgaudit() {
 
     // alice, over TLS, with psql: reads, a write, an error, a denied DDL, COPY.
     let o = psql(
-        &gw,
+        gw.port,
         "alice",
         "alice-pw",
         "require",
@@ -269,7 +269,7 @@ fn gateway_records_every_statement_and_agrees_with_pgaudit() {
 
     // bob: denied the card table, allowed the rest; pgbench through the gateway.
     let o = psql(
-        &gw,
+        gw.port,
         "bob",
         "bob-pw",
         "disable",
@@ -320,9 +320,9 @@ fn gateway_records_every_statement_and_agrees_with_pgaudit() {
     });
 
     // Failed logins: a wrong password, and someone unknown.
-    let o = psql(&gw, "alice", "wrong", "disable", &["select 1"], "");
+    let o = psql(gw.port, "alice", "wrong", "disable", &["select 1"], "");
     assert!(text(&o).contains("password authentication failed for user \"alice\""), "{}", text(&o));
-    let o = psql(&gw, "mallory", "x", "disable", &["select 1"], "");
+    let o = psql(gw.port, "mallory", "x", "disable", &["select 1"], "");
     assert!(text(&o).contains("password authentication failed for user \"mallory\""), "{}", text(&o));
 
     let ev = wait_for(&server.url, &reader, "carol's session to end", |ev| {
@@ -478,11 +478,11 @@ fn fail_closed_refuses_when_the_log_is_down_and_bad_clients_are_recorded() {
     let db = err.as_db_error().expect("a PostgreSQL error");
     assert_eq!(db.code().code(), "55000", "{db:?}");
     assert!(db.message().contains("could not be recorded"), "{}", db.message());
-    let o = psql(&gw, "alice", "alice-pw", "disable", &["select 1"], "");
+    let o = psql(gw.port, "alice", "alice-pw", "disable", &["select 1"], "");
     assert!(!o.status.success());
     assert!(text(&o).contains("connection refused (fail-closed)"), "{}", text(&o));
     // In async mode statements still run; their events wait in the spool.
-    let o = psql(&spool, "alice", "alice-pw", "disable", &["select 'spooled' as x"], "");
+    let o = psql(spool.port, "alice", "alice-pw", "disable", &["select 'spooled' as x"], "");
     assert!(text(&o).contains("spooled"), "{}", text(&o));
 
     // The log is back on the same address: the same session goes on.
@@ -562,7 +562,73 @@ fn fail_closed_refuses_when_the_log_is_down_and_bad_clients_are_recorded() {
     let killed = find(&ev, |e| e["message"] == "select pg_sleep(5)");
     assert_eq!(killed.len(), 1);
     // The gateway is still up and serving.
-    let o = psql(&gw, "alice", "alice-pw", "disable", &["select 'still here'"], "");
+    let o = psql(gw.port, "alice", "alice-pw", "disable", &["select 'still here'"], "");
     assert!(text(&o).contains("still here"), "{}", text(&o));
     drop(server);
+}
+
+/// A gateway inside `custos serve` (`[[gateway]]`), recording straight
+/// into the log, where people may also log in with a Custos token as the
+/// password, over TLS only.
+#[test]
+fn gateway_inside_the_server_takes_custos_tokens_over_tls() {
+    let pki = pki();
+    let pg = Pg::start(&[]);
+    pg.exec("postgres", "create role svc login password 'svc-pw'");
+    pg.exec("postgres", "create database app owner svc");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let dora = token(&data, "reader", "dora");
+    let reader = token(&data, "auditor", "test-reader");
+    let users = users(dir.path(), &[("alice", "alice-pw", &[])]);
+    let port = free_port();
+    let config = dir.path().join("custos.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[gateway]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"postgres://svc:svc-pw@127.0.0.1:{}/app?sslmode=disable\"\n\
+             log = \"db\"\nusers = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
+             [[gateway.deny]]\nname = \"readers-read-only\"\nroles = [\"reader\"]\nclasses = [\"write\", \"ddl\"]\n",
+            pg.port,
+            users.display(),
+            pki.path("server.pem"),
+            pki.path("server.key")
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&data, &["--config", config.to_str().unwrap()]);
+    assert!(
+        server.lines.iter().any(|l| l.starts_with(&format!("gateway listening on 127.0.0.1:{port}"))),
+        "{:?}",
+        server.lines
+    );
+
+    let o = psql(port, "dora", &dora, "require", &["select current_user", "create table t(a int)"], "");
+    let out = text(&o);
+    assert!(out.contains(" svc\n"), "the service role runs the statement: {out}");
+    assert!(out.contains("custos: statement denied by rule \"readers-read-only\""), "{out}");
+    let o = psql(port, "dora", &dora, "disable", &["select 1"], "");
+    assert!(text(&o).contains("token logins need TLS"), "{}", text(&o));
+    let o = psql(port, "erin", &dora, "require", &["select 1"], "");
+    assert!(text(&o).contains("password authentication failed for user \"erin\""), "{}", text(&o));
+    let o = psql(port, "dora", "custos_wrong", "require", &["select 1"], "");
+    assert!(text(&o).contains("password authentication failed for user \"dora\""), "{}", text(&o));
+    let o = psql(port, "alice", "alice-pw", "disable", &["select 'scram inside' as x"], "");
+    assert!(text(&o).contains("scram inside"), "{}", text(&o));
+
+    let ev = wait_for(&server.url, &reader, "alice's session to end", |ev| {
+        ev.iter().any(|e| e["activity"] == "db.disconnect" && user_of(e) == "alice")
+    });
+    assert!(ev.iter().all(|e| e["submitter"]["name"] == "gateway:postgres" && e["submitter"]["via"] == "gateway"));
+    let login = find(&ev, |e| e["activity"] == "db.login" && user_of(e) == "dora" && e["status"] == "success");
+    assert_eq!(login[0]["status_detail"], "Custos token over TLS");
+    let fails: Vec<&str> =
+        find(&ev, |e| e["activity"] == "db.login" && e["status"] == "failure").iter().map(|e| user_of(e)).collect();
+    assert_eq!(fails.iter().filter(|u| **u == "dora").count(), 2, "{fails:?}");
+    assert!(fails.contains(&"erin"), "{fails:?}");
+    assert!(
+        ev.iter().any(|e| e["activity"] == "db.query" && user_of(e) == "dora" && e["message"] == "select current_user")
+    );
+    assert!(ev.iter().any(|e| e["metadata"]["gateway"]["denied"] == true && user_of(e) == "dora"));
+    assert!(ev.iter().any(|e| e["message"] == "select 'scram inside' as x" && user_of(e) == "alice"));
 }

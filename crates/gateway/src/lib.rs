@@ -79,7 +79,14 @@ pub struct Config {
     pub mode: AuditMode,
     /// How long a client has to authenticate.
     pub auth_timeout: Duration,
+    /// Checks a Custos token used as the password by someone who is not
+    /// in the users file; returns their roles for deny rules. `None`
+    /// allows users of the users file only.
+    pub tokens: Option<TokenCheck>,
 }
+
+/// Checks `(user, token)`: the token must be valid and name that user.
+pub type TokenCheck = std::sync::Arc<dyn Fn(&str, &str) -> Result<Vec<String>, String> + Send + Sync>;
 
 /// Upper bound on concurrent client sessions: each costs two sockets, a
 /// buffer of up to [`wire::MAX_INSPECTED_MESSAGE_BYTES`] and an upstream

@@ -275,42 +275,45 @@ async fn handshake(ctx: &mut Ctx, mut client: Stream) -> Result<(Stream, Stream,
         wire::negotiate_version(&mut v);
         client.write_all(&v).await.map_err(|_| None)?;
     }
-    // SCRAM-SHA-256, the only method offered.
-    let mut out = Vec::new();
-    wire::auth_request(&mut out, 10, b"SCRAM-SHA-256\0\0");
-    client.write_all(&out).await.map_err(|_| None)?;
-    let (tag, body) = read_frame(&mut client, &mut buf, wire::MAX_STARTUP_BYTES).await.map_err(|_| None)?;
-    let (mech, first) = match (tag, wire::parse_sasl_initial(&body)) {
-        (b'p', Ok(x)) => x,
-        _ => return Err(login_failed(ctx, client, "08P01", "expected a SASLInitialResponse").await),
-    };
-    if mech != "SCRAM-SHA-256" {
-        return Err(login_failed(ctx, client, "28000", &format!("unsupported SASL mechanism {mech:?}")).await);
-    }
     let known = gw.config.users.get(&ctx.user).cloned();
-    let (exchange, server_first) = match ServerExchange::start(known.as_ref().map(|k| &k.0), first) {
-        Ok(x) => x,
-        Err(e) => return Err(login_failed(ctx, client, "08P01", &format!("SCRAM: {e:?}")).await),
-    };
-    out.clear();
-    wire::auth_request(&mut out, 11, server_first.as_bytes());
-    client.write_all(&out).await.map_err(|_| None)?;
-    let (tag, body) = read_frame(&mut client, &mut buf, wire::MAX_STARTUP_BYTES).await.map_err(|_| None)?;
-    if tag != b'p' {
-        return Err(login_failed(ctx, client, "08P01", "expected a SASLResponse").await);
-    }
-    let server_final = match exchange.finish(&body) {
-        Ok(f) => f,
-        Err(ScramError::Rejected) => {
-            let text = format!("password authentication failed for user \"{}\"", ctx.user);
-            return Err(login_failed(ctx, client, "28P01", &text).await);
+    let (server_final, method) = match (&known, &gw.config.tokens) {
+        (None, Some(check)) => {
+            // Not in the users file: a Custos token as the password. It
+            // travels in clear inside TLS, so TLS is required.
+            if !tls {
+                let text = "token logins need TLS (sslmode=require); SCRAM is for users of the users file";
+                return Err(login_failed(ctx, client, "28000", text).await);
+            }
+            let mut out = Vec::new();
+            wire::auth_request(&mut out, 3, &[]);
+            client.write_all(&out).await.map_err(|_| None)?;
+            let (tag, body) = read_frame(&mut client, &mut buf, wire::MAX_STARTUP_BYTES).await.map_err(|_| None)?;
+            let password = match (tag, wire::parse_query(&body)) {
+                (b'p', Ok(p)) => p.to_string(),
+                _ => return Err(login_failed(ctx, client, "08P01", "expected a PasswordMessage").await),
+            };
+            match check(&ctx.user, &password) {
+                Ok(roles) => ctx.roles = roles,
+                Err(why) => {
+                    tracing::info!(user = %ctx.user, %why, "token login refused");
+                    let text = format!("password authentication failed for user \"{}\"", ctx.user);
+                    return Err(login_failed(ctx, client, "28P01", &text).await);
+                }
+            }
+            (None, "Custos token over TLS".to_string())
         }
-        Err(ScramError::Malformed(m)) => return Err(login_failed(ctx, client, "08P01", &format!("SCRAM: {m}")).await),
+        _ => {
+            let f = scram_login(ctx, &mut client, &mut buf, known.as_ref()).await;
+            let Ok(f) = f else {
+                return Err(login_failed(ctx, client, f.as_ref().unwrap_err().0, &f.unwrap_err().1).await);
+            };
+            ctx.roles = known.map(|k| k.1).unwrap_or_default();
+            (Some(f), format!("SCRAM-SHA-256{}", if tls { " over TLS" } else { "" }))
+        }
     };
-    ctx.roles = known.map(|k| k.1).unwrap_or_default();
     let mut ok = ctx.event("db.login", "success");
     ok.insert("class_uid".into(), 3002.into());
-    ok.insert("status_detail".into(), format!("SCRAM-SHA-256{}", if tls { " over TLS" } else { "" }).into());
+    ok.insert("status_detail".into(), method.into());
     if let Err(e) = ctx.record(vec![ok]).await {
         return Err(Some((Some(client), fatal("57P03", &format!("custos: {e}; connection refused (fail-closed)")))));
     }
@@ -331,14 +334,51 @@ async fn handshake(ctx: &mut Ctx, mut client: Stream) -> Result<(Stream, Stream,
         (our_pid, our_secret.clone()),
         CancelTarget { pid, secret, session: ctx.sid.clone(), user: ctx.user.clone() },
     );
-    out.clear();
-    wire::auth_request(&mut out, 12, server_final.as_bytes());
+    let mut out = Vec::new();
+    if let Some(f) = server_final {
+        wire::auth_request(&mut out, 12, f.as_bytes());
+    }
     wire::auth_request(&mut out, 0, &[]);
     out.extend_from_slice(&status_bytes);
     wire::backend_key(&mut out, our_pid, &our_secret);
     wire::ready_for_query(&mut out, b'I');
     client.write_all(&out).await.map_err(|_| None)?;
     Ok((client, upstream, buf))
+}
+
+/// SCRAM-SHA-256 against the users file. Returns the server-final
+/// message, or the SQLSTATE and text of the failure.
+async fn scram_login(
+    ctx: &Ctx,
+    client: &mut Stream,
+    buf: &mut Vec<u8>,
+    known: Option<&(crate::scram::Verifier, Vec<String>)>,
+) -> Result<String, (&'static str, String)> {
+    let gone = |_| ("08006", "the client went away during the login".to_string());
+    let mut out = Vec::new();
+    wire::auth_request(&mut out, 10, b"SCRAM-SHA-256\0\0");
+    client.write_all(&out).await.map_err(|_| gone(()))?;
+    let (tag, body) = read_frame(client, buf, wire::MAX_STARTUP_BYTES).await.map_err(|_| gone(()))?;
+    let (mech, first) = match (tag, wire::parse_sasl_initial(&body)) {
+        (b'p', Ok(x)) => x,
+        _ => return Err(("08P01", "expected a SASLInitialResponse".into())),
+    };
+    if mech != "SCRAM-SHA-256" {
+        return Err(("28000", format!("unsupported SASL mechanism {mech:?}")));
+    }
+    let (exchange, server_first) =
+        ServerExchange::start(known.map(|k| &k.0), first).map_err(|e| ("08P01", format!("SCRAM: {e:?}")))?;
+    out.clear();
+    wire::auth_request(&mut out, 11, server_first.as_bytes());
+    client.write_all(&out).await.map_err(|_| gone(()))?;
+    let (tag, body) = read_frame(client, buf, wire::MAX_STARTUP_BYTES).await.map_err(|_| gone(()))?;
+    if tag != b'p' {
+        return Err(("08P01", "expected a SASLResponse".into()));
+    }
+    exchange.finish(&body).map_err(|e| match e {
+        ScramError::Rejected => ("28P01", format!("password authentication failed for user \"{}\"", ctx.user)),
+        ScramError::Malformed(m) => ("08P01", format!("SCRAM: {m}")),
+    })
 }
 
 /// Records a failed login and returns the FATAL error for the client.

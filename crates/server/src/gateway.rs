@@ -40,3 +40,17 @@ pub fn sink(state: Arc<AppState>, log: String, name: String) -> Sink {
     });
     Sink::start_with(post, Some(now))
 }
+
+/// Lets people log in to a gateway inside this server with a Custos token
+/// as the password (over TLS): the token must be valid and be named after
+/// the user. Their role (`reader`, `auditor`, …) is what deny rules see.
+pub fn token_check(state: &AppState) -> Option<custos_gateway::TokenCheck> {
+    let store = state.auth.tokens.clone()?;
+    Some(Arc::new(move |user: &str, token: &str| {
+        let id = store.authenticate(token, std::time::SystemTime::now()).map_err(|e| e.to_string())?;
+        if id.name != format!("token:{user}") {
+            return Err(format!("the token is {}'s, not {user}'s", id.name));
+        }
+        Ok(vec![id.role.as_str().to_string()])
+    }))
+}

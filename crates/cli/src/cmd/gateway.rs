@@ -333,6 +333,9 @@ pub(crate) fn build(f: FileConfig) -> anyhow::Result<(String, String, Config)> {
         redact_params: f.redact_params.unwrap_or(false),
         mode,
         auth_timeout: Duration::from_secs(f.auth_timeout_secs.unwrap_or(30)),
+        // Set by `custos serve` for gateways inside it, where the token
+        // store is at hand.
+        tokens: None,
     };
     Ok((listen, log, config))
 }

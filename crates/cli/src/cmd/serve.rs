@@ -338,7 +338,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         for (l, log) in grpc_listeners {
             tokio::spawn(custos_server::otlp::serve_grpc(state.clone(), l, log));
         }
-        for (l, log, config) in gateway_listeners {
+        for (l, log, mut config) in gateway_listeners {
+            config.tokens = custos_server::gateway::token_check(&state);
             let name = config.name.clone();
             let sink = custos_server::gateway::sink(state.clone(), log, name);
             let gw = custos_gateway::Gateway::new(config, sink);
