@@ -56,6 +56,11 @@ provider = LoggerProvider(resource=Resource.create({"service.name": "billing"}))
 if sys.argv[3] == "grpc":
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
     exporter = OTLPLogExporter(endpoint=sys.argv[1], insecure=True, headers=(("authorization", "Bearer " + sys.argv[2]),))
+elif sys.argv[3] == "grpcs":
+    import grpc
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    creds = grpc.ssl_channel_credentials(root_certificates=open(sys.argv[4], "rb").read())
+    exporter = OTLPLogExporter(endpoint=sys.argv[1], credentials=creds, headers=(("authorization", "Bearer " + sys.argv[2]),))
 else:
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     exporter = OTLPLogExporter(endpoint=sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2]})
@@ -161,4 +166,41 @@ fn opentelemetry_python_sdk_and_otlp_json_land_as_events() {
     let (st, _) = post_as(&endpoint, Some("nope"), "application/json", "{}", &[]);
     assert_eq!(st, 401);
     assert_eq!(events(&s.url, "apps").len(), before);
+}
+
+/// OTLP/gRPC over TLS: when the server has a certificate, its gRPC
+/// listeners speak TLS (ALPN h2), and the SDK checks the certificate
+/// against the CA.
+#[test]
+fn otlp_grpc_over_tls() {
+    let python = otel_python();
+    let p = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let grpc_port = common::pg::free_port();
+    let grpc = format!("127.0.0.1:{grpc_port}=apps");
+    let s = Server::start(
+        dir.path(),
+        &["--tls-cert", &p.path("server.pem"), "--tls-key", &p.path("server.key"), "--otlp-grpc", &grpc],
+    );
+    assert!(s.lines.iter().any(|l| l.starts_with("otlp grpcs on")), "{:?}", s.lines);
+    let token = s.admin_token.clone().unwrap();
+    let out = Command::new(&python)
+        .args(["-c", SENDER, &format!("https://localhost:{grpc_port}"), &token, "grpcs", &p.path("ca.pem")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let es = poll(|| {
+        let out = Command::new("curl")
+            .args(["-s", "--cacert", &p.path("ca.pem"), "-H", &format!("Authorization: Bearer {token}")])
+            .arg(format!("{}/v1/logs/apps/entries?start=0", s.url))
+            .output()
+            .ok()?;
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let es: Vec<Value> = v["entries"].as_array()?.iter().map(|e| e["event"].clone()).collect();
+        (es.len() >= 2).then_some(es)
+    });
+    assert!(es.iter().all(|e| e["submitter"]["via"] == "otlp"));
+    assert!(es.iter().any(
+        |e| e["actor"]["user"]["name"] == "mallory" && e["metadata"]["otel"]["attributes"]["transport"] == "grpcs"
+    ));
 }

@@ -51,8 +51,14 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Builds a TLS acceptor from PEM files.
+/// Builds a TLS acceptor from PEM files, for HTTP/1.1.
 pub fn tls_acceptor(files: &TlsFiles) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    tls_acceptor_alpn(files, vec![b"http/1.1".to_vec()])
+}
+
+/// Builds a TLS acceptor from PEM files offering these ALPN protocols
+/// (`h2` for gRPC).
+pub fn tls_acceptor_alpn(files: &TlsFiles, alpn: Vec<Vec<u8>>) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     use anyhow::Context;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(files.cert)
         .with_context(|| format!("reading certificate {}", files.cert.display()))?
@@ -75,7 +81,7 @@ pub fn tls_acceptor(files: &TlsFiles) -> anyhow::Result<tokio_rustls::TlsAccepto
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_single_cert(certs, key).context("certificate and key do not match")?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -197,7 +203,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<IO> {
     }
 }
 
-fn cert_subject(conn: &rustls::ServerConnection) -> Option<String> {
+pub(crate) fn cert_subject(conn: &rustls::ServerConnection) -> Option<String> {
     let chain = conn.peer_certificates()?;
     custos_auth::der::subject_common_name(chain.first()?.as_ref())
 }

@@ -185,11 +185,16 @@ async fn grpc_export(
     grpc_response(GRPC_OK, "", Some(payload))
 }
 
-/// Serves OTLP/gRPC (HTTP/2 without TLS, as exporters with `insecure`
-/// speak it) on `listener`, writing to `log`. Tokens authenticate as on
-/// the HTTP API (`authorization: Bearer …` metadata).
-pub async fn serve_grpc(state: Arc<AppState>, listener: tokio::net::TcpListener, log: String) {
-    use tower::ServiceExt;
+/// Serves OTLP/gRPC on `listener`, writing to `log`: over TLS (ALPN `h2`)
+/// when `tls` is given, else HTTP/2 without TLS (exporters with
+/// `insecure`). Tokens and client certificates authenticate as on the
+/// HTTP API (`authorization: Bearer …` metadata).
+pub async fn serve_grpc(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    log: String,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let app = axum::Router::new()
         .route(GRPC_EXPORT_PATH, axum::routing::post(grpc_export))
         .layer(Extension(GrpcLog(log)))
@@ -207,18 +212,35 @@ pub async fn serve_grpc(state: Arc<AppState>, listener: tokio::net::TcpListener,
             }
         };
         let app = app.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let peer = Peer { addr: Some(addr), cert_subject: None };
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(peer.clone());
-                app.clone().oneshot(req.map(axum::body::Body::new))
-            });
-            let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "OTLP/gRPC connection ended with an error");
+            match tls {
+                None => serve_h2(tcp, Peer { addr: Some(addr), cert_subject: None }, app).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
+                    if let Ok(Ok(stream)) = handshake.await {
+                        let cert_subject = crate::conn::cert_subject(stream.get_ref().1);
+                        serve_h2(stream, Peer { addr: Some(addr), cert_subject }, app).await;
+                    }
+                }
             }
             drop(permit);
         });
+    }
+}
+
+async fn serve_h2<IO>(io: IO, peer: Peer, app: axum::Router)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tower::ServiceExt;
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        app.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "OTLP/gRPC connection ended with an error");
     }
 }

@@ -104,9 +104,10 @@ pub struct Args {
     /// Receive syslog over UDP: `ADDR=LOG`. Repeatable.
     #[arg(long = "syslog-udp", env = "CUSTOS_SYSLOG_UDP", value_delimiter = ';')]
     syslog_udp: Vec<String>,
-    /// Receive OpenTelemetry logs over OTLP/gRPC (HTTP/2 without TLS):
-    /// `ADDR=LOG`, such as `127.0.0.1:4317=apps`. Repeatable. (OTLP/HTTP
-    /// is always on at `/v1/otlp/{log}/v1/logs`.)
+    /// Receive OpenTelemetry logs over OTLP/gRPC: `ADDR=LOG`, such as
+    /// `127.0.0.1:4317=apps`; over TLS when the server has TLS, else
+    /// HTTP/2 in clear. Repeatable. (OTLP/HTTP is always on at
+    /// `/v1/otlp/{log}/v1/logs`.)
     #[arg(long = "otlp-grpc", env = "CUSTOS_OTLP_GRPC", value_delimiter = ';')]
     otlp_grpc: Vec<String>,
     /// Report a source as silent after this many seconds without events
@@ -268,6 +269,14 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         _ => anyhow::bail!("give both --tls-cert and --tls-key"),
     };
     let client_ca = a.tls_client_ca.or(file.tls_client_ca);
+    // OTLP/gRPC listeners speak TLS when the server does, with ALPN h2.
+    let grpc_tls = match &tls {
+        Some((cert, key)) => Some(custos_server::conn::tls_acceptor_alpn(
+            &custos_server::conn::TlsFiles { cert, key, client_ca: client_ca.as_deref() },
+            vec![b"h2".to_vec()],
+        )?),
+        None => None,
+    };
     let tls = match &tls {
         Some((cert, key)) => Some(custos_server::conn::tls_acceptor(&custos_server::conn::TlsFiles {
             cert,
@@ -314,7 +323,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         let mut grpc_listeners = Vec::new();
         for (addr, log) in otlp_grpc {
             let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding OTLP/gRPC {addr}"))?;
-            println!("otlp grpc on {} -> log {log}", l.local_addr()?);
+            println!("otlp grpc{} on {} -> log {log}", if grpc_tls.is_some() { "s" } else { "" }, l.local_addr()?);
             grpc_listeners.push((l, log));
         }
         let mut gateway_listeners = Vec::new();
@@ -336,7 +345,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             tokio::spawn(custos_server::sources::syslog_udp(state.clone(), sock, log));
         }
         for (l, log) in grpc_listeners {
-            tokio::spawn(custos_server::otlp::serve_grpc(state.clone(), l, log));
+            tokio::spawn(custos_server::otlp::serve_grpc(state.clone(), l, log, grpc_tls.clone()));
         }
         for (l, log, mut config) in gateway_listeners {
             config.tokens = custos_server::gateway::token_check(&state);
