@@ -210,6 +210,7 @@ fn gateway_records_every_statement_and_agrees_with_pgaudit() {
     let data = dir.path().join("data");
     let gw_token = token(&data, "ingest", "pg-gateway");
     let reader = token(&data, "auditor", "test-reader");
+    let dora = token(&data, "reader", "dora");
     let server = Server::start(&data, &[]);
     let people: &[(&str, &str, &[&str])] =
         &[("alice", "alice-pw", &["analyst"]), ("bob", "bob-pw", &["support"]), ("carol", "carol-pw", &[])];
@@ -319,10 +320,17 @@ fn gateway_records_every_statement_and_agrees_with_pgaudit() {
         assert_eq!(code, Some(tokio_postgres::error::SqlState::QUERY_CANCELED));
     });
 
+    // A Custos token as the password, over TLS: the standalone gateway asks
+    // the server whose it is.
+    let o = psql(gw.port, "dora", &dora, "require", &["select 'dora was here' as x"], "");
+    assert!(text(&o).contains("dora was here"), "{}", text(&o));
+    let o = psql(gw.port, "dora", &dora, "disable", &["select 1"], "");
+    assert!(text(&o).contains("token logins need TLS"), "{}", text(&o));
+
     // Failed logins: a wrong password, and someone unknown.
     let o = psql(gw.port, "alice", "wrong", "disable", &["select 1"], "");
     assert!(text(&o).contains("password authentication failed for user \"alice\""), "{}", text(&o));
-    let o = psql(gw.port, "mallory", "x", "disable", &["select 1"], "");
+    let o = psql(gw.port, "mallory", "x", "require", &["select 1"], "");
     assert!(text(&o).contains("password authentication failed for user \"mallory\""), "{}", text(&o));
 
     let ev = wait_for(&server.url, &reader, "carol's session to end", |ev| {
@@ -330,6 +338,9 @@ fn gateway_records_every_statement_and_agrees_with_pgaudit() {
             && ev.iter().filter(|e| e["activity"] == "db.login" && e["status"] == "failure").count() >= 2
     });
 
+    let dora_login = find(&ev, |e| e["activity"] == "db.login" && user_of(e) == "dora" && e["status"] == "success");
+    assert_eq!(dora_login[0]["status_detail"], "Custos token over TLS");
+    assert!(ev.iter().any(|e| user_of(e) == "dora" && e["message"] == "select 'dora was here' as x"));
     // Every event came from the gateway's token.
     assert!(ev.iter().all(|e| e["submitter"]["name"] == "token:pg-gateway"));
     let q = |user: &str, needle: &str| {
@@ -403,7 +414,7 @@ fn gateway_records_every_statement_and_agrees_with_pgaudit() {
         let hit = hit.unwrap_or_else(|| panic!("pgAudit logged {stmt:?} in session {sid}, Custos did not"));
         people_seen.insert(user_of(hit).to_string());
     }
-    assert_eq!(people_seen.into_iter().collect::<Vec<_>>(), ["alice", "bob", "carol"]);
+    assert_eq!(people_seen.into_iter().collect::<Vec<_>>(), ["alice", "bob", "carol", "dora"]);
 }
 
 /// Runs the SCRAM login by hand, for tests that then misbehave.

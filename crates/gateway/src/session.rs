@@ -292,7 +292,12 @@ async fn handshake(ctx: &mut Ctx, mut client: Stream) -> Result<(Stream, Stream,
                 (b'p', Ok(p)) => p.to_string(),
                 _ => return Err(login_failed(ctx, client, "08P01", "expected a PasswordMessage").await),
             };
-            match check(&ctx.user, &password) {
+            // The check may ask a server over HTTP: off the async workers.
+            let (check, user) = (check.clone(), ctx.user.clone());
+            let checked = tokio::task::spawn_blocking(move || check(&user, &password))
+                .await
+                .unwrap_or_else(|e| Err(format!("token check failed: {e}")));
+            match checked {
                 Ok(roles) => ctx.roles = roles,
                 Err(why) => {
                     tracing::info!(user = %ctx.user, %why, "token login refused");

@@ -113,3 +113,13 @@ pub async fn revoke_token(
     record_change(&state, &who.name, &peer, "custos.token.revoke", format!("token {} ({})", rec.id, rec.name)).await?;
     Ok(Json(json!({ "record": rec })))
 }
+
+/// `GET /v1/whoami`: the caller's own identity and role, so that a
+/// service (the standalone database gateway) can check a token it was
+/// handed without holding the token store.
+pub async fn whoami(id: Option<Extension<Identity>>) -> Result<Json<Value>, ApiError> {
+    let Some(Extension(id)) = id else {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "no identity: send a bearer token"));
+    };
+    Ok(Json(json!({ "name": id.name, "role": id.role.as_str() })))
+}

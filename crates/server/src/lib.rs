@@ -58,6 +58,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/tokens", get(admin::list_tokens).post(admin::create_token))
+        .route("/v1/whoami", get(admin::whoami))
         .route("/v1/sources", get(sources::list_sources))
         .route("/v1/k8s/{log}/audit", post(sources::k8s_audit))
         .route("/v1/otlp/{log}/v1/logs", post(otlp::logs))

@@ -202,6 +202,33 @@ fn decode(s: &str) -> anyhow::Result<String> {
     String::from_utf8(out).context("the upstream URL is not UTF-8")
 }
 
+/// Checks a Custos token used as a password by asking the server who it
+/// is (`GET /v1/whoami`): it must be valid and named after the user.
+fn token_check(server: &str) -> custos_gateway::TokenCheck {
+    let url = format!("{}/v1/whoami", server.trim_end_matches('/'));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    Arc::new(move |user: &str, token: &str| {
+        let mut resp = agent
+            .get(&url)
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .map_err(|e| format!("{url}: {e}"))?;
+        if resp.status() != 200 {
+            return Err(format!("{url} answered {}", resp.status()));
+        }
+        let body = resp.body_mut().with_config().limit(64 << 10).read_to_string().map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        if v["name"] != format!("token:{user}").as_str() {
+            return Err(format!("the token is {}'s, not {user}'s", v["name"]));
+        }
+        Ok(vec![v["role"].as_str().unwrap_or("").to_string()])
+    })
+}
+
 /// Posts NDJSON batches to the server's ingest API. The receipt comes
 /// only after the server's fsync, so success means durable.
 fn poster(server: &str, log: &str) -> PostBatch {
@@ -265,6 +292,8 @@ fn postgres(a: PgArgs) -> anyhow::Result<i32> {
     rt.block_on(async move {
         let (listener, line) = bind(&listen, &log, &format!("{server} over HTTP"), &config).await?;
         eprintln!("{line}");
+        let mut config = config;
+        config.tokens = Some(token_check(&server));
         let gw = Gateway::new(config, Sink::start(poster(&server, &log)));
         gw.serve(listener, super::serve::shutdown_signal()).await?;
         anyhow::Ok(())
