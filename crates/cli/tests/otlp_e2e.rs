@@ -189,16 +189,7 @@ fn otlp_grpc_over_tls() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let es = poll(|| {
-        let out = Command::new("curl")
-            .args(["-s", "--cacert", &p.path("ca.pem"), "-H", &format!("Authorization: Bearer {token}")])
-            .arg(format!("{}/v1/logs/apps/entries?start=0", s.url))
-            .output()
-            .ok()?;
-        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        let es: Vec<Value> = v["entries"].as_array()?.iter().map(|e| e["event"].clone()).collect();
-        (es.len() >= 2).then_some(es)
-    });
+    let es = poll(|| events_with_curl(&p, &s.url, &token, "apps", 2));
     assert!(es.iter().all(|e| e["submitter"]["via"] == "otlp"));
     assert!(es.iter().any(
         |e| e["actor"]["user"]["name"] == "mallory" && e["metadata"]["otel"]["attributes"]["transport"] == "grpcs"

@@ -17,6 +17,17 @@ use crate::conn::Peer;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// What the server adds to an OTLP event: who sent it, how, from where.
+fn server_fields(log: &str, id: Option<Identity>, peer: &Peer) -> ServerFields {
+    ServerFields {
+        log: log.to_string(),
+        received_at: custos_event::time::format_rfc3339(custos_event::time::now_nanos()),
+        submitter: id.map_or_else(|| "anonymous".into(), |i| i.name),
+        via: "otlp".into(),
+        address: peer.addr.map(|a| a.ip().to_string()),
+    }
+}
+
 /// The OTLP/HTTP logs receiver. Records that are not access events are
 /// rejected one by one (partial success); a request that cannot be stored
 /// gets 503 with Retry-After, which OTLP exporters retry.
@@ -48,13 +59,7 @@ pub async fn logs(
             .map_err(ApiError::bad_request)?;
     let conv = custos_sources::otlp::to_events(&req, custos_event::time::now_nanos()).map_err(ApiError::bad_request)?;
     if !conv.events.is_empty() {
-        let server = ServerFields {
-            log: log.clone(),
-            received_at: custos_event::time::format_rfc3339(custos_event::time::now_nanos()),
-            submitter: id.map_or_else(|| "anonymous".into(), |i| i.name),
-            via: "otlp".into(),
-            address: peer.addr.map(|a| a.ip().to_string()),
-        };
+        let server = server_fields(&log, id, &peer);
         crate::ingest::ingest_values(&state, &log, server, conv.events).await?;
     }
     let body = custos_sources::otlp::encode_response(conv.rejected, &conv.error_message, as_json);
@@ -168,13 +173,7 @@ async fn grpc_export(
         Err(e) => return grpc_response(GRPC_INVALID_ARGUMENT, &e, None),
     };
     if !conv.events.is_empty() {
-        let server = ServerFields {
-            log: log.clone(),
-            received_at: custos_event::time::format_rfc3339(custos_event::time::now_nanos()),
-            submitter: id.map_or_else(|| "anonymous".into(), |i| i.name),
-            via: "otlp".into(),
-            address: peer.addr.map(|a| a.ip().to_string()),
-        };
+        let server = server_fields(&log, id, &peer);
         if let Err(e) = crate::ingest::ingest_values(&state, &log, server, conv.events).await {
             // UNAVAILABLE is the retryable status of OTLP/gRPC.
             let code = if e.status.is_client_error() { GRPC_INVALID_ARGUMENT } else { GRPC_UNAVAILABLE };

@@ -296,6 +296,19 @@ pub fn pki() -> Pki {
     Pki { dir }
 }
 
+/// The parsed events of a log read with curl (which speaks HTTPS, unlike
+/// the plain helpers), once there are at least `n`.
+pub fn events_with_curl(pki: &Pki, url: &str, token: &str, log: &str, n: usize) -> Option<Vec<Value>> {
+    let out = Command::new("curl")
+        .args(["-s", "--cacert", &pki.path("ca.pem"), "-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("{url}/v1/logs/{log}/entries?start=0"))
+        .output()
+        .ok()?;
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let es: Vec<Value> = v["entries"].as_array()?.iter().map(|e| e["event"].clone()).collect();
+    (es.len() >= n).then_some(es)
+}
+
 /// curl over TLS: returns (curl exit code, HTTP status).
 pub fn curl(pki: &Pki, url: &str, cert: Option<&str>, token: Option<&str>, body: Option<&str>) -> (i32, u16) {
     let mut c = Command::new("curl");
