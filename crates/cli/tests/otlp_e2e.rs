@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// A venv with the OpenTelemetry SDK and its OTLP/HTTP exporter, made once
 /// per machine (pinned versions, from PyPI).
@@ -74,19 +74,6 @@ log.error("login failed", extra={"enduser.id": "mallory", "client.address": "198
 provider.shutdown()
 "#;
 
-fn events(url: &str, log: &str) -> Vec<Value> {
-    let (status, body) = get_json(&format!("{url}/v1/logs/{log}/entries?start=0"));
-    if status != 200 {
-        return Vec::new();
-    }
-    body["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| serde_json::from_str(e["entry"].as_str().unwrap()).unwrap())
-        .collect()
-}
-
 #[test]
 fn opentelemetry_python_sdk_and_otlp_json_land_as_events() {
     let python = otel_python();
@@ -105,7 +92,7 @@ fn opentelemetry_python_sdk_and_otlp_json_land_as_events() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let ev = poll(|| {
-        let e = events(&s.url, "apps");
+        let e = log_events(&s.url, "apps");
         (e.len() >= 4).then_some(e)
     });
     for transport in ["http", "grpc"] {
@@ -124,7 +111,7 @@ fn opentelemetry_python_sdk_and_otlp_json_land_as_events() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(events(&s.url, "apps").len(), ev.len(), "nothing from a wrong token");
+    assert_eq!(log_events(&s.url, "apps").len(), ev.len(), "nothing from a wrong token");
     let ok = ev.iter().find(|e| e["actor"]["user"]["uid"] == "u-42").expect("u-42's login");
     assert_eq!(ok["status"], "success");
     assert_eq!(ok["message"], "login ok");
@@ -150,14 +137,14 @@ fn opentelemetry_python_sdk_and_otlp_json_land_as_events() {
     assert!(rejected == &json!(1) || rejected == &json!("1"), "{resp}");
     assert!(resp["partialSuccess"]["errorMessage"].as_str().unwrap().contains("logRecords[1]"), "{resp}");
     let ev = poll(|| {
-        let e = events(&s.url, "apps");
+        let e = log_events(&s.url, "apps");
         e.iter().find(|e| e["activity"] == "vpn.connect").cloned()
     });
     assert_eq!(ev["actor"]["user"]["name"], "carol");
     assert_eq!(ev["time"], "2026-11-18T11:06:40Z");
 
     // Malformed input is refused whole with a reason; nothing is stored.
-    let before = events(&s.url, "apps").len();
+    let before = log_events(&s.url, "apps").len();
     let (st, resp) = post(&endpoint, "application/x-protobuf", [0xffu8, 0xff, 0xff], &[]);
     assert_eq!(st, 400, "{resp}");
     assert!(resp.to_string().contains("invalid OTLP protobuf"), "{resp}");
@@ -165,7 +152,7 @@ fn opentelemetry_python_sdk_and_otlp_json_land_as_events() {
     assert_eq!(st, 415);
     let (st, _) = post_as(&endpoint, Some("nope"), "application/json", "{}", &[]);
     assert_eq!(st, 401);
-    assert_eq!(events(&s.url, "apps").len(), before);
+    assert_eq!(log_events(&s.url, "apps").len(), before);
 }
 
 /// OTLP/gRPC over TLS: when the server has a certificate, its gRPC

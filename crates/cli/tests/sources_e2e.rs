@@ -22,9 +22,8 @@ fn logger(port: &str, args: &[&str], msg: &str) {
 /// All events of a log, once it holds at least `n`.
 fn events(s: &Server, log: &str, n: u64) -> Vec<Value> {
     poll(|| {
-        let (st, page) = get_json(&format!("{}/v1/logs/{log}/entries?start=0", s.url));
-        let es: Vec<Value> = page["entries"].as_array()?.iter().map(|e| e["event"].clone()).collect();
-        (st == 200 && es.len() as u64 >= n).then_some(es)
+        let es = log_events(&s.url, log);
+        (es.len() as u64 >= n).then_some(es)
     })
 }
 

@@ -161,10 +161,8 @@ pub async fn run(gw: Arc<Gateway>, tcp: tokio::net::TcpStream, peer: SocketAddr)
         }
         Ok(Err(None)) => return, // a cancel request, or a probe that sent nothing
         Ok(Err(Some((mut c, fatal)))) => {
-            if let Some(c) = c.as_mut() {
-                let _ = c.write_all(&fatal).await;
-                let _ = c.shutdown().await;
-            }
+            let _ = c.write_all(&fatal).await;
+            let _ = c.shutdown().await;
             return;
         }
         Ok(Ok(x)) => x,
@@ -183,9 +181,9 @@ pub async fn run(gw: Arc<Gateway>, tcp: tokio::net::TcpStream, peer: SocketAddr)
     let _ = ctx.record(vec![e]).await;
 }
 
-/// A handshake that ends the session: the stream to send `fatal` on, if
-/// any. `None` ends it silently.
-type HandshakeEnd = Option<(Option<Stream>, Vec<u8>)>;
+/// A handshake that ends the session: the stream and the FATAL error to
+/// send on it. `None` ends it silently.
+type HandshakeEnd = Option<(Stream, Vec<u8>)>;
 
 fn fatal(code: &str, text: &str) -> Vec<u8> {
     let mut b = Vec::new();
@@ -308,9 +306,9 @@ async fn handshake(ctx: &mut Ctx, mut client: Stream) -> Result<(Stream, Stream,
             (None, "Custos token over TLS".to_string())
         }
         _ => {
-            let f = scram_login(ctx, &mut client, &mut buf, known.as_ref()).await;
-            let Ok(f) = f else {
-                return Err(login_failed(ctx, client, f.as_ref().unwrap_err().0, &f.unwrap_err().1).await);
+            let f = match scram_login(ctx, &mut client, &mut buf, known.as_ref()).await {
+                Ok(f) => f,
+                Err((code, text)) => return Err(login_failed(ctx, client, code, &text).await),
             };
             ctx.roles = known.map(|k| k.1).unwrap_or_default();
             (Some(f), format!("SCRAM-SHA-256{}", if tls { " over TLS" } else { "" }))
@@ -320,7 +318,7 @@ async fn handshake(ctx: &mut Ctx, mut client: Stream) -> Result<(Stream, Stream,
     ok.insert("class_uid".into(), 3002.into());
     ok.insert("status_detail".into(), method.into());
     if let Err(e) = ctx.record(vec![ok]).await {
-        return Err(Some((Some(client), fatal("57P03", &format!("custos: {e}; connection refused (fail-closed)")))));
+        return Err(Some((client, fatal("57P03", &format!("custos: {e}; connection refused (fail-closed)")))));
     }
     let (upstream, status_bytes, (pid, secret)) = match timeout_upstream(ctx, &params).await {
         Ok(x) => x,
@@ -329,7 +327,7 @@ async fn handshake(ctx: &mut Ctx, mut client: Stream) -> Result<(Stream, Stream,
             let mut ev = ctx.event("db.connect", "failure");
             ev.insert("status_detail".into(), text.clone().into());
             let _ = ctx.record(vec![ev]).await;
-            return Err(Some((Some(client), fatal("08006", &text))));
+            return Err(Some((client, fatal("08006", &text))));
         }
     };
     // Our own cancel key, mapped to the upstream's.
@@ -393,7 +391,7 @@ async fn login_failed(ctx: &Ctx, client: Stream, code: &str, text: &str) -> Hand
     e.insert("status_code".into(), code.into());
     e.insert("status_detail".into(), text.into());
     let _ = ctx.record(vec![e]).await;
-    Some((Some(client), fatal(code, text)))
+    Some((client, fatal(code, text)))
 }
 
 /// The upstream's application_name: the client's, cut to fit, and the
@@ -568,7 +566,10 @@ struct Track {
     /// forge one.
     nonce: String,
     inflight: VecDeque<Pending>,
-    refusals: HashMap<u64, Refusal>,
+    /// Refusals whose marked statement is on its way, with the number of
+    /// Syncs sent before it: one that PostgreSQL skipped (after an earlier
+    /// error) is forgotten at the next ReadyForQuery.
+    refusals: HashMap<u64, (Refusal, u64)>,
     next_refusal: u64,
     /// Statements described and awaiting their ParameterDescription, with
     /// the number of Syncs sent before each.
@@ -938,19 +939,19 @@ impl ClientSide {
 
 /// Appends a marked invalid statement that PostgreSQL will fail, and
 /// remembers the error to show in its place.
-fn inject(track: &Mutex<Track>, r: Refusal, simple: bool, out: &mut Vec<u8>) -> u64 {
+fn inject(track: &Mutex<Track>, r: Refusal, simple: bool, out: &mut Vec<u8>) {
     let mut t = track.lock().expect("track lock");
     t.next_refusal += 1;
     let n = t.next_refusal;
-    t.refusals.insert(n, r);
+    let syncs = t.syncs_sent;
+    t.refusals.insert(n, (r, syncs));
     let marker = format!("custos_refused_{}_{n}", t.nonce);
     drop(t);
     if simple {
-        wire::query(out, &marker)
+        wire::query(out, &marker);
     } else {
-        wire::parse_message(out, &marker)
+        wire::parse_message(out, &marker);
     }
-    n
 }
 
 /// A statement as an event: the text, classes, tables and parameters,
@@ -1225,7 +1226,8 @@ fn on_upstream(ctx: &Ctx, track: &Mutex<Track>, tag: u8, frame: &[u8], out: &mut
                 .nth(1)
                 .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok())
                 .filter(|_| code == "42601")
-                .and_then(|n| t.refusals.remove(&n));
+                .and_then(|n| t.refusals.remove(&n))
+                .map(|(r, _)| r);
             let (code, message) = match refusal {
                 Some(r) => {
                     wire::error_response(out, "ERROR", r.code, &r.message, None);
@@ -1265,6 +1267,7 @@ fn on_upstream(ctx: &Ctx, track: &Mutex<Track>, tag: u8, frame: &[u8], out: &mut
             while t.describes.front().is_some_and(|d| d.1 < seen) {
                 t.describes.pop_front();
             }
+            t.refusals.retain(|_, (_, syncs)| *syncs >= seen);
             while let Some(p) = t.inflight.pop_front() {
                 match p {
                     Pending::Sync => break,

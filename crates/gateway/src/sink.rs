@@ -146,9 +146,7 @@ impl Sink {
             None => Ok(()),
         }
     }
-}
 
-impl Sink {
     /// Stores events someone waits for directly, with every spooled event
     /// riding along: they share the append and its fsync instead of
     /// costing one of their own.
@@ -159,6 +157,8 @@ impl Sink {
             q.jobs.drain(..).collect()
         };
         let ride_count: usize = riders.iter().map(|j| j.count).sum();
+        // The riders are copied, not moved: if the append fails they go
+        // back to the queue for the workers to retry.
         let mut all = Vec::with_capacity(ride_count + events.len());
         for j in &riders {
             all.extend(j.events.iter().cloned());
@@ -213,6 +213,10 @@ fn worker(s: &Shared) {
                 q.durable -= usize::from(j.done.is_some());
                 jobs.push(j);
             }
+        }
+        // A durable submission may have taken everything while we lingered.
+        if jobs.is_empty() {
+            continue;
         }
         let batch: Vec<serde_json::Value> = if jobs.len() == 1 {
             std::mem::take(&mut jobs[0].events)

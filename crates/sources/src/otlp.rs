@@ -165,8 +165,12 @@ fn record_to_event(
     if !rec.severity_text.is_empty() {
         e.insert("severity".into(), rec.severity_text.clone().into());
     }
+    let mut metadata = Map::new();
+    if let Some(ua) = string_attr(&attrs, &["user_agent.original"]) {
+        metadata.insert("user_agent".into(), ua.into());
+    }
     let mut otel = Map::new();
-    otel.insert("attributes".into(), attrs.clone().into());
+    otel.insert("attributes".into(), attrs.into());
     otel.insert("resource".into(), resource.clone().into());
     if let Some(s) = scope {
         otel.insert("scope".into(), s.clone());
@@ -177,10 +181,6 @@ fn record_to_event(
     }
     if !rec.span_id.is_empty() {
         otel.insert("span_id".into(), hex(&rec.span_id).into());
-    }
-    let mut metadata = Map::new();
-    if let Some(ua) = string_attr(&attrs, &["user_agent.original"]) {
-        metadata.insert("user_agent".into(), ua.into());
     }
     if let Some(svc) = string_attr(resource, &["service.name"]) {
         metadata.insert("service".into(), svc.into());

@@ -296,6 +296,15 @@ pub fn pki() -> Pki {
     Pki { dir }
 }
 
+/// The parsed events of a log so far (none if it does not exist yet).
+pub fn log_events(url: &str, log: &str) -> Vec<Value> {
+    let (status, page) = get_json(&format!("{url}/v1/logs/{log}/entries?start=0"));
+    match page["entries"].as_array() {
+        Some(entries) if status == 200 => entries.iter().map(|e| e["event"].clone()).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The parsed events of a log read with curl (which speaks HTTPS, unlike
 /// the plain helpers), once there are at least `n`.
 pub fn events_with_curl(pki: &Pki, url: &str, token: &str, log: &str, n: usize) -> Option<Vec<Value>> {
