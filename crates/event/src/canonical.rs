@@ -4,6 +4,8 @@
 
 use serde_json::{Number, Value};
 
+use crate::doc::{Node, Num};
+
 /// Why a value has no canonical form.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CanonError {
@@ -14,6 +16,15 @@ pub enum CanonError {
         /// The number as given.
         number: String,
         /// Where it is.
+        path: String,
+    },
+    /// An object names the same member twice, which RFC 8785 (and I-JSON)
+    /// forbid: readers disagree on which value counts.
+    #[error("member {key:?} appears more than once in the object at {path}")]
+    DuplicateKey {
+        /// The repeated key.
+        key: String,
+        /// Where the object is.
         path: String,
     },
 }
@@ -56,6 +67,117 @@ fn find_unsafe(v: &Value, path: &mut String) -> Option<CanonError> {
             path.truncate(len);
             r
         }),
+        _ => None,
+    }
+}
+
+/// The canonical bytes of a [`Node`], appended to `out`.
+pub fn write_node(out: &mut String, v: &Node<'_>) -> Result<(), CanonError> {
+    let mark = out.len();
+    if node(out, v).is_err() {
+        out.truncate(mark);
+        let mut path = String::from("$");
+        return Err(find_node_error(v, &mut path).unwrap_or(CanonError::UnsafeInteger { number: "?".into(), path }));
+    }
+    Ok(())
+}
+
+fn node(out: &mut String, v: &Node<'_>) -> Result<(), ()> {
+    match v {
+        Node::Null => out.push_str("null"),
+        Node::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Node::Num(n) => num(out, *n)?,
+        Node::Str(s) => string(out, s),
+        Node::Arr(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                node(out, x)?;
+            }
+            out.push(']');
+        }
+        Node::Obj(m) => {
+            out.push('{');
+            if m.is_sorted_by(|a, b| key_order(&a.0, &b.0).is_lt()) {
+                for (i, (k, x)) in m.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    string(out, k);
+                    out.push(':');
+                    node(out, x)?;
+                }
+            } else {
+                let mut entries: Vec<&(std::borrow::Cow<'_, str>, Node<'_>)> = m.iter().collect();
+                entries.sort_by(|a, b| key_order(&a.0, &b.0));
+                for (i, (k, x)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        if entries[i - 1].0 == *k {
+                            return Err(());
+                        }
+                        out.push(',');
+                    }
+                    string(out, k);
+                    out.push(':');
+                    node(out, x)?;
+                }
+            }
+            out.push('}');
+        }
+    }
+    Ok(())
+}
+
+fn num(out: &mut String, n: Num) -> Result<(), ()> {
+    use std::fmt::Write;
+    match n {
+        Num::U(u) if u > MAX_SAFE => return Err(()),
+        Num::I(i) if i.unsigned_abs() > MAX_SAFE => return Err(()),
+        Num::U(u) => {
+            let _ = write!(out, "{u}");
+        }
+        Num::I(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Num::F(f) => out.push_str(&es_number(f)),
+    }
+    Ok(())
+}
+
+fn find_node_error(v: &Node<'_>, path: &mut String) -> Option<CanonError> {
+    match v {
+        Node::Num(n) if num(&mut String::new(), *n).is_err() => Some(CanonError::UnsafeInteger {
+            number: match n {
+                Num::U(u) => u.to_string(),
+                Num::I(i) => i.to_string(),
+                Num::F(f) => f.to_string(),
+            },
+            path: path.clone(),
+        }),
+        Node::Arr(a) => a.iter().enumerate().find_map(|(i, x)| {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            let r = find_node_error(x, path);
+            path.truncate(len);
+            r
+        }),
+        Node::Obj(m) => {
+            let mut keys: Vec<&str> = m.iter().map(|(k, _)| k.as_ref()).collect();
+            keys.sort_unstable();
+            if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+                return Some(CanonError::DuplicateKey { key: w[0].to_string(), path: path.clone() });
+            }
+            m.iter().find_map(|(k, x)| {
+                let len = path.len();
+                path.push('.');
+                path.push_str(k);
+                let r = find_node_error(x, path);
+                path.truncate(len);
+                r
+            })
+        }
         _ => None,
     }
 }
@@ -114,7 +236,7 @@ fn write(out: &mut String, v: &Value) -> Result<(), ()> {
     Ok(())
 }
 
-fn string(out: &mut String, s: &str) {
+pub(crate) fn string(out: &mut String, s: &str) {
     out.push('"');
     if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
         out.push_str(s);
@@ -230,6 +352,25 @@ mod tests {
         }
         assert_eq!(to_canonical(&json!(9007199254740992u64)).unwrap(), "9007199254740992");
         assert!(to_canonical(&json!({"x": [9007199254740993u64]})).unwrap_err().to_string().contains("$.x[0]"));
+    }
+
+    #[test]
+    fn nodes_encode_like_values() {
+        for s in [
+            r#"{"b":[1,"x\n",null,true,-3,2.50,1e21],"a":{},"\u20ac":1,"\r":2,"\ud83d\ude00":3,"\ufb33":4}"#,
+            r#"[{"z":{"y":1,"x":[]}},"\u0001\u00e9"]"#,
+        ] {
+            let n = crate::doc::parse(s.as_bytes()).unwrap();
+            let mut out = String::new();
+            write_node(&mut out, &n).unwrap();
+            assert_eq!(out, to_canonical(&serde_json::from_str(s).unwrap()).unwrap(), "{s}");
+        }
+        let mut out = String::from("kept");
+        let e = write_node(&mut out, &crate::doc::parse(br#"{"a":{"k":1,"j":2,"k":3}}"#).unwrap()).unwrap_err();
+        assert_eq!(e, CanonError::DuplicateKey { key: "k".into(), path: "$.a".into() });
+        assert_eq!(out, "kept");
+        let e = write_node(&mut out, &crate::doc::parse(br#"{"a":[1,-9007199254740993]}"#).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("$.a[1]"), "{e}");
     }
 
     #[test]

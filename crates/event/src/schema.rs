@@ -3,7 +3,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::canonical::to_canonical;
+use crate::canonical::{CanonError, to_canonical, write_node};
+use crate::doc::Node;
 use crate::time::{format_rfc3339, parse_rfc3339};
 
 /// A sealed event is one log entry, so it must fit the C2SP entry limit.
@@ -113,6 +114,102 @@ pub struct ServerFields {
     pub address: Option<String>,
 }
 
+/// What validation needs to see of a JSON value, implemented for
+/// `serde_json::Value` and for the borrowed [`Node`], so that both are
+/// checked by the same code.
+pub trait View {
+    /// Member `key` of an object (`None` for other values).
+    fn get(&self, key: &str) -> Option<&Self>;
+    /// The string, if this is one.
+    fn as_str(&self) -> Option<&str>;
+    /// The number as `u64`, if it is a non-negative integer.
+    fn as_u64(&self) -> Option<u64>;
+    /// The number as `i64`, if it is an integer in range.
+    fn as_i64(&self) -> Option<i64>;
+    /// Whether this is `null`.
+    fn is_null(&self) -> bool;
+    /// Whether this is a number.
+    fn is_number(&self) -> bool;
+    /// Whether this is an object.
+    fn is_object(&self) -> bool;
+    /// Whether this is an array whose items are all objects.
+    fn is_array_of_objects(&self) -> bool;
+    /// The members of an object, in any order (`None` for other values).
+    fn members(&self) -> Option<Vec<(&str, &Self)>>;
+    /// Appends the canonical encoding.
+    fn write_canonical(&self, out: &mut String) -> Result<(), CanonError>;
+}
+
+impl View for Value {
+    fn get(&self, key: &str) -> Option<&Self> {
+        Value::get(self, key)
+    }
+    fn as_str(&self) -> Option<&str> {
+        Value::as_str(self)
+    }
+    fn as_u64(&self) -> Option<u64> {
+        Value::as_u64(self)
+    }
+    fn as_i64(&self) -> Option<i64> {
+        Value::as_i64(self)
+    }
+    fn is_null(&self) -> bool {
+        Value::is_null(self)
+    }
+    fn is_number(&self) -> bool {
+        Value::is_number(self)
+    }
+    fn is_object(&self) -> bool {
+        Value::is_object(self)
+    }
+    fn is_array_of_objects(&self) -> bool {
+        self.as_array().is_some_and(|a| a.iter().all(Value::is_object))
+    }
+    fn members(&self) -> Option<Vec<(&str, &Self)>> {
+        self.as_object().map(|m| m.iter().map(|(k, v)| (k.as_str(), v)).collect())
+    }
+    fn write_canonical(&self, out: &mut String) -> Result<(), CanonError> {
+        out.push_str(&to_canonical(self)?);
+        Ok(())
+    }
+}
+
+impl View for Node<'_> {
+    fn get(&self, key: &str) -> Option<&Self> {
+        Node::get(self, key)
+    }
+    fn as_str(&self) -> Option<&str> {
+        Node::as_str(self)
+    }
+    fn as_u64(&self) -> Option<u64> {
+        Node::as_u64(self)
+    }
+    fn as_i64(&self) -> Option<i64> {
+        Node::as_i64(self)
+    }
+    fn is_null(&self) -> bool {
+        matches!(self, Node::Null)
+    }
+    fn is_number(&self) -> bool {
+        matches!(self, Node::Num(_))
+    }
+    fn is_object(&self) -> bool {
+        matches!(self, Node::Obj(_))
+    }
+    fn is_array_of_objects(&self) -> bool {
+        matches!(self, Node::Arr(a) if a.iter().all(|x| matches!(x, Node::Obj(_))))
+    }
+    fn members(&self) -> Option<Vec<(&str, &Self)>> {
+        match self {
+            Node::Obj(m) => Some(m.iter().map(|(k, v)| (k.as_ref(), v)).collect()),
+            _ => None,
+        }
+    }
+    fn write_canonical(&self, out: &mut String) -> Result<(), CanonError> {
+        write_node(out, self)
+    }
+}
+
 struct Check {
     errors: Vec<FieldError>,
 }
@@ -124,23 +221,31 @@ impl Check {
 }
 
 /// Checks an optional or required string field, already looked up.
-fn check_string<'a>(c: &mut Check, v: Option<&'a Value>, path: &str, required: bool, max: usize) -> Option<&'a str> {
-    match v {
-        None | Some(Value::Null) if !required => None,
-        None | Some(Value::Null) => {
+fn check_string<'a, V: View>(
+    c: &mut Check,
+    v: Option<&'a V>,
+    path: &str,
+    required: bool,
+    max: usize,
+) -> Option<&'a str> {
+    let v = v.filter(|v| !v.is_null());
+    let Some(v) = v else {
+        if required {
             c.err(path, "required");
-            None
         }
-        Some(Value::String(s)) if s.is_empty() => {
+        return None;
+    };
+    match v.as_str() {
+        Some("") => {
             c.err(path, "must not be empty");
             None
         }
-        Some(Value::String(s)) if s.len() > max => {
+        Some(s) if s.len() > max => {
             c.err(path, format!("longer than {max} bytes"));
             None
         }
-        Some(Value::String(s)) => Some(s),
-        Some(_) => {
+        Some(s) => Some(s),
+        None => {
             c.err(path, "must be a string");
             None
         }
@@ -169,7 +274,7 @@ const DST: EndpointPaths = EndpointPaths {
     hostname: "dst_endpoint.hostname",
 };
 
-fn check_endpoint(c: &mut Check, ep: Option<&Value>, p: &EndpointPaths) {
+fn check_endpoint<V: View>(c: &mut Check, ep: Option<&V>, p: &EndpointPaths) {
     let Some(ep) = ep else { return };
     if !ep.is_object() {
         return c.err(p.root, "must be an object");
@@ -187,37 +292,37 @@ fn check_endpoint(c: &mut Check, ep: Option<&Value>, p: &EndpointPaths) {
     check_string(c, ep.get("hostname"), p.hostname, false, 255);
 }
 
-fn check_time(c: &mut Check, v: Option<&Value>) -> Option<i64> {
-    match v {
-        None | Some(Value::Null) => {
-            c.err("time", "required");
-            None
-        }
-        Some(Value::String(s)) => match parse_rfc3339(s) {
+fn check_time<V: View>(c: &mut Check, v: Option<&V>) -> Option<i64> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        c.err("time", "required");
+        return None;
+    };
+    if let Some(s) = v.as_str() {
+        return match parse_rfc3339(s) {
             Ok(ns) => Some(ns),
             Err(e) => {
                 c.err("time", e);
                 None
             }
-        },
-        Some(Value::Number(n)) => match n.as_i64() {
+        };
+    }
+    if v.is_number() {
+        return match v.as_i64() {
             Some(ms) if ms.unsigned_abs() < 1 << 52 => Some(ms * 1_000_000),
             _ => {
                 c.err("time", "must be milliseconds since the epoch as an integer");
                 None
             }
-        },
-        Some(_) => {
-            c.err("time", "must be an RFC 3339 string or epoch milliseconds");
-            None
-        }
+        };
     }
+    c.err("time", "must be an RFC 3339 string or epoch milliseconds");
+    None
 }
 
-fn check_actor(c: &mut Check, actor: Option<&Value>) {
+fn check_actor<V: View>(c: &mut Check, actor: Option<&V>) {
     let user = actor.and_then(|a| a.get("user"));
     match user {
-        Some(u @ Value::Object(_)) => {
+        Some(u) if u.is_object() => {
             let before = c.errors.len();
             let name = check_string(c, u.get("name"), "actor.user.name", false, 256);
             let uid = check_string(c, u.get("uid"), "actor.user.uid", false, 256);
@@ -232,17 +337,17 @@ fn check_actor(c: &mut Check, actor: Option<&Value>) {
     check_string(c, session.and_then(|s| s.get("uid")), "actor.session.uid", false, 256);
 }
 
-/// Checks an event against the schema and returns it with `time`
-/// normalised to RFC 3339 UTC. Every problem is reported, not just the
-/// first.
-pub fn validate(v: Value) -> Result<Map<String, Value>, Vec<FieldError>> {
-    let Value::Object(mut obj) = v else {
+/// Checks an event against the schema. Every problem is reported, not just
+/// the first. On success, returns the event time in nanoseconds since the
+/// epoch.
+pub fn check<V: View>(obj: &V) -> Result<i64, Vec<FieldError>> {
+    let Some(members) = obj.members() else {
         return Err(vec![FieldError { field: "$".into(), error: "an event must be a JSON object".into() }]);
     };
     let mut c = Check { errors: Vec::new() };
-    for k in obj.keys() {
+    for (k, _) in &members {
         if !is_known_field(k) {
-            if SERVER_FIELDS.contains(&k.as_str()) {
+            if SERVER_FIELDS.contains(k) {
                 c.err(k, "is set by the server and must not be sent");
             } else {
                 c.err(k, "unknown field; put extra data under metadata or unmapped");
@@ -255,8 +360,7 @@ pub fn validate(v: Value) -> Result<Map<String, Value>, Vec<FieldError>> {
             c.err("activity", "only letters, digits and . _ - : / are allowed");
         }
     }
-    let actor = obj.get("actor");
-    check_actor(&mut c, actor);
+    check_actor(&mut c, obj.get("actor"));
     if let Some(s) = check_string(&mut c, obj.get("status"), "status", true, 16) {
         if !STATUSES.contains(&s) {
             c.err("status", format!("{s:?} is not one of success, failure, unknown"));
@@ -267,7 +371,7 @@ pub fn validate(v: Value) -> Result<Map<String, Value>, Vec<FieldError>> {
     check_string(&mut c, obj.get("raw_data"), "raw_data", false, MAX_EVENT_BYTES);
     check_string(&mut c, obj.get("uid"), "uid", false, MAX_UID_BYTES);
     for f in ["class_uid", "category_uid", "seq"] {
-        if obj.get(f).is_some_and(|x| !x.is_u64()) {
+        if obj.get(f).is_some_and(|x| x.as_u64().is_none()) {
             c.err(f, "must be a non-negative integer");
         }
     }
@@ -277,40 +381,90 @@ pub fn validate(v: Value) -> Result<Map<String, Value>, Vec<FieldError>> {
         }
     }
     if let Some(t) = obj.get("targets") {
-        if !t.as_array().is_some_and(|a| a.iter().all(Value::is_object)) {
+        if !t.is_array_of_objects() {
             c.err("targets", "must be an array of objects");
         }
     }
     check_endpoint(&mut c, obj.get("src_endpoint"), &SRC);
     check_endpoint(&mut c, obj.get("dst_endpoint"), &DST);
-    if !c.errors.is_empty() {
-        return Err(c.errors);
+    match time {
+        Some(ns) if c.errors.is_empty() => Ok(ns),
+        _ => Err(c.errors),
     }
-    if let Some(ns) = time {
-        obj.insert("time".into(), Value::String(format_rfc3339(ns)));
-    }
+}
+
+/// Checks an event against the schema and returns it with `time`
+/// normalised to RFC 3339 UTC. Every problem is reported, not just the
+/// first.
+pub fn validate(v: Value) -> Result<Map<String, Value>, Vec<FieldError>> {
+    let ns = check(&v)?;
+    let Value::Object(mut obj) = v else { unreachable!("check accepts only objects") };
+    obj.insert("time".into(), Value::String(format_rfc3339(ns)));
     Ok(obj)
 }
 
 /// Adds the server's fields and returns the canonical bytes that become
 /// the log entry.
-pub fn seal(mut event: Map<String, Value>, server: &ServerFields) -> Result<Vec<u8>, EventError> {
-    event.insert("log".into(), Value::String(server.log.clone()));
-    event.insert("received_at".into(), Value::String(server.received_at.clone()));
-    let mut sub = Map::new();
-    sub.insert("name".into(), Value::String(server.submitter.clone()));
-    sub.insert("via".into(), Value::String(server.via.clone()));
-    if let Some(a) = &server.address {
-        sub.insert("address".into(), Value::String(a.clone()));
+pub fn seal(event: Map<String, Value>, server: &ServerFields) -> Result<Vec<u8>, EventError> {
+    seal_event(&Value::Object(event), server)
+}
+
+/// Checks an event, adds the server's fields and returns the canonical
+/// bytes that become the log entry, without copying the event.
+pub fn seal_event<V: View>(event: &V, server: &ServerFields) -> Result<Vec<u8>, EventError> {
+    let ns = check(event).map_err(EventError::Fields)?;
+    let members = event.members().expect("check accepts only objects");
+    enum Part<'v, V> {
+        Event(&'v V),
+        Time,
+        Log,
+        ReceivedAt,
+        Submitter,
     }
-    event.insert("submitter".into(), Value::Object(sub));
-    let bytes = to_canonical(&Value::Object(event))
-        .map_err(|e| EventError::Fields(vec![FieldError { field: "$".into(), error: e.to_string() }]))?
-        .into_bytes();
-    if bytes.len() > MAX_EVENT_BYTES {
-        return Err(EventError::TooLarge { size_bytes: bytes.len() });
+    // Validated top-level keys are ASCII, so byte order is canonical order.
+    let mut parts: Vec<(&str, Part<'_, V>)> = Vec::with_capacity(members.len() + 3);
+    parts.extend(members.into_iter().filter(|(k, _)| *k != "time").map(|(k, v)| (k, Part::Event(v))));
+    parts.extend([("time", Part::Time), ("log", Part::Log), ("received_at", Part::ReceivedAt)]);
+    parts.push(("submitter", Part::Submitter));
+    parts.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let field_error = |error: String| EventError::Fields(vec![FieldError { field: "$".into(), error }]);
+    if let Some(w) = parts.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(field_error(format!("member {:?} appears more than once in the event", w[0].0)));
     }
-    Ok(bytes)
+    let mut out = String::with_capacity(512);
+    out.push('{');
+    for (i, (k, part)) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(k);
+        out.push_str("\":");
+        match part {
+            Part::Event(v) => v.write_canonical(&mut out).map_err(|e| field_error(e.to_string()))?,
+            Part::Time => crate::canonical::string(&mut out, &format_rfc3339(ns)),
+            Part::Log => crate::canonical::string(&mut out, &server.log),
+            Part::ReceivedAt => crate::canonical::string(&mut out, &server.received_at),
+            Part::Submitter => {
+                out.push('{');
+                if let Some(a) = &server.address {
+                    out.push_str("\"address\":");
+                    crate::canonical::string(&mut out, a);
+                    out.push(',');
+                }
+                out.push_str("\"name\":");
+                crate::canonical::string(&mut out, &server.submitter);
+                out.push_str(",\"via\":");
+                crate::canonical::string(&mut out, &server.via);
+                out.push('}');
+            }
+        }
+    }
+    out.push('}');
+    if out.len() > MAX_EVENT_BYTES {
+        return Err(EventError::TooLarge { size_bytes: out.len() });
+    }
+    Ok(out.into_bytes())
 }
 
 #[cfg(test)]
@@ -387,5 +541,77 @@ mod tests {
         };
         let e = seal(validate(v).unwrap(), &server).unwrap_err();
         assert!(matches!(e, EventError::TooLarge { .. }), "{e}");
+    }
+
+    fn server() -> ServerFields {
+        ServerFields {
+            log: "l".into(),
+            received_at: format_rfc3339(0),
+            submitter: "s\"q".into(),
+            via: "http".into(),
+            address: Some("::1".into()),
+        }
+    }
+
+    fn outcome(r: Result<Vec<u8>, EventError>) -> Result<Vec<u8>, Vec<String>> {
+        r.map_err(|e| match e {
+            EventError::Fields(f) => f.into_iter().map(|f| f.field).collect(),
+            EventError::TooLarge { .. } => vec!["too large".into()],
+        })
+    }
+
+    proptest::proptest! {
+        /// The borrowed-node path and the `serde_json::Value` path accept
+        /// and refuse the same events and seal the same bytes.
+        #[test]
+        fn node_and_value_paths_agree(
+            picks in proptest::collection::vec(0usize..24, 0..12),
+            text in "[a-z\\\"é ]{0,8}",
+        ) {
+            let choices: Vec<(&str, Value)> = vec![
+                ("time", json!("2026-11-27T09:00:00.5+01:00")),
+                ("time", json!(1_700_000_000_123i64)),
+                ("time", json!("yesterday")),
+                ("activity", json!("user.login")),
+                ("activity", json!("bad activity")),
+                ("actor", json!({"user": {"name": text}})),
+                ("actor", json!({"user": {"uid": "u-1"}, "session": {"uid": 7}})),
+                ("actor", json!({"user": "alice"})),
+                ("status", json!("failure")),
+                ("status", json!("ok")),
+                ("src_endpoint", json!({"ip": "10.0.0.1", "port": 22})),
+                ("src_endpoint", json!({"ip": "10.0.0", "port": -1})),
+                ("dst_endpoint", json!({"hostname": text})),
+                ("message", json!(text)),
+                ("metadata", json!({"z": [1, 2.5, null, {"b": true, "a": "x"}], "a": -3})),
+                ("metadata", json!("flat")),
+                ("seq", json!(5)),
+                ("seq", json!(-5)),
+                ("uid", json!("")),
+                ("targets", json!([{"name": "t"}])),
+                ("targets", json!([1])),
+                ("log", json!("x")),
+                ("colour", json!("red")),
+                ("unmapped", json!({"big": 9007199254740993u64})),
+            ];
+            let mut obj = Map::new();
+            for p in picks {
+                let (k, v) = &choices[p];
+                obj.insert(k.to_string(), v.clone());
+            }
+            let value = Value::Object(obj);
+            let by_value = outcome(validate(value.clone()).map_err(EventError::Fields).and_then(|m| seal(m, &server())));
+            let text = serde_json::to_vec(&value).unwrap();
+            let node = crate::doc::parse(&text).unwrap();
+            let by_node = outcome(seal_event(&node, &server()));
+            proptest::prop_assert_eq!(by_value, by_node);
+        }
+    }
+
+    #[test]
+    fn repeated_members_are_refused() {
+        let text = br#"{"time":"2026-11-27T09:00:00Z","activity":"a","actor":{"user":{"name":"a"}},"status":"success","status":"failure"}"#;
+        let e = seal_event(&crate::doc::parse(text).unwrap(), &server()).unwrap_err();
+        assert!(e.to_string().contains("\"status\" appears more than once"), "{e}");
     }
 }

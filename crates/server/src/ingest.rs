@@ -13,10 +13,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use custos_event::doc::{self, Node};
 use custos_event::schema::FieldError;
-use custos_event::{EventError, ServerFields};
+use custos_event::{EventError, ServerFields, View};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::config::{CHECKPOINT_WAIT, MAX_EVENTS_PER_REQUEST};
 use crate::error::{ApiError, Problem};
@@ -105,17 +106,18 @@ pub(crate) async fn read_body(
 }
 
 /// One event of the batch and where it came from.
-struct Item {
+struct Item<V> {
     line: Option<usize>,
     index: Option<usize>,
-    value: Value,
+    value: V,
 }
 
 fn problem(item: (Option<usize>, Option<usize>), field: &str, error: impl Into<String>) -> Problem {
     Problem { line: item.0, index: item.1, field: field.into(), error: error.into() }
 }
 
-fn parse(body: &[u8], format: Format, max_event_bytes: usize) -> Result<Vec<Item>, ApiError> {
+/// Splits a request body into events, borrowing from it.
+fn parse(body: &[u8], format: Format, max_event_bytes: usize) -> Result<Vec<Item<Node<'_>>>, ApiError> {
     let reject = |problems: Vec<Problem>| ApiError {
         problems,
         ..ApiError::bad_request("the batch was rejected and nothing was stored; see problems")
@@ -123,14 +125,15 @@ fn parse(body: &[u8], format: Format, max_event_bytes: usize) -> Result<Vec<Item
     let mut items = Vec::new();
     match format {
         Format::Json => {
-            let v: Value = serde_json::from_slice(body).map_err(|e| {
-                ApiError::bad_request(format!("malformed JSON at line {} column {}: {e}", e.line(), e.column()))
+            let v = doc::parse(body).map_err(|e| {
+                let (line, column) = e.line_column(body);
+                ApiError::bad_request(format!("malformed JSON at line {line} column {column}: {}", e.what))
             })?;
             match v {
-                Value::Array(a) => {
+                Node::Arr(a) => {
                     items.extend(a.into_iter().enumerate().map(|(i, value)| Item { line: None, index: Some(i), value }))
                 }
-                Value::Object(_) => items.push(Item { line: None, index: Some(0), value: v }),
+                Node::Obj(_) => items.push(Item { line: None, index: Some(0), value: v }),
                 _ => return Err(ApiError::bad_request("body must be a JSON object or an array of objects")),
             }
         }
@@ -150,12 +153,12 @@ fn parse(body: &[u8], format: Format, max_event_bytes: usize) -> Result<Vec<Item
                     ));
                     continue;
                 }
-                match serde_json::from_slice::<Value>(line) {
+                match doc::parse(line) {
                     Ok(value) => items.push(Item { line: Some(line_no), index: None, value }),
                     Err(e) => problems.push(problem(
                         (Some(line_no), None),
                         "$",
-                        format!("malformed JSON at column {}: {e}", e.column()),
+                        format!("malformed JSON at column {}: {}", e.offset + 1, e.what),
                     )),
                 }
             }
@@ -183,27 +186,26 @@ struct Sealed {
     entry: Vec<u8>,
 }
 
-fn seal_all(items: Vec<Item>, server: &ServerFields, max_event_bytes: usize) -> Result<Vec<Sealed>, ApiError> {
+fn seal_all<V: View>(
+    items: &[Item<V>],
+    server: &ServerFields,
+    max_event_bytes: usize,
+) -> Result<Vec<Sealed>, ApiError> {
     let mut problems = Vec::new();
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let at = (item.line, item.index);
-        let event: Map<String, Value> = match custos_event::validate(item.value) {
-            Ok(e) => e,
-            Err(errs) => {
-                problems.extend(errs.into_iter().map(|FieldError { field, error }| problem(at, &field, error)));
-                continue;
-            }
-        };
-        let uid = event.get("uid").and_then(Value::as_str).map(str::to_string);
-        let seq = event.get("seq").and_then(Value::as_u64);
-        match custos_event::seal(event, server) {
+        match custos_event::seal_event(&item.value, server) {
             Ok(entry) if entry.len() > max_event_bytes => problems.push(problem(
                 at,
                 "$",
                 format!("event is {} bytes once sealed, over the limit of {max_event_bytes} bytes", entry.len()),
             )),
-            Ok(entry) => out.push(Sealed { uid, seq, entry }),
+            Ok(entry) => out.push(Sealed {
+                uid: item.value.get("uid").and_then(View::as_str).map(str::to_string),
+                seq: item.value.get("seq").and_then(View::as_u64),
+                entry,
+            }),
             Err(EventError::TooLarge { size_bytes }) => problems.push(problem(
                 at,
                 "$",
@@ -337,12 +339,12 @@ async fn ingest_sealing(
         })
         .collect();
     let submitter = server.submitter.clone();
-    let items: Vec<Item> =
+    let items: Vec<Item<Value>> =
         values.into_iter().enumerate().map(|(i, value)| Item { line: None, index: Some(i), value }).collect();
     let sealed = if inline {
-        seal_all(items, &server, max_event)?
+        seal_all(&items, &server, max_event)?
     } else {
-        tokio::task::spawn_blocking(move || seal_all(items, &server, max_event))
+        tokio::task::spawn_blocking(move || seal_all(&items, &server, max_event))
             .await
             .map_err(|e| ApiError::unavailable(e.to_string(), 1))??
     };
@@ -389,7 +391,7 @@ pub async fn post_events(
     // Parsing and canonicalising is CPU work: keep it off the async threads.
     let sealed = tokio::task::spawn_blocking(move || {
         let items = parse(&body, format, max_event)?;
-        seal_all(items, &server, max_event)
+        seal_all(&items, &server, max_event)
     })
     .await
     .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
