@@ -34,12 +34,21 @@ const MAX_SAFE: u64 = 1 << 53;
 /// The canonical bytes of a JSON value.
 pub fn to_canonical(v: &Value) -> Result<String, CanonError> {
     let mut out = String::with_capacity(512);
-    if write(&mut out, v).is_err() {
+    write_value(&mut out, v)?;
+    Ok(out)
+}
+
+/// The canonical bytes of a JSON value, appended to `out` (left as it was
+/// on error).
+pub fn write_value(out: &mut String, v: &Value) -> Result<(), CanonError> {
+    let mark = out.len();
+    if write(out, v).is_err() {
+        out.truncate(mark);
         // Rare: find where the unsafe number is, for the error message.
         let mut path = String::from("$");
         return Err(find_unsafe(v, &mut path).unwrap_or(CanonError::UnsafeInteger { number: "?".into(), path }));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// An integer JCS cannot represent: beyond ±2^53.

@@ -111,6 +111,23 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// The same content as a `serde_json::Value`, moving its strings.
+    pub fn from_value(v: serde_json::Value) -> Node<'static> {
+        use serde_json::Value;
+        match v {
+            Value::Null => Node::Null,
+            Value::Bool(b) => Node::Bool(b),
+            Value::Number(n) => Node::Num(match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => Num::U(u),
+                (None, Some(i)) => Num::I(i),
+                _ => Num::F(n.as_f64().unwrap_or(0.0)),
+            }),
+            Value::String(s) => Node::Str(Cow::Owned(s)),
+            Value::Array(a) => Node::Arr(a.into_iter().map(Node::from_value).collect()),
+            Value::Object(m) => Node::Obj(m.into_iter().map(|(k, v)| (Cow::Owned(k), Node::from_value(v))).collect()),
+        }
+    }
+
     /// A `serde_json::Value` with the same content (the last of repeated
     /// keys wins, as in `serde_json`).
     pub fn to_value(&self) -> serde_json::Value {

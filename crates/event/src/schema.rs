@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::canonical::{CanonError, to_canonical, write_node};
+use crate::canonical::{CanonError, write_node, write_value};
 use crate::doc::Node;
 use crate::time::{format_rfc3339, parse_rfc3339};
 
@@ -169,8 +169,7 @@ impl View for Value {
         self.as_object().map(|m| m.iter().map(|(k, v)| (k.as_str(), v)).collect())
     }
     fn write_canonical(&self, out: &mut String) -> Result<(), CanonError> {
-        out.push_str(&to_canonical(self)?);
-        Ok(())
+        write_value(out, self)
     }
 }
 

@@ -312,11 +312,22 @@ pub async fn ingest_local(
     ingest_sealing(state, log, server, values, inline).await
 }
 
-async fn ingest_sealing(
+/// Like [`ingest_values`], for events built as [`Node`]s (syslog): no
+/// `serde_json::Value` tree is built for them.
+pub async fn ingest_nodes(
     state: &AppState,
     log: &str,
     server: ServerFields,
-    values: Vec<Value>,
+    values: Vec<Node<'static>>,
+) -> Result<Vec<(Receipt, bool)>, ApiError> {
+    ingest_sealing(state, log, server, values, false).await
+}
+
+async fn ingest_sealing<V: View + Send + 'static>(
+    state: &AppState,
+    log: &str,
+    server: ServerFields,
+    values: Vec<V>,
     inline: bool,
 ) -> Result<Vec<(Receipt, bool)>, ApiError> {
     let max_event = state.config.max_event_bytes;
@@ -324,22 +335,19 @@ async fn ingest_sealing(
     let seqs: Vec<(String, Option<u64>)> = values
         .iter()
         .map(|v| {
-            let sys = &v["metadata"]["syslog"];
-            let stream = if sys.is_object() {
-                format!(
-                    "{}/{}/{}",
-                    sys["hostname"].as_str().unwrap_or(""),
-                    sys["app_name"].as_str().unwrap_or(""),
-                    sys["procid"].as_str().unwrap_or("")
-                )
-            } else {
-                String::new()
+            let sys = v.get("metadata").and_then(|m| m.get("syslog"));
+            let stream = match sys {
+                Some(sys) if sys.is_object() => {
+                    let f = |k| sys.get(k).and_then(View::as_str).unwrap_or("");
+                    format!("{}/{}/{}", f("hostname"), f("app_name"), f("procid"))
+                }
+                _ => String::new(),
             };
-            (stream, v.get("seq").and_then(Value::as_u64))
+            (stream, v.get("seq").and_then(View::as_u64))
         })
         .collect();
     let submitter = server.submitter.clone();
-    let items: Vec<Item<Value>> =
+    let items: Vec<Item<V>> =
         values.into_iter().enumerate().map(|(i, value)| Item { line: None, index: Some(i), value }).collect();
     let sealed = if inline {
         seal_all(&items, &server, max_event)?

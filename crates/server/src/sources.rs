@@ -20,7 +20,7 @@ use crate::audit::{self, MetaEvent};
 use crate::authn::authorize;
 use crate::conn::Peer;
 use crate::error::{ApiError, Problem};
-use crate::ingest::ingest_values;
+use crate::ingest::{ingest_nodes, ingest_values};
 use crate::state::AppState;
 
 /// Sources tracked at most; beyond this the longest-silent are forgotten.
@@ -247,11 +247,11 @@ fn syslog_server(log: &str, peer: &SocketAddr) -> ServerFields {
 async fn store_syslog(state: &AppState, log: &str, peer: &SocketAddr, raw: Vec<Vec<u8>>) {
     let ip = peer.ip().to_string();
     let now = custos_event::time::now_nanos();
-    let build = || -> Vec<Value> { raw.iter().map(|m| custos_sources::syslog::to_event(m, Some(&ip), now)).collect() };
+    let build = || raw.iter().map(|m| custos_sources::syslog::to_node(m, Some(&ip), now)).collect();
     loop {
         // Built anew for each attempt rather than cloned: retries are rare,
         // and a clone of every batch cost more than the mapping.
-        match ingest_values(state, log, syslog_server(log, peer), build()).await {
+        match ingest_nodes(state, log, syslog_server(log, peer), build()).await {
             Ok(_) => return,
             Err(e) if e.status != StatusCode::SERVICE_UNAVAILABLE => {
                 // Cannot happen for events built by the syslog mapper; if it

@@ -2,7 +2,10 @@
 //! and the authentication messages of sshd, sudo, su and PAM turned into
 //! proper access events.
 
-use serde_json::{Map, Value, json};
+use std::borrow::Cow;
+
+use custos_event::doc::Node;
+use serde_json::{Map, Value};
 
 /// A stream frame (or datagram) is read up to this size.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -244,37 +247,67 @@ fn auth(app: &str, msg: &str) -> Option<Auth> {
 /// missing timestamp; `peer` is the sender's address. A message that does
 /// not parse is kept, flagged `metadata.syslog.parsed = false`.
 pub fn to_event(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Value {
+    to_node(raw, peer, now_ns).to_value()
+}
+
+/// [`to_event`] as a [`Node`], which the server seals without building a
+/// `serde_json::Value`. The result always passes [`custos_event::check`].
+pub fn to_node(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Node<'static> {
     let mut e = event(raw, peer, now_ns);
-    tidy(&mut e);
     fit(&mut e);
-    match custos_event::validate(e) {
-        // Validation hands the event back (normalised), so no copy is made.
-        Ok(map) => Value::Object(map),
-        Err(_) => {
-            // Fields the parser pulled out break the schema (an over-long
-            // tag, say): keep the message whole, flagged unparsed, rather
-            // than lose it.
-            let mut e = unparsed(raw, peer, now_ns);
-            fit(&mut e);
-            e
-        }
+    if custos_event::check(&e).is_ok() {
+        return e;
+    }
+    // Fields the parser pulled out break the schema (an over-long tag,
+    // say): keep the message whole, flagged unparsed, rather than lose it.
+    let mut e = unparsed(raw, peer, now_ns);
+    fit(&mut e);
+    e
+}
+
+type Members = Vec<(Cow<'static, str>, Node<'static>)>;
+
+fn put(m: &mut Members, k: &'static str, v: Node<'static>) {
+    m.push((Cow::Borrowed(k), v));
+}
+
+/// Adds a string member unless it is empty, which the schema refuses.
+fn put_text(m: &mut Members, k: &'static str, v: String) {
+    if !v.is_empty() {
+        put(m, k, Node::string(v));
     }
 }
 
-fn unparsed(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Value {
-    let text = String::from_utf8_lossy(&raw[..raw.len().min(MAX_STORED_BYTES)]).to_string();
-    let mut e = json!({
-        "time": custos_event::time::format_rfc3339(now_ns), "activity": "syslog.unparsed",
-        "actor": {"user": {"name": "unknown"}}, "status": "unknown", "message": "unparsed syslog message",
-        "metadata": {"syslog": {"parsed": false, "truncated": raw.len() > MAX_STORED_BYTES}},
-    });
-    if !text.is_empty() {
-        e["raw_data"] = json!(text);
+fn user(name: String) -> Node<'static> {
+    let name = if name.is_empty() { "unknown".to_string() } else { name };
+    Node::obj([("user", Node::obj([("name", Node::string(name))]))])
+}
+
+fn peer_ip(peer: Option<&str>) -> Option<Node<'static>> {
+    peer.filter(|ip| ip.parse::<std::net::IpAddr>().is_ok()).map(|ip| Node::string(ip.to_string()))
+}
+
+fn unparsed(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Node<'static> {
+    let text = String::from_utf8_lossy(&raw[..raw.len().min(MAX_STORED_BYTES)]).into_owned();
+    let mut e = Members::with_capacity(8);
+    put(&mut e, "time", Node::string(custos_event::time::format_rfc3339(now_ns)));
+    put(&mut e, "activity", Node::str("syslog.unparsed"));
+    put(&mut e, "actor", user("unknown".into()));
+    put(&mut e, "status", Node::str("unknown"));
+    put(&mut e, "message", Node::str("unparsed syslog message"));
+    put(
+        &mut e,
+        "metadata",
+        Node::obj([(
+            "syslog",
+            Node::obj([("parsed", Node::Bool(false)), ("truncated", Node::Bool(raw.len() > MAX_STORED_BYTES))]),
+        )]),
+    );
+    put_text(&mut e, "raw_data", text);
+    if let Some(ip) = peer_ip(peer) {
+        put(&mut e, "src_endpoint", Node::obj([("ip", ip)]));
     }
-    if let Some(ip) = peer.filter(|ip| ip.parse::<std::net::IpAddr>().is_ok()) {
-        e["src_endpoint"] = json!({"ip": ip});
-    }
-    e
+    Node::Obj(e)
 }
 
 /// Encoded size a syslog event may reach, leaving room for the server's
@@ -283,126 +316,126 @@ const MAX_EVENT_JSON_BYTES: usize = 60_000;
 
 /// Halves `message` and `raw_data` until the event's JSON fits: escaping
 /// can make text up to six times longer.
-fn fit(e: &mut Value) {
+fn fit(e: &mut Node<'static>) {
     // Escaping at most sextuples text: short messages cannot overflow, so
     // skip encoding them just to measure.
-    let text_bytes: usize = ["message", "raw_data"].iter().filter_map(|f| e[*f].as_str()).map(str::len).sum();
+    let text_bytes: usize = ["message", "raw_data"].iter().filter_map(|f| e.get(f)?.as_str()).map(str::len).sum();
     if text_bytes * 6 + 8192 < MAX_EVENT_JSON_BYTES {
         return;
     }
-    while e.to_string().len() > MAX_EVENT_JSON_BYTES {
-        for f in ["message", "raw_data"] {
-            if let Some(t) = e[f].as_str() {
-                let cut = t.floor_char_boundary(t.len() / 2);
-                e[f] = json!(t[..cut].to_string());
+    let encoded_len = |e: &Node<'_>| {
+        let mut out = String::new();
+        // Built from strings and small integers: always encodable.
+        custos_event::canonical::write_node(&mut out, e).map_or(usize::MAX, |()| out.len())
+    };
+    while encoded_len(e) > MAX_EVENT_JSON_BYTES {
+        let Some(members) = e.members_mut() else { return };
+        for (k, v) in members.iter_mut() {
+            match (k.as_ref(), v) {
+                ("message" | "raw_data", Node::Str(t)) => {
+                    let cut = t.floor_char_boundary(t.len() / 2);
+                    *t = Cow::Owned(t[..cut].to_string());
+                }
+                ("metadata", Node::Obj(meta)) => {
+                    for (k, sys) in meta.iter_mut() {
+                        if let (true, Some(sys)) = (k == "syslog", sys.members_mut()) {
+                            sys.retain(|(k, _)| k != "truncated");
+                            sys.push((Cow::Borrowed("truncated"), Node::Bool(true)));
+                        }
+                    }
+                }
+                _ => {}
             }
         }
-        e["metadata"]["syslog"]["truncated"] = json!(true);
     }
 }
 
-/// Drops empty strings, which the event schema refuses, so that any input
-/// at all still becomes a valid event.
-fn tidy(e: &mut Value) {
-    if let Some(o) = e.as_object_mut() {
-        o.retain(|_, v| v.as_str() != Some(""));
-    }
-    if let Some(o) = e.get_mut("src_endpoint").and_then(Value::as_object_mut) {
-        o.retain(|_, v| v.as_str() != Some(""));
-    }
-    if e["actor"]["user"]["name"].as_str().is_none_or(str::is_empty) {
-        e["actor"] = json!({"user": {"name": "unknown"}});
-    }
-    if let Some(t) = e.get_mut("targets").and_then(Value::as_array_mut) {
-        t.retain(|x| x["name"].as_str().is_some_and(|n| !n.is_empty()));
-        if t.is_empty() {
-            e.as_object_mut().expect("object").remove("targets");
-        }
-    }
-}
-
-fn event(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Value {
-    let year = custos_event::time::format_rfc3339(now_ns)[..4].parse().unwrap_or(1970);
-    let truncated = raw.len() > MAX_STORED_BYTES;
-    let text = String::from_utf8_lossy(&raw[..raw.len().min(MAX_STORED_BYTES)]).to_string();
+fn event(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Node<'static> {
     let now = custos_event::time::format_rfc3339(now_ns);
+    let year = now[..4].parse().unwrap_or(1970);
+    let truncated = raw.len() > MAX_STORED_BYTES;
+    let text = String::from_utf8_lossy(&raw[..raw.len().min(MAX_STORED_BYTES)]).into_owned();
     let Some(m) = parse(&text, year) else {
         return unparsed(raw, peer, now_ns);
     };
-    let app = m.app_name.clone().unwrap_or_default();
-    let mut meta = json!({
-        "parsed": true,
-        "truncated": truncated,
-        "facility": m.facility,
-        "severity": SEVERITIES[m.severity as usize],
-    });
-    for (k, v) in [("hostname", &m.hostname), ("app_name", &m.app_name), ("procid", &m.procid), ("msgid", &m.msgid)] {
-        if let Some(v) = v {
-            meta[k] = json!(v);
-        }
-    }
-    if !m.structured_data.is_empty() {
-        meta["structured_data"] = Value::Object(m.structured_data.clone());
-    }
-    let mut e = json!({
-        "time": m.time.clone().unwrap_or(now),
-        "message": m.msg,
-        "raw_data": text,
-        "metadata": {"syslog": meta},
-    });
-    let mut src = Map::new();
-    if let Some(h) = &m.hostname {
-        src.insert("hostname".into(), json!(h));
-    }
+    let Message { facility, severity, time, hostname, app_name, procid, msgid, structured_data, msg } = m;
+    // RFC 5424 `meta sequenceId`, for gap detection.
+    let seq = structured_data
+        .get("meta")
+        .and_then(|x| x.get("sequenceId"))
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<u64>().ok());
     // rsyslog's RFC 5424 templates keep the space that followed the tag.
-    match auth(&app, m.msg.trim_start()) {
+    let auth = auth(app_name.as_deref().unwrap_or(""), msg.trim_start());
+    let mut e = Members::with_capacity(14);
+    let mut src = Members::with_capacity(3);
+    if let Some(h) = &hostname {
+        put(&mut src, "hostname", Node::string(h.clone()));
+    }
+    match auth {
         Some(a) => {
-            e["activity"] = json!(a.activity);
-            e["class_uid"] = json!(3002);
-            e["actor"] = json!({"user": {"name": a.user}});
-            e["status"] = json!(if a.success { "success" } else { "failure" });
-            e["status_detail"] = json!(a.detail);
-            if let Some(t) = a.target {
-                e["targets"] = json!([{"type": "user", "name": t}]);
+            put(&mut e, "activity", Node::str(a.activity));
+            put(&mut e, "class_uid", Node::uint(3002));
+            put(&mut e, "actor", user(a.user));
+            put(&mut e, "status", Node::str(if a.success { "success" } else { "failure" }));
+            put_text(&mut e, "status_detail", a.detail);
+            if let Some(t) = a.target.filter(|t| !t.is_empty()) {
+                let target = Node::obj([("type", Node::str("user")), ("name", Node::string(t))]);
+                put(&mut e, "targets", Node::Arr(vec![target]));
             }
             match a.ip {
                 Some(ip) => {
-                    src.insert("ip".into(), json!(ip));
+                    put(&mut src, "ip", Node::string(ip));
                     if let Some(p) = a.port {
-                        src.insert("port".into(), json!(p));
+                        put(&mut src, "port", Node::uint(p));
                     }
                     if let Some(peer) = peer {
-                        e["dst_endpoint"] = json!({"ip": peer, "hostname": m.hostname.clone().unwrap_or_default()});
+                        let mut dst = Members::with_capacity(2);
+                        put(&mut dst, "ip", Node::string(peer.to_string()));
+                        if let Some(h) = &hostname {
+                            put(&mut dst, "hostname", Node::string(h.clone()));
+                        }
+                        put(&mut e, "dst_endpoint", Node::Obj(dst));
                     }
                 }
                 None => {
                     if let Some(peer) = peer {
-                        src.insert("ip".into(), json!(peer));
+                        put(&mut src, "ip", Node::string(peer.to_string()));
                     }
                 }
             }
         }
         None => {
-            e["activity"] = json!("syslog.message");
-            e["actor"] = json!({"user": {"name": if app.is_empty() { "unknown".to_string() } else { app.clone() }}});
-            e["status"] = json!("unknown");
+            put(&mut e, "activity", Node::str("syslog.message"));
+            put(&mut e, "actor", user(app_name.clone().unwrap_or_default()));
+            put(&mut e, "status", Node::str("unknown"));
             if let Some(peer) = peer {
-                src.insert("ip".into(), json!(peer));
+                put(&mut src, "ip", Node::string(peer.to_string()));
             }
         }
     }
-    e["src_endpoint"] = Value::Object(src);
-    // RFC 5424 `meta sequenceId`, for gap detection.
-    if let Some(seq) = m
-        .structured_data
-        .get("meta")
-        .and_then(|x| x.get("sequenceId"))
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse::<u64>().ok())
-    {
-        e["seq"] = json!(seq);
+    let mut meta = Members::with_capacity(9);
+    put(&mut meta, "parsed", Node::Bool(true));
+    put(&mut meta, "truncated", Node::Bool(truncated));
+    put(&mut meta, "facility", Node::uint(facility.into()));
+    put(&mut meta, "severity", Node::str(SEVERITIES[severity as usize]));
+    for (k, v) in [("hostname", hostname), ("app_name", app_name), ("procid", procid), ("msgid", msgid)] {
+        if let Some(v) = v {
+            put(&mut meta, k, Node::string(v));
+        }
     }
-    e
+    if !structured_data.is_empty() {
+        put(&mut meta, "structured_data", Node::from_value(Value::Object(structured_data)));
+    }
+    put(&mut e, "time", Node::string(time.unwrap_or(now)));
+    put_text(&mut e, "message", msg);
+    put_text(&mut e, "raw_data", text);
+    put(&mut e, "metadata", Node::obj([("syslog", Node::Obj(meta))]));
+    put(&mut e, "src_endpoint", Node::Obj(src));
+    if let Some(seq) = seq {
+        put(&mut e, "seq", Node::uint(seq));
+    }
+    Node::Obj(e)
 }
 
 /// RFC 6587 framing on a stream, detected per connection from its first
