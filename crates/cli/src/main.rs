@@ -39,6 +39,9 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Search a log: a table by default, or JSON, NDJSON or CSV.
     Search(cmd::search::Args),
+    /// Delete the search indexes of a stopped server's data directory and
+    /// rebuild them from the logs.
+    Reindex(cmd::reindex::Args),
     /// Show the health of every source: last seen, rate, gaps, silence.
     Sources(cmd::sources::Args),
     /// Create, list and revoke access tokens in a data directory.
@@ -64,6 +67,7 @@ fn main() {
         Command::Token(a) => cmd::token::run(a),
         Command::Sources(a) => cmd::sources::run(a),
         Command::Search(a) => cmd::search::run(a),
+        Command::Reindex(a) => cmd::reindex::run(a),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Send(a) => cmd::send::run(a),
         Command::Export(a) => cmd::export::run(a),

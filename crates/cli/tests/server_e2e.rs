@@ -457,13 +457,29 @@ fn search_finds_events_with_proofs() {
             .any(|e| e["event"]["message"].as_str().is_some_and(|m| m.starts_with("GET /v1/logs/s/search")))
             .then_some(())
     });
+    // `custos reindex` refuses a data directory a server has open.
+    let reindex = || Command::new(bin()).args(["reindex", "--data"]).arg(dir.path()).output().unwrap();
+    let busy = reindex();
+    assert!(!busy.status.success());
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("in use by another custos process"), "{busy:?}");
     // A deleted index is rebuilt at start and answers the same.
     assert!(s.stop().success());
     std::fs::remove_dir_all(dir.path().join("index/s")).unwrap();
     let s = Server::start(dir.path(), &[]);
-    let again = poll(|| {
-        let (_, v) = get_json(&format!("{}/v1/logs/s/search?q={}", s.url, q.replace(' ', "%20").replace(':', "%3A")));
-        (v["indexed"] == 300).then_some(v)
-    });
-    assert_eq!(again["hits"], found["hits"]);
+    let search = |s: &Server| {
+        poll(|| {
+            let (_, v) =
+                get_json(&format!("{}/v1/logs/s/search?q={}", s.url, q.replace(' ', "%20").replace(':', "%3A")));
+            (v["indexed"] == 300).then_some(v)
+        })
+    };
+    assert_eq!(search(&s)["hits"], found["hits"]);
+    // So is one rebuilt offline by `custos reindex`.
+    assert!(s.stop().success());
+    let out = reindex();
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("s: 300 entries indexed"), "{said}");
+    let s = Server::start(dir.path(), &[]);
+    assert_eq!(search(&s)["hits"], found["hits"]);
 }

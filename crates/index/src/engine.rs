@@ -224,7 +224,14 @@ impl LogIndex {
     /// unreadable, or ahead-of-the-log index is deleted and started afresh:
     /// it is derived data.
     pub fn open(dir: &Path, log_size: u64) -> Result<LogIndex, IndexError> {
-        match Self::try_open(dir) {
+        Self::open_with(dir, log_size, 1, WRITER_MEMORY_BYTES)
+    }
+
+    /// [`LogIndex::open`] for a rebuild by `custos reindex` with the server
+    /// stopped: `threads` indexing threads sharing `memory_bytes` of
+    /// buffers (more memory means fewer, larger segments to merge).
+    pub fn open_with(dir: &Path, log_size: u64, threads: usize, memory_bytes: usize) -> Result<LogIndex, IndexError> {
+        match Self::try_open(dir, threads, memory_bytes) {
             Ok(ix) if ix.indexed()? <= log_size => return Ok(ix),
             Ok(ix) => {
                 tracing::warn!(dir = %dir.display(), indexed = ix.indexed()?, log_size, "index is ahead of the log; rebuilding")
@@ -234,17 +241,17 @@ impl LogIndex {
         if dir.exists() {
             std::fs::remove_dir_all(dir)?;
         }
-        Self::try_open(dir)
+        Self::try_open(dir, threads, memory_bytes)
     }
 
-    fn try_open(dir: &Path) -> Result<LogIndex, IndexError> {
+    fn try_open(dir: &Path, threads: usize, memory_bytes: usize) -> Result<LogIndex, IndexError> {
         std::fs::create_dir_all(dir)?;
         let (schema, fields) = schema();
         let mmap = tantivy::directory::MmapDirectory::open(dir)
             .map_err(|e| IndexError::Io(std::io::Error::other(e.to_string())))?;
         let index = Index::open_or_create(mmap, schema)?;
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
-        let writer = index.writer_with_num_threads(1, WRITER_MEMORY_BYTES)?;
+        let writer = index.writer_with_num_threads(threads, memory_bytes)?;
         Ok(LogIndex { dir: dir.to_path_buf(), index, reader, writer: Mutex::new(writer), fields })
     }
 

@@ -219,6 +219,19 @@ impl State {
         }
     }
 
+    /// Byte span `(from, to)` in the entries file of the durable records
+    /// of bundle `bundle`, which must hold at least one entry.
+    fn bundle_span(&self, bundle: u64) -> (u64, u64) {
+        let from = self.bundle_offsets[bundle as usize];
+        let to = self.bundle_offsets.get(bundle as usize + 1).copied().unwrap_or(self.entries_len);
+        (from, to)
+    }
+
+    /// [`State::bundle_span`] of bundles `first..=last`.
+    fn bundle_spans(&self, first: u64, last: u64) -> Vec<(u64, (u64, u64))> {
+        (first..=last).map(|b| (b, self.bundle_span(b))).collect()
+    }
+
     /// Adds one durable entry whose record starts at `offset`.
     pub(crate) fn push(&mut self, offset: u64, leaf: Hash, record_len: u64) {
         if self.size % TILE_WIDTH == 0 {
@@ -418,25 +431,32 @@ impl Log {
 
     /// Entries `[start, end)`. The caller bounds the range.
     pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, ReadError> {
-        let st = self.read_state();
-        if start > end || end > st.size {
-            return Err(ReadError::OutOfRange(format!(
-                "range {start}..{end} is outside the log's {} entries",
-                st.size
-            )));
-        }
+        let spans = {
+            let st = self.read_state();
+            if start > end || end > st.size {
+                return Err(ReadError::OutOfRange(format!(
+                    "range {start}..{end} is outside the log's {} entries",
+                    st.size
+                )));
+            }
+            if start == end {
+                return Ok(Vec::new());
+            }
+            st.bundle_spans(start / TILE_WIDTH, (end - 1) / TILE_WIDTH)
+        };
+        // Stored entries never change, so they are read without holding the
+        // state lock: a slow reader (the indexer, at the lowest CPU
+        // priority) must never hold up the writer thread.
         let mut out = Vec::with_capacity((end - start) as usize);
-        let mut bundle = start / TILE_WIDTH;
-        while (out.len() as u64) < end - start {
+        for (bundle, span) in spans {
             let first = bundle * TILE_WIDTH;
-            let records = self.read_bundle(&st, bundle)?;
+            let records = self.read_bundle(span)?;
             for (i, r) in records.into_iter().enumerate() {
                 let idx = first + i as u64;
                 if idx >= start && idx < end {
                     out.push(r);
                 }
             }
-            bundle += 1;
         }
         Ok(out)
     }
@@ -444,18 +464,25 @@ impl Log {
     /// The entries at `indexes`, in the order given, reading each bundle
     /// they fall in only once (search hits cluster in bundles).
     pub fn entries_at(&self, indexes: &[u64]) -> Result<Vec<Vec<u8>>, ReadError> {
-        let st = self.read_state();
-        if let Some(bad) = indexes.iter().find(|i| **i >= st.size) {
-            return Err(ReadError::OutOfRange(format!("index {bad} is not below the log size {}", st.size)));
-        }
-        let mut out: Vec<Option<Vec<u8>>> = vec![None; indexes.len()];
         let mut order: Vec<usize> = (0..indexes.len()).collect();
         order.sort_by_key(|&k| indexes[k]);
+        let spans: Vec<(u64, (u64, u64))> = {
+            let st = self.read_state();
+            if let Some(bad) = indexes.iter().find(|i| **i >= st.size) {
+                return Err(ReadError::OutOfRange(format!("index {bad} is not below the log size {}", st.size)));
+            }
+            let mut bundles: Vec<u64> = order.iter().map(|&k| indexes[k] / TILE_WIDTH).collect();
+            bundles.dedup();
+            bundles.into_iter().map(|b| (b, st.bundle_span(b))).collect()
+        };
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; indexes.len()];
         let mut cached: Option<(u64, Vec<Vec<u8>>)> = None;
+        let mut next_span = spans.iter();
         for k in order {
             let bundle = indexes[k] / TILE_WIDTH;
             if cached.as_ref().is_none_or(|(b, _)| *b != bundle) {
-                cached = Some((bundle, self.read_bundle(&st, bundle)?));
+                let (b, span) = next_span.find(|(b, _)| *b == bundle).expect("a span per bundle, in order");
+                cached = Some((*b, self.read_bundle(*span)?));
             }
             let (_, records) = cached.as_ref().expect("just read");
             out[k] = Some(records[(indexes[k] % TILE_WIDTH) as usize].clone());
@@ -463,10 +490,9 @@ impl Log {
         Ok(out.into_iter().map(|e| e.expect("every index read")).collect())
     }
 
-    /// The durable entries of bundle `bundle`.
-    fn read_bundle(&self, st: &State, bundle: u64) -> Result<Vec<Vec<u8>>, ReadError> {
-        let from = st.bundle_offsets[bundle as usize];
-        let to = st.bundle_offsets.get(bundle as usize + 1).copied().unwrap_or(st.entries_len);
+    /// The records stored in byte span `(from, to)` of the entries file: one
+    /// bundle's durable entries.
+    fn read_bundle(&self, (from, to): (u64, u64)) -> Result<Vec<Vec<u8>>, ReadError> {
         let mut raw = vec![0u8; (to - from) as usize];
         self.inner.storage.read_at(ENTRIES_FILE, from, &mut raw)?;
         let mut out = Vec::new();
@@ -543,7 +569,9 @@ impl Log {
                 st.size
             )));
         }
-        let records = self.read_bundle(&st, index)?;
+        let span = st.bundle_span(index);
+        drop(st);
+        let records = self.read_bundle(span)?;
         let mut out = Vec::new();
         for r in &records[..width as usize] {
             tile::push_bundle_entry(&mut out, r).expect("stored entries fit a bundle");

@@ -22,6 +22,10 @@ pub const MAX_LOG_NAME_BYTES: usize = 64;
 pub const KEY_FILE: &str = "signing.key";
 /// The directory of logs inside the data directory.
 pub const LOGS_DIR: &str = "logs";
+/// File in the data directory that one process holds locked (`flock`)
+/// while it has the store open, so that a second server, or `custos
+/// reindex` beside a running server, cannot write the same logs.
+pub const LOCK_FILE: &str = "custos.lock";
 
 /// How a data directory is opened.
 #[derive(Clone, Debug)]
@@ -81,6 +85,9 @@ pub enum StoreError {
     /// The log does not exist and is not created automatically.
     #[error("log {0:?} does not exist")]
     NotFound(String),
+    /// Another process has the data directory open.
+    #[error("data directory {0} is in use by another custos process (it holds {LOCK_FILE} locked)")]
+    InUse(PathBuf),
     /// A log failed to open.
     #[error("log {name:?}: {source}")]
     Open {
@@ -126,6 +133,8 @@ pub struct LogStore {
     signer: NoteSigner,
     logs: RwLock<BTreeMap<String, Arc<Log>>>,
     creating: Mutex<()>,
+    /// Held locked for as long as the store is open.
+    _lock: std::fs::File,
 }
 
 /// A fresh random signer.
@@ -165,6 +174,19 @@ impl LogStore {
         let dir = config.dir.clone();
         std::fs::create_dir_all(dir.join(LOGS_DIR))
             .map_err(io_ctx(format!("creating data directory {}", dir.display())))?;
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(io_ctx(format!("opening {}", dir.join(LOCK_FILE).display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::InUse(dir)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io_ctx(format!("locking {}", dir.join(LOCK_FILE).display()))(e));
+            }
+        }
         let key_path = dir.join(KEY_FILE);
         let signer = if key_path.exists() {
             load_signer(&key_path)?
@@ -176,7 +198,8 @@ impl LogStore {
             tracing::info!(verifier_key = %signer.verifier().to_key_string(), "created a new signing key");
             signer
         };
-        let store = LogStore { config, signer, logs: RwLock::new(BTreeMap::new()), creating: Mutex::new(()) };
+        let store =
+            LogStore { config, signer, logs: RwLock::new(BTreeMap::new()), creating: Mutex::new(()), _lock: lock };
         let entries = std::fs::read_dir(dir.join(LOGS_DIR)).map_err(io_ctx("listing logs"))?;
         for entry in entries {
             let entry = entry.map_err(io_ctx("listing logs"))?;
@@ -267,6 +290,17 @@ mod tests {
             assert!(validate_log_name(bad, false).is_err(), "{bad}");
         }
         assert!(validate_log_name("_custos", true).is_ok());
+    }
+
+    #[test]
+    fn one_process_at_a_time_opens_a_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = LogStore::open(StoreConfig::new(dir.path())).unwrap();
+        let err = LogStore::open(StoreConfig::new(dir.path())).err().unwrap();
+        assert!(matches!(err, StoreError::InUse(_)), "{err}");
+        assert!(err.to_string().contains("in use by another custos process"), "{err}");
+        drop(first);
+        assert!(LogStore::open(StoreConfig::new(dir.path())).is_ok());
     }
 
     #[test]

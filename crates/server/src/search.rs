@@ -68,8 +68,15 @@ pub fn spawn_indexer(
         unsafe {
             libc::setpriority(libc::PRIO_PROCESS, 0, 19);
         }
+        let mut behind = false;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            std::thread::sleep(INDEX_INTERVAL);
+            // A log more than a step behind (a rebuild, a burst) is indexed
+            // on without pausing; otherwise new entries are picked up every
+            // interval.
+            if !behind {
+                std::thread::sleep(INDEX_INTERVAL);
+            }
+            behind = false;
             for (name, log) in state.store.list() {
                 let ix = match state.indexes.get(&state, &name) {
                     Ok(ix) => ix,
@@ -78,7 +85,9 @@ pub fn spawn_indexer(
                         continue;
                     }
                 };
-                if let Err(e) = ix.catch_up(&log, INDEX_STEP_ENTRIES) {
+                let caught_up = ix.catch_up(&log, INDEX_STEP_ENTRIES);
+                behind |= caught_up.as_ref().is_ok_and(|n| *n == INDEX_STEP_ENTRIES);
+                if let Err(e) = caught_up {
                     // The index is derived data: drop it and rebuild it
                     // from the log rather than fail on every tick.
                     tracing::error!(log = name, error = %e, "indexing failed; rebuilding the index from the log");

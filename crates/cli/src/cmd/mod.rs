@@ -5,6 +5,7 @@ pub mod demo;
 pub mod export;
 pub mod gateway;
 pub mod keygen;
+pub mod reindex;
 pub mod search;
 pub mod send;
 pub mod serve;
