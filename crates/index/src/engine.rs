@@ -11,6 +11,9 @@ use std::ops::Bound as StdBound;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use std::borrow::Cow;
+
+use custos_event::doc::{Node, Num};
 use custos_log::Log;
 use serde_json::Value;
 use tantivy::collector::{Count, TopDocs};
@@ -126,16 +129,16 @@ fn cut(s: &str) -> &str {
 }
 
 /// Adds `path=value` and path tokens for every scalar under `v`.
-fn flatten(doc: &mut TantivyDocument, f: &Fields, path: &mut String, v: &Value) {
+fn flatten(doc: &mut TantivyDocument, f: &Fields, path: &mut String, v: &Node<'_>) {
     match v {
-        Value::Null => {}
-        Value::Array(a) => {
+        Node::Null => {}
+        Node::Arr(a) => {
             for x in a {
                 flatten(doc, f, path, x);
             }
         }
-        Value::Object(m) => {
-            if !m.is_empty() && !path.is_empty() {
+        Node::Obj(m) => {
+            if !m.is_empty() && !path.is_empty() && !query::ALWAYS_PRESENT.contains(&path.as_str()) {
                 doc.add_text(f.has, path.as_str());
             }
             for (k, x) in m {
@@ -149,14 +152,55 @@ fn flatten(doc: &mut TantivyDocument, f: &Fields, path: &mut String, v: &Value) 
             }
         }
         scalar => {
-            doc.add_text(f.has, path.as_str());
-            if query::TEXT_FIELDS.contains(&path.as_str()) {
+            if !query::ALWAYS_PRESENT.contains(&path.as_str()) {
+                doc.add_text(f.has, path.as_str());
+            }
+            // Free text is tokenised into its own field; times are matched
+            // on their date fields (a keyword per event would be a distinct
+            // term for nearly every entry).
+            // Fields with a keyword column of their own are matched there.
+            let own_field = |p: &str| query::TIME_FIELDS.contains(&p) || AGG_FIELDS.contains(&p);
+            if query::TEXT_FIELDS.contains(&path.as_str()) || own_field(path) {
                 return;
             }
-            if let Some(t) = query::scalar_text(scalar) {
+            if let Some(t) = scalar_text(scalar) {
                 doc.add_text(f.kv, format!("{path}={}", cut(&t)));
             }
         }
+    }
+}
+
+/// [`query::values_at`] over a [`Node`]: the non-null values at a dotted
+/// path, arrays flattened.
+fn values_at<'n, 'a>(v: &'n Node<'a>, path: &str) -> Vec<&'n Node<'a>> {
+    let mut cur = vec![v];
+    for key in path.split('.') {
+        let mut next = Vec::new();
+        for c in cur {
+            match c.get(key) {
+                Some(Node::Arr(a)) => next.extend(a.iter()),
+                Some(x) => next.push(x),
+                None => {}
+            }
+        }
+        cur = next;
+    }
+    cur.into_iter()
+        .flat_map(|x| if let Node::Arr(a) = x { a.iter().collect() } else { vec![x] })
+        .filter(|x| !matches!(x, Node::Null))
+        .collect()
+}
+
+/// [`query::scalar_text`] over a [`Node`]: numbers print as `serde_json`
+/// prints them, so that the index and the brute-force evaluator agree.
+fn scalar_text<'n>(v: &'n Node<'_>) -> Option<Cow<'n, str>> {
+    match v {
+        Node::Str(s) => Some(Cow::Borrowed(s)),
+        Node::Num(Num::U(u)) => Some(Cow::Owned(u.to_string())),
+        Node::Num(Num::I(i)) => Some(Cow::Owned(i.to_string())),
+        Node::Num(Num::F(x)) => serde_json::Number::from_f64(*x).map(|n| Cow::Owned(n.to_string())),
+        Node::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        _ => None,
     }
 }
 
@@ -167,9 +211,10 @@ fn date(ns: i64) -> DateTime {
 fn document(f: &Fields, index: u64, entry: &[u8]) -> TantivyDocument {
     let mut doc = TantivyDocument::default();
     doc.add_u64(f.index, index);
-    let Ok(e) = serde_json::from_slice::<Value>(entry) else { return doc };
+    // Entries are canonical JSON: parsed into borrowed nodes, no copies.
+    let Ok(e) = custos_event::doc::parse(entry) else { return doc };
     for (field, name) in [(f.time, "time"), (f.received_at, "received_at")] {
-        if let Some(ns) = e.get(name).and_then(Value::as_str).and_then(|s| custos_event::time::parse_rfc3339(s).ok()) {
+        if let Some(ns) = e.get(name).and_then(Node::as_str).and_then(|s| custos_event::time::parse_rfc3339(s).ok()) {
             doc.add_date(field, date(ns));
             if name == "time" && ns >= 0 {
                 doc.add_u64(f.time_hour, (ns / HOUR_NS) as u64);
@@ -178,25 +223,26 @@ fn document(f: &Fields, index: u64, entry: &[u8]) -> TantivyDocument {
         }
     }
     for (field, name) in [(f.src_ip, "src_endpoint"), (f.dst_ip, "dst_endpoint")] {
-        if let Some(ip) = e[name]["ip"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) {
+        let ip = e.get(name).and_then(|x| x.get("ip")).and_then(Node::as_str);
+        if let Some(ip) = ip.and_then(|s| s.parse::<IpAddr>().ok()) {
             doc.add_ip_addr(field, v6(ip));
         }
     }
     for (path, field) in &f.nums {
-        for v in query::values_at(&e, path) {
+        for v in values_at(&e, path) {
             if let Some(n) = v.as_u64() {
                 doc.add_u64(*field, n);
             }
         }
     }
     for name in query::TEXT_FIELDS {
-        if let Some(s) = e.get(*name).and_then(Value::as_str) {
+        if let Some(s) = e.get(name).and_then(Node::as_str) {
             doc.add_text(f.text, s);
         }
     }
     for (path, field) in &f.aggs {
-        for v in query::values_at(&e, path) {
-            if let Some(t) = query::scalar_text(v) {
+        for v in values_at(&e, path) {
+            if let Some(t) = scalar_text(v) {
                 doc.add_text(*field, cut(&t));
             }
         }
@@ -437,13 +483,20 @@ impl LogIndex {
 
     fn field(&self, field: &str, v: &Value_, now_ns: i64) -> Result<Box<dyn TQuery>, IndexError> {
         let f = &self.fields;
-        let kv = |val: &str| Term::from_field_text(f.kv, &format!("{field}={}", cut(val)));
+        // A field with a keyword column of its own (`a.FIELD`) is matched
+        // there; any other as `FIELD=value` in the shared `kv` field.
+        let agg = f.aggs.iter().find(|(p, _)| *p == field).map(|(_, af)| *af);
+        let kv = |val: &str| match agg {
+            Some(af) => Term::from_field_text(af, cut(val)),
+            None => Term::from_field_text(f.kv, &format!("{field}={}", cut(val))),
+        };
         let time_field = match field {
             "time" => Some(f.time),
             "received_at" => Some(f.received_at),
             _ => None,
         };
         Ok(match v {
+            Value_::Exists if query::ALWAYS_PRESENT.contains(&field) => Box::new(AllQuery),
             Value_::Exists => Box::new(TermQuery::new(Term::from_field_text(f.has, field), IndexRecordOption::Basic)),
             Value_::Exact(x) | Value_::Phrase(x) if time_field.is_some() && x.len() == 10 => {
                 let day =
@@ -454,11 +507,26 @@ impl LogIndex {
                     StdBound::Excluded(Term::from_field_date(tf, date(day + 86_400_000_000_000))),
                 ))
             }
+            Value_::Exact(x) | Value_::Phrase(x) if time_field.is_some() => {
+                // Stored times are normalised RFC 3339, so only a normalised
+                // string can equal one: that instant on the date field.
+                let tf = time_field.expect("checked");
+                match custos_event::time::parse_rfc3339(x) {
+                    Ok(ns) if custos_event::time::format_rfc3339(ns) == *x => Box::new(RangeQuery::new(
+                        StdBound::Included(Term::from_field_date(tf, date(ns))),
+                        StdBound::Included(Term::from_field_date(tf, date(ns))),
+                    )),
+                    _ => Box::new(EmptyQuery),
+                }
+            }
             Value_::Exact(x) | Value_::Phrase(x) => Box::new(TermQuery::new(kv(x), IndexRecordOption::Basic)),
-            Value_::Wildcard(w) => Box::new(RegexQuery::from_pattern(
-                &format!("{}{}", regex_escape(&format!("{field}=")), glob_regex(w)),
-                f.kv,
-            )?),
+            Value_::Wildcard(w) => match agg {
+                Some(af) => Box::new(RegexQuery::from_pattern(&glob_regex(w), af)?),
+                None => Box::new(RegexQuery::from_pattern(
+                    &format!("{}{}", regex_escape(&format!("{field}=")), glob_regex(w)),
+                    f.kv,
+                )?),
+            },
             Value_::Cidr(net, bits) => {
                 let tf = if field == "src_endpoint.ip" { f.src_ip } else { f.dst_ip };
                 let (lo, hi) = cidr_bounds(*net, *bits);
@@ -504,13 +572,20 @@ impl LogIndex {
                 } else {
                     // Keyword order: the tokens of this field lie between
                     // "field=" and "field>" ('>' follows '=').
+                    let (first, past) = match agg {
+                        Some(af) => (Term::from_field_text(af, ""), None),
+                        None => (
+                            Term::from_field_text(f.kv, &format!("{field}=")),
+                            Some(Term::from_field_text(f.kv, &format!("{field}>"))),
+                        ),
+                    };
                     let lo = match lo {
-                        Bound::Unbounded => StdBound::Included(Term::from_field_text(f.kv, &format!("{field}="))),
+                        Bound::Unbounded => StdBound::Included(first),
                         Bound::Included(x) => StdBound::Included(kv(x)),
                         Bound::Excluded(x) => StdBound::Excluded(kv(x)),
                     };
                     let hi = match hi {
-                        Bound::Unbounded => StdBound::Excluded(Term::from_field_text(f.kv, &format!("{field}>"))),
+                        Bound::Unbounded => past.map_or(StdBound::Unbounded, StdBound::Excluded),
                         Bound::Included(x) => StdBound::Included(kv(x)),
                         Bound::Excluded(x) => StdBound::Excluded(kv(x)),
                     };

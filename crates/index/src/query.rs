@@ -349,6 +349,21 @@ pub const NUMERIC_FIELDS: &[&str] =
     &["src_endpoint.port", "dst_endpoint.port", "class_uid", "category_uid", "status_code", "seq", "duration_ms"];
 /// Fields CIDR matches work on.
 pub const IP_FIELDS: &[&str] = &["src_endpoint.ip", "dst_endpoint.ip"];
+/// Paths every sealed event has (required by the schema, or set by the
+/// server): `path:*` matches every entry, so the index keeps no
+/// "exists" token for them.
+pub const ALWAYS_PRESENT: &[&str] = &[
+    "time",
+    "activity",
+    "status",
+    "actor",
+    "actor.user",
+    "log",
+    "received_at",
+    "submitter",
+    "submitter.name",
+    "submitter.via",
+];
 /// Fields searched only as free text (bare words), not with `field:`.
 pub const TEXT_FIELDS: &[&str] = &["message", "raw_data"];
 
@@ -361,6 +376,11 @@ pub fn check(q: &Query) -> Result<(), String> {
         Query::Field(f, v) => {
             if TEXT_FIELDS.contains(&f.as_str()) && !matches!(v, Value_::Exists) {
                 return Err(format!("{f} is searched as free text: write the words without {f}:"));
+            }
+            if matches!(v, Value_::Wildcard(_)) && TIME_FIELDS.contains(&f.as_str()) {
+                return Err(format!(
+                    "wildcards do not apply to {f}: use a date ({f}:2026-11-20) or a range ({f}:[2026-11-20T10:00:00Z TO 2026-11-20T11:00:00Z])"
+                ));
             }
             if matches!(v, Value_::Cidr(..)) && !IP_FIELDS.contains(&f.as_str()) {
                 return Err(format!("CIDR matches work on {}, not {f}", IP_FIELDS.join(" and ")));
@@ -607,6 +627,22 @@ mod tests {
         }
         assert!(parse(&"a:1 ".repeat(100)).unwrap_err().message.contains("clauses"));
         assert!(parse(&format!("{}a:1{}", "(".repeat(20), ")".repeat(20))).unwrap_err().message.contains("nested"));
+    }
+
+    #[test]
+    fn queries_that_cannot_run_say_why() {
+        for (q, says) in [
+            ("message:denied", "free text"),
+            ("actor.user.name:10.0.0.0/8", "CIDR matches work on"),
+            ("time:2026-11-20T1*", "wildcards do not apply to time"),
+            ("received_at:*5Z", "wildcards do not apply to received_at"),
+            ("time:[yesterday TO now]", "is not a time"),
+            ("src_endpoint.port:[a TO 9]", "whole number"),
+        ] {
+            let e = check(&parse(q).unwrap()).unwrap_err();
+            assert!(e.contains(says), "{q}: {e}");
+        }
+        assert!(check(&parse("time:* AND time:2026-11-20 AND actor.user.name:al*").unwrap()).is_ok());
     }
 
     #[test]

@@ -30,6 +30,8 @@ fn events(seed: u64, n: usize) -> Vec<Value> {
             let mut e = json!({
                 "time": custos_event::time::format_rfc3339(custos_event::time::parse_rfc3339(NOW).unwrap() - (r(72) as i64) * 3_600_000_000_000),
                 "received_at": NOW,
+                "log": "m",
+                "submitter": {"name": "ingest", "via": "http"},
                 "activity": ACTIVITIES[r(4) as usize],
                 "actor": {"user": {"name": USERS[r(5) as usize]}},
                 "status": if r(10) < 3 { "failure" } else { "success" },
@@ -64,6 +66,16 @@ fn term() -> impl Strategy<Value = String> {
         (1..72u64).prop_map(|h| format!("time:[now-{h}h TO now]")),
         Just("time:>2026-11-26".to_string()),
         Just("time:2026-11-26".to_string()),
+        (0..72i64).prop_map(|h| format!(
+            "time:\"{}\"",
+            custos_event::time::format_rfc3339(custos_event::time::parse_rfc3339(NOW).unwrap() - h * 3_600_000_000_000)
+        )),
+        Just("time:\"2026-11-27T13:00:00+01:00\"".to_string()),
+        Just(format!("received_at:\"{NOW}\"")),
+        Just("time:*".to_string()),
+        Just("activity:*".to_string()),
+        Just("actor.user:*".to_string()),
+        Just("submitter.name:*".to_string()),
         (0..48u64, 0..60u64, 1..30u64, any::<bool>(), any::<bool>()).prop_map(|(h, m, span, a, b)| {
             let lo = custos_event::time::parse_rfc3339("2026-11-25T00:00:00Z").unwrap()
                 + ((h * 60 + m) * 60_000_000_000) as i64;
@@ -76,6 +88,11 @@ fn term() -> impl Strategy<Value = String> {
         Just("pay*".to_string()),
         Just("actor.user.name:*o*".to_string()),
         Just("actor.user.name:[bob TO dave]".to_string()),
+        Just("actor.user.name:>carol".to_string()),
+        Just("actor.user.name:<=bob".to_string()),
+        Just("activity:*.*".to_string()),
+        Just("actor.session.uid:>=s2".to_string()),
+        Just("targets.name:{* TO dave}".to_string()),
         Just("class_uid:3001".to_string()),
         Just("class_uid:{3000 TO 3002}".to_string()),
     ]

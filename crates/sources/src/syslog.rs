@@ -253,15 +253,17 @@ pub fn to_event(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Value {
 /// [`to_event`] as a [`Node`], which the server seals without building a
 /// `serde_json::Value`. The result always passes [`custos_event::check`].
 pub fn to_node(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Node<'static> {
+    let stored = raw.len().min(MAX_STORED_BYTES);
     let mut e = event(raw, peer, now_ns);
-    fit(&mut e);
-    if custos_event::check(&e).is_ok() {
+    if fit(&mut e, stored) && custos_event::check(&e).is_ok() {
         return e;
     }
     // Fields the parser pulled out break the schema (an over-long tag,
-    // say): keep the message whole, flagged unparsed, rather than lose it.
+    // say) or cannot be made to fit (escaped structured data): keep the
+    // message whole, flagged unparsed, rather than lose it. Its only long
+    // field is `raw_data`, which halving always fits.
     let mut e = unparsed(raw, peer, now_ns);
-    fit(&mut e);
+    fit(&mut e, stored);
     e
 }
 
@@ -315,13 +317,16 @@ fn unparsed(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Node<'static> {
 const MAX_EVENT_JSON_BYTES: usize = 60_000;
 
 /// Halves `message` and `raw_data` until the event's JSON fits: escaping
-/// can make text up to six times longer.
-fn fit(e: &mut Node<'static>) {
-    // Escaping at most sextuples text: short messages cannot overflow, so
-    // skip encoding them just to measure.
-    let text_bytes: usize = ["message", "raw_data"].iter().filter_map(|f| e.get(f)?.as_str()).map(str::len).sum();
-    if text_bytes * 6 + 8192 < MAX_EVENT_JSON_BYTES {
-        return;
+/// can make text up to six times longer. Returns false if it cannot fit
+/// that way (structured data alone can be too long once escaped).
+fn fit(e: &mut Node<'static>, stored_bytes: usize) -> bool {
+    // Every string in the event is a piece of the stored text, each piece
+    // at most once, apart from `raw_data` (all of it) and the hostname
+    // (up to three times, at most 255 bytes by RFC 5424 each): escaping
+    // at most sextuples text, so short messages cannot overflow, and are
+    // not encoded just to measure.
+    if (stored_bytes * 2 + 2 * 255) * 6 + 8192 < MAX_EVENT_JSON_BYTES {
+        return true;
     }
     let encoded_len = |e: &Node<'_>| {
         let mut out = String::new();
@@ -329,12 +334,14 @@ fn fit(e: &mut Node<'static>) {
         custos_event::canonical::write_node(&mut out, e).map_or(usize::MAX, |()| out.len())
     };
     while encoded_len(e) > MAX_EVENT_JSON_BYTES {
-        let Some(members) = e.members_mut() else { return };
+        let Some(members) = e.members_mut() else { return false };
+        let mut shortened = false;
         for (k, v) in members.iter_mut() {
             match (k.as_ref(), v) {
-                ("message" | "raw_data", Node::Str(t)) => {
+                ("message" | "raw_data", Node::Str(t)) if !t.is_empty() => {
                     let cut = t.floor_char_boundary(t.len() / 2);
                     *t = Cow::Owned(t[..cut].to_string());
+                    shortened = true;
                 }
                 ("metadata", Node::Obj(meta)) => {
                     for (k, sys) in meta.iter_mut() {
@@ -347,7 +354,15 @@ fn fit(e: &mut Node<'static>) {
                 _ => {}
             }
         }
+        if !shortened {
+            return false;
+        }
     }
+    // An emptied text field is dropped: the schema refuses empty strings.
+    if let Some(members) = e.members_mut() {
+        members.retain(|(k, v)| !(matches!(k.as_ref(), "message" | "raw_data") && v.as_str() == Some("")));
+    }
+    true
 }
 
 fn event(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Node<'static> {
@@ -645,19 +660,36 @@ mod tests {
         assert_eq!(e["activity"], "syslog.unparsed");
     }
 
-    #[test]
-    fn huge_messages_still_fit_a_log_entry() {
-        let mut raw = b"<13>Nov 27 09:00:00 h app: ".to_vec();
-        raw.extend(std::iter::repeat_n(b'\\', 60_000));
-        let e = custos_event::validate(to_event(&raw, None, NOW)).unwrap();
-        let server = custos_event::ServerFields {
+    fn server() -> custos_event::ServerFields {
+        custos_event::ServerFields {
             log: "l".into(),
             received_at: "2026-01-01T00:00:00Z".into(),
             submitter: "s".into(),
             via: "syslog".into(),
             address: None,
-        };
-        assert!(custos_event::seal(e, &server).is_ok());
+        }
+    }
+
+    #[test]
+    fn structured_data_that_escapes_beyond_an_entry_is_kept_unparsed() {
+        // 20,000 control characters in a parameter: 120 kB once escaped,
+        // with a short message. The size check used to be skipped for
+        // short messages, so sealing failed and took the batch with it.
+        let mut raw = b"<13>1 2026-11-27T00:00:00Z h app - - [x@1 a=\"".to_vec();
+        raw.extend(std::iter::repeat_n(1u8, 20_000));
+        raw.extend_from_slice(b"\"] hi");
+        let e = to_node(&raw, Some("127.0.0.1"), NOW);
+        let sealed = custos_event::seal_event(&e, &server()).expect("fits a log entry");
+        assert!(sealed.len() <= MAX_EVENT_JSON_BYTES + 200, "{}", sealed.len());
+        assert_eq!(e.get("activity").and_then(Node::as_str), Some("syslog.unparsed"));
+    }
+
+    #[test]
+    fn huge_messages_still_fit_a_log_entry() {
+        let mut raw = b"<13>Nov 27 09:00:00 h app: ".to_vec();
+        raw.extend(std::iter::repeat_n(b'\\', 60_000));
+        let e = custos_event::validate(to_event(&raw, None, NOW)).unwrap();
+        assert!(custos_event::seal(e, &server()).is_ok());
     }
 
     proptest! {
