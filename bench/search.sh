@@ -84,6 +84,9 @@ print("=> 1h histogram over 30 days: median %.0f ms" % hist[2])
 PY
 kill $SERVER; wait $SERVER || true
 
+echo "## index build offline: custos reindex (server stopped; a writer thread per core), with its CPU time"
+$BIN reindex --data "$WORK/data" --log bench | sed 's/^/=> reindex /'
+
 echo "## baseline: PostgreSQL 15, jsonb with GIN (jsonb_path_ops) and btree on time"
 pg_start
 psql -q -c "create table events (e jsonb)"
