@@ -312,6 +312,9 @@ fn unparsed(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Node<'static> {
     Node::Obj(e)
 }
 
+/// Longest `status_detail` the event schema accepts.
+const MAX_DETAIL_BYTES: usize = 4096;
+
 /// Encoded size a syslog event may reach, leaving room for the server's
 /// fields within the 65,535-byte entry limit.
 const MAX_EVENT_JSON_BYTES: usize = 60_000;
@@ -320,12 +323,14 @@ const MAX_EVENT_JSON_BYTES: usize = 60_000;
 /// can make text up to six times longer. Returns false if it cannot fit
 /// that way (structured data alone can be too long once escaped).
 fn fit(e: &mut Node<'static>, stored_bytes: usize) -> bool {
-    // Every string in the event is a piece of the stored text, each piece
-    // at most once, apart from `raw_data` (all of it) and the hostname
-    // (up to three times, at most 255 bytes by RFC 5424 each): escaping
-    // at most sextuples text, so short messages cannot overflow, and are
-    // not encoded just to measure.
-    if (stored_bytes * 2 + 2 * 255) * 6 + 8192 < MAX_EVENT_JSON_BYTES {
+    // Every string in the event is a piece of the stored text: `raw_data`
+    // is all of it, and the message, the structured data and the header
+    // fields are disjoint pieces, but an auth message's detail, user and
+    // target repeat parts of the message, and the hostname appears up to
+    // three times. Four times the text bounds all of them, and escaping
+    // at most sextuples text, so short messages cannot overflow and are not
+    // encoded just to measure.
+    if (stored_bytes * 4 + 2 * 255) * 6 + 8192 < MAX_EVENT_JSON_BYTES {
         return true;
     }
     let encoded_len = |e: &Node<'_>| {
@@ -393,7 +398,11 @@ fn event(raw: &[u8], peer: Option<&str>, now_ns: i64) -> Node<'static> {
             put(&mut e, "class_uid", Node::uint(3002));
             put(&mut e, "actor", user(a.user));
             put(&mut e, "status", Node::str(if a.success { "success" } else { "failure" }));
-            put_text(&mut e, "status_detail", a.detail);
+            // The schema caps the detail; a long sudo command is cut rather
+            // than sending the whole message to the unparsed fallback.
+            let mut detail = a.detail;
+            detail.truncate(detail.floor_char_boundary(MAX_DETAIL_BYTES));
+            put_text(&mut e, "status_detail", detail);
             if let Some(t) = a.target.filter(|t| !t.is_empty()) {
                 let target = Node::obj([("type", Node::str("user")), ("name", Node::string(t))]);
                 put(&mut e, "targets", Node::Arr(vec![target]));
@@ -682,6 +691,22 @@ mod tests {
         let sealed = custos_event::seal_event(&e, &server()).expect("fits a log entry");
         assert!(sealed.len() <= MAX_EVENT_JSON_BYTES + 200, "{}", sealed.len());
         assert_eq!(e.get("activity").and_then(Node::as_str), Some("syslog.unparsed"));
+    }
+
+    #[test]
+    fn a_long_sudo_command_is_cut_not_unparsed() {
+        // 3,900 control characters after COMMAND=: the message, its raw
+        // text and the detail each hold them, 70 kB once escaped.
+        let mut raw =
+            b"<86>Nov 27 09:00:00 h sudo: alice : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/echo ".to_vec();
+        raw.extend(std::iter::repeat_n(1u8, 3_900));
+        let e = to_node(&raw, Some("127.0.0.1"), NOW);
+        assert!(custos_event::seal_event(&e, &server()).is_ok());
+        let mut raw = b"<86>Nov 27 09:00:00 h sudo: alice : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=".to_vec();
+        raw.extend(std::iter::repeat_n(b'x', 6_000));
+        let e = to_node(&raw, Some("127.0.0.1"), NOW);
+        assert_eq!(e.get("activity").and_then(Node::as_str), Some("user.sudo"));
+        assert_eq!(e.get("status_detail").and_then(Node::as_str).map(str::len), Some(MAX_DETAIL_BYTES));
     }
 
     #[test]
