@@ -307,7 +307,14 @@ fn check_time<V: View>(c: &mut Check, v: Option<&V>) -> Option<i64> {
     }
     if v.is_number() {
         return match v.as_i64() {
-            Some(ms) if ms.unsigned_abs() < 1 << 52 => Some(ms * 1_000_000),
+            // Nanoseconds since the epoch must fit an i64: 1677 to 2262.
+            Some(ms) => match ms.checked_mul(1_000_000) {
+                Some(ns) => Some(ns),
+                None => {
+                    c.err("time", format!("{ms} milliseconds since the epoch is out of range (years 1677 to 2262)"));
+                    None
+                }
+            },
             _ => {
                 c.err("time", "must be milliseconds since the epoch as an integer");
                 None
@@ -525,6 +532,22 @@ mod tests {
         let mut v = good();
         v["time"] = json!(1_700_000_000_123i64);
         assert_eq!(validate(v).unwrap()["time"], "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn out_of_range_times_are_refused_not_wrapped() {
+        // Found by `cargo fuzz run event_json`: epoch milliseconds whose
+        // nanoseconds overflow i64 panicked (debug) or wrapped (release).
+        for t in [json!(3_333_333_333_333_320i64), json!(-9_300_000_000_000i64), json!("9999-12-31")] {
+            let mut v = good();
+            v["time"] = t.clone();
+            let e = validate(v).unwrap_err();
+            assert_eq!(e[0].field, "time", "{t}");
+            assert!(e[0].error.contains("out of range"), "{t}: {}", e[0].error);
+        }
+        let mut v = good();
+        v["time"] = json!(9_000_000_000_000i64);
+        assert_eq!(validate(v).unwrap()["time"], "2255-03-14T16:00:00Z");
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
     }
     let days = days_from_civil(y, mo, d);
     if b.len() == 10 {
-        return Ok(days * 86_400 * 1_000_000_000);
+        return days.checked_mul(86_400 * 1_000_000_000).ok_or_else(|| format!("{s:?} is out of range"));
     }
     expect(10, b"Tt ")?;
     let (h, mi, sec) = (

@@ -329,15 +329,16 @@ pub fn resolve_time(s: &str, now_ns: i64) -> Option<i64> {
         };
         let (n, unit) = d.split_at(d.len().checked_sub(1)?);
         let n: i64 = n.parse().ok()?;
-        let secs = match unit {
-            "s" => n,
-            "m" => n * 60,
-            "h" => n * 3600,
-            "d" => n * 86_400,
-            "w" => n * 7 * 86_400,
+        let unit_secs = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 7 * 86_400,
             _ => return None,
         };
-        return now_ns.checked_add(sign * secs.checked_mul(1_000_000_000)?);
+        let ns = n.checked_mul(unit_secs)?.checked_mul(1_000_000_000)?.checked_mul(sign)?;
+        return now_ns.checked_add(ns);
     }
     custos_event::time::parse_rfc3339(s).ok()
 }
@@ -627,6 +628,16 @@ mod tests {
         }
         assert!(parse(&"a:1 ".repeat(100)).unwrap_err().message.contains("clauses"));
         assert!(parse(&format!("{}a:1{}", "(".repeat(20), ")".repeat(20))).unwrap_err().message.contains("nested"));
+    }
+
+    #[test]
+    fn relative_times_that_overflow_are_not_times() {
+        let now = 1_795_000_000_000_000_000;
+        assert_eq!(resolve_time("now-1h", now), Some(now - 3_600_000_000_000));
+        for s in ["now-9223372036854775807w", "now+99999999999d", "now-9223372036854775808s", "now-"] {
+            assert_eq!(resolve_time(s, now), None, "{s}");
+        }
+        assert!(check(&parse("time:[now-99999999999d TO now]").unwrap()).unwrap_err().contains("is not a time"));
     }
 
     #[test]
