@@ -64,8 +64,28 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/otlp/{log}/v1/logs", post(otlp::logs))
         .route("/v1/tokens/{id}", axum::routing::delete(admin::revoke_token))
         .layer(axum::middleware::from_fn_with_state(state.clone(), authn::middleware))
+        .layer(axum::middleware::from_fn(catch_panics))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// A handler that panics answers 500 rather than dropping the connection
+/// with no answer. A panic is a bug: the fuzz targets hunt for them, and
+/// this is the backstop for any they have not found.
+async fn catch_panics(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use futures_util::FutureExt;
+    let what = format!("{} {}", req.method(), req.uri().path());
+    match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::error!(request = %what, "a request handler panicked; answered 500");
+            metrics::counter!("custos_handler_panics_total").increment(1);
+            axum::response::IntoResponse::into_response(error::ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error: the request failed and was logged",
+            ))
+        }
+    }
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests and
@@ -121,4 +141,28 @@ async fn lifecycle(state: &AppState, activity: &str, detail: String) -> anyhow::
         message: activity.into(),
     };
     audit::record(state, e).await.map_err(|e| anyhow::anyhow!("recording {activity}: {}", e.message))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use tower::ServiceExt;
+
+    async fn boom() -> &'static str {
+        panic!("a bug")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500() {
+        let app = axum::Router::new()
+            .route("/boom", axum::routing::get(boom))
+            .route("/fine", axum::routing::get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(super::catch_panics));
+        let req = |p: &str| axum::http::Request::get(p).body(axum::body::Body::empty()).unwrap();
+        let resp = app.clone().oneshot(req("/boom")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("internal error"), "{body:?}");
+        assert_eq!(app.oneshot(req("/fine")).await.unwrap().status(), StatusCode::OK);
+    }
 }
