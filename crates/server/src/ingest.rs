@@ -299,6 +299,10 @@ pub async fn ingest_values(
 /// less than the hop to another thread costs.
 const INLINE_SEAL_EVENTS_MAX: usize = 16;
 
+/// Request bodies up to this size are parsed and sealed on the async
+/// task that received them rather than on a blocking thread.
+const INLINE_SEAL_BODY_BYTES: usize = 8 * 1024;
+
 /// Like [`ingest_values`], for sources inside the server that wait for
 /// every event (the gateway in fail-closed mode): small batches are sealed
 /// on the calling task, saving a thread hop on a path bound by fsync.
@@ -396,13 +400,18 @@ pub async fn post_events(
         via: "http".into(),
         address: peer.addr.map(|a| a.ip().to_string()),
     };
-    // Parsing and canonicalising is CPU work: keep it off the async threads.
-    let sealed = tokio::task::spawn_blocking(move || {
+    let seal_body = move || {
         let items = parse(&body, format, max_event)?;
         seal_all(&items, &server, max_event)
-    })
-    .await
-    .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
+    };
+    // Parsing and canonicalising is CPU work: keep it off the async threads,
+    // unless the body is so small that the hop to a blocking thread would
+    // cost more than the work (a single event seals in microseconds).
+    let sealed = if body_len <= INLINE_SEAL_BODY_BYTES {
+        seal_body()?
+    } else {
+        tokio::task::spawn_blocking(seal_body).await.map_err(|e| ApiError::unavailable(e.to_string(), 1))??
+    };
     let count = sealed.len();
     let seqs: Vec<(String, Option<u64>)> = sealed.iter().map(|e| (String::new(), e.seq)).collect();
     let ext = state.for_write(&log).await?;
