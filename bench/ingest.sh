@@ -43,6 +43,12 @@ wrk.headers["Content-Type"] = os.getenv("CT")
 if os.getenv("TOKEN") ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
 end
+-- DELAY_MS: each connection waits this long after an answer before its
+-- next request, to offer a steady load below the maximum.
+if os.getenv("DELAY_MS") then
+  local d = tonumber(os.getenv("DELAY_MS"))
+  function delay() return d end
+end
 LUA
 
 PORT=$(free_port)
@@ -56,8 +62,10 @@ BODY=$WORK/batch.ndjson CT=application/x-ndjson wrk -t2 -c4 -d${SECS}s -s "$WORK
 RPS=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk1")
 echo "=> custos batched ingest: $(python3 -c "print(int($RPS*1000))") events/s (acknowledged durable)"
 
-echo "## single-event POSTs, 64 connections, ${SECS}s"
+echo "## single-event POSTs, 64 connections, as fast as answers come, ${SECS}s"
 BODY=$WORK/one.json CT=application/json wrk -t2 -c64 -d${SECS}s -s "$WORK/post.lua" --latency http://127.0.0.1:$PORT/v1/logs/single/events | tee "$WORK/wrk2"
+echo "## single-event POSTs, 64 connections, each pausing 2 ms between answer and next request, ${SECS}s"
+BODY=$WORK/one.json CT=application/json DELAY_MS=2 wrk -t2 -c64 -d${SECS}s -s "$WORK/post.lua" --latency http://127.0.0.1:$PORT/v1/logs/single/events | tee "$WORK/wrk2p"
 echo "=> custos peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER/status)"
 SIZE=$(curl -s -H "Authorization: Bearer $TOKEN" 127.0.0.1:$PORT/v1/logs/bench | python3 -c 'import json,sys; print(json.load(sys.stdin)["size"])')
 echo "=> bench log holds $SIZE events"
