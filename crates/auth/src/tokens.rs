@@ -141,7 +141,8 @@ fn split(token: &str) -> Option<(&str, &str)> {
 
 struct Cache {
     stamp: Option<(SystemTime, u64)>,
-    records: Vec<TokenRecord>,
+    /// Shared, so that checking a token copies no records.
+    records: std::sync::Arc<Vec<TokenRecord>>,
     generation: u64,
 }
 
@@ -162,7 +163,8 @@ impl TokenStore {
                 .create(&dir)
                 .map_err(|source| StoreError::Io { path: dir.clone(), source })?;
         }
-        let store = TokenStore { dir, cache: Mutex::new(Cache { stamp: None, records: Vec::new(), generation: 0 }) };
+        let store =
+            TokenStore { dir, cache: Mutex::new(Cache { stamp: None, records: Default::default(), generation: 0 }) };
         store.records()?;
         Ok(store)
     }
@@ -177,6 +179,11 @@ impl TokenStore {
 
     /// Every token, reread if the file changed.
     pub fn records(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        Ok(self.snapshot()?.as_ref().clone())
+    }
+
+    /// [`TokenStore::records`] without copying them.
+    fn snapshot(&self) -> Result<std::sync::Arc<Vec<TokenRecord>>, StoreError> {
         let path = self.path();
         let stamp = match std::fs::metadata(&path) {
             Ok(m) => Some((m.modified().map_err(|e| self.io(e))?, m.len())),
@@ -185,14 +192,14 @@ impl TokenStore {
         };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.stamp != stamp || stamp.is_none() {
-            cache.records = match stamp {
+            cache.records = std::sync::Arc::new(match stamp {
                 None => Vec::new(),
                 Some(_) => {
                     let bytes = std::fs::read(&path).map_err(|e| self.io(e))?;
                     serde_json::from_slice(&bytes)
                         .map_err(|e| StoreError::Corrupt { path: path.clone(), reason: e.to_string() })?
                 }
-            };
+            });
             cache.stamp = stamp;
             cache.generation += 1;
         }
@@ -308,7 +315,7 @@ impl TokenStore {
     /// Checks a bearer token.
     pub fn authenticate(&self, token: &str, now: SystemTime) -> Result<Identity, AuthError> {
         let (id, secret) = split(token).ok_or(AuthError::Malformed)?;
-        let records = self.records().map_err(|_| AuthError::Unknown)?;
+        let records = self.snapshot().map_err(|_| AuthError::Unknown)?;
         let r = records.iter().find(|r| r.id == id).ok_or(AuthError::Unknown)?;
         if !ct_eq(sha256_hex(secret).as_bytes(), r.secret_sha256.as_bytes()) {
             return Err(AuthError::Unknown);
