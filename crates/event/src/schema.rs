@@ -409,6 +409,23 @@ pub fn validate(v: Value) -> Result<Map<String, Value>, Vec<FieldError>> {
     Ok(obj)
 }
 
+/// A canonical-encoding error inside top-level member `member`, with its
+/// path made absolute (`$.metadata.x` rather than `$.x`) and named as the
+/// field.
+fn member_error(member: &str, e: CanonError) -> EventError {
+    let absolute = |path: &str| format!("$.{member}{}", path.strip_prefix('$').unwrap_or(path));
+    let e = match e {
+        CanonError::UnsafeInteger { number, path } => CanonError::UnsafeInteger { number, path: absolute(&path) },
+        CanonError::DuplicateKey { key, path } => CanonError::DuplicateKey { key, path: absolute(&path) },
+    };
+    let field = match &e {
+        CanonError::UnsafeInteger { path, .. } | CanonError::DuplicateKey { path, .. } => {
+            path.strip_prefix("$.").unwrap_or(path).to_string()
+        }
+    };
+    EventError::Fields(vec![FieldError { field, error: e.to_string() }])
+}
+
 /// Adds the server's fields and returns the canonical bytes that become
 /// the log entry.
 pub fn seal(event: Map<String, Value>, server: &ServerFields) -> Result<Vec<u8>, EventError> {
@@ -447,7 +464,7 @@ pub fn seal_event<V: View>(event: &V, server: &ServerFields) -> Result<Vec<u8>, 
         out.push_str(k);
         out.push_str("\":");
         match part {
-            Part::Event(v) => v.write_canonical(&mut out).map_err(|e| field_error(e.to_string()))?,
+            Part::Event(v) => v.write_canonical(&mut out).map_err(|e| member_error(k, e))?,
             Part::Time => crate::canonical::string(&mut out, &format_rfc3339(ns)),
             Part::Log => crate::canonical::string(&mut out, &server.log),
             Part::ReceivedAt => crate::canonical::string(&mut out, &server.received_at),
@@ -628,6 +645,20 @@ mod tests {
             let by_node = outcome(seal_event(&node, &server()));
             proptest::prop_assert_eq!(by_value, by_node);
         }
+    }
+
+    #[test]
+    fn nested_encoding_errors_name_the_whole_path() {
+        let text = br#"{"time":"2026-11-27T09:00:00Z","activity":"a","actor":{"user":{"name":"a"}},"status":"success","metadata":{"x":{"k":1,"k":2},"n":[9007199254740993]}}"#;
+        let EventError::Fields(f) = seal_event(&crate::doc::parse(text).unwrap(), &server()).unwrap_err() else {
+            panic!("expected a field error")
+        };
+        assert_eq!(f[0].field, "metadata.x", "{f:?}");
+        assert!(f[0].error.contains("\"k\" appears more than once in the object at $.metadata.x"), "{f:?}");
+        let v = json!({"time": "2026-11-27T09:00:00Z", "activity": "a", "actor": {"user": {"name": "a"}},
+            "status": "success", "unmapped": {"n": [9007199254740993u64]}});
+        let EventError::Fields(f) = seal_event(&v, &server()).unwrap_err() else { panic!("expected a field error") };
+        assert_eq!(f[0].field, "unmapped.n[0]", "{f:?}");
     }
 
     #[test]
