@@ -132,8 +132,17 @@ pub trait View {
     fn is_number(&self) -> bool;
     /// Whether this is an object.
     fn is_object(&self) -> bool;
+    /// The items, if this is an array.
+    fn as_array(&self) -> Option<&[Self]>
+    where
+        Self: Sized;
     /// Whether this is an array whose items are all objects.
-    fn is_array_of_objects(&self) -> bool;
+    fn is_array_of_objects(&self) -> bool
+    where
+        Self: Sized,
+    {
+        self.as_array().is_some_and(|a| a.iter().all(View::is_object))
+    }
     /// The members of an object, in any order (`None` for other values).
     fn members(&self) -> Option<Vec<(&str, &Self)>>;
     /// Appends the canonical encoding.
@@ -162,8 +171,8 @@ impl View for Value {
     fn is_object(&self) -> bool {
         Value::is_object(self)
     }
-    fn is_array_of_objects(&self) -> bool {
-        self.as_array().is_some_and(|a| a.iter().all(Value::is_object))
+    fn as_array(&self) -> Option<&[Self]> {
+        Value::as_array(self).map(Vec::as_slice)
     }
     fn members(&self) -> Option<Vec<(&str, &Self)>> {
         self.as_object().map(|m| m.iter().map(|(k, v)| (k.as_str(), v)).collect())
@@ -195,8 +204,11 @@ impl View for Node<'_> {
     fn is_object(&self) -> bool {
         matches!(self, Node::Obj(_))
     }
-    fn is_array_of_objects(&self) -> bool {
-        matches!(self, Node::Arr(a) if a.iter().all(|x| matches!(x, Node::Obj(_))))
+    fn as_array(&self) -> Option<&[Self]> {
+        match self {
+            Node::Arr(a) => Some(a),
+            _ => None,
+        }
     }
     fn members(&self) -> Option<Vec<(&str, &Self)>> {
         match self {

@@ -170,27 +170,6 @@ fn flatten(doc: &mut TantivyDocument, f: &Fields, path: &mut String, v: &Node<'_
     }
 }
 
-/// [`query::values_at`] over a [`Node`]: the non-null values at a dotted
-/// path, arrays flattened.
-fn values_at<'n, 'a>(v: &'n Node<'a>, path: &str) -> Vec<&'n Node<'a>> {
-    let mut cur = vec![v];
-    for key in path.split('.') {
-        let mut next = Vec::new();
-        for c in cur {
-            match c.get(key) {
-                Some(Node::Arr(a)) => next.extend(a.iter()),
-                Some(x) => next.push(x),
-                None => {}
-            }
-        }
-        cur = next;
-    }
-    cur.into_iter()
-        .flat_map(|x| if let Node::Arr(a) = x { a.iter().collect() } else { vec![x] })
-        .filter(|x| !matches!(x, Node::Null))
-        .collect()
-}
-
 /// [`query::scalar_text`] over a [`Node`]: numbers print as `serde_json`
 /// prints them, so that the index and the brute-force evaluator agree.
 fn scalar_text<'n>(v: &'n Node<'_>) -> Option<Cow<'n, str>> {
@@ -229,7 +208,7 @@ fn document(f: &Fields, index: u64, entry: &[u8]) -> TantivyDocument {
         }
     }
     for (path, field) in &f.nums {
-        for v in values_at(&e, path) {
+        for v in query::values_at(&e, path) {
             if let Some(n) = v.as_u64() {
                 doc.add_u64(*field, n);
             }
@@ -241,7 +220,7 @@ fn document(f: &Fields, index: u64, entry: &[u8]) -> TantivyDocument {
         }
     }
     for (path, field) in &f.aggs {
-        for v in values_at(&e, path) {
+        for v in query::values_at(&e, path) {
             if let Some(t) = scalar_text(v) {
                 doc.add_text(*field, cut(&t));
             }

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use custos_event::View;
 use serde_json::Value;
 
 /// Queries longer than this are refused.
@@ -405,22 +406,27 @@ pub fn check(q: &Query) -> Result<(), String> {
     }
 }
 
-/// The values at a dotted path, looking through arrays.
-pub fn values_at<'a>(v: &'a Value, path: &str) -> Vec<&'a Value> {
+/// The values at a dotted path, looking through arrays: of an event as
+/// `serde_json::Value` (the evaluator) or as a borrowed `Node` (indexing).
+pub fn values_at<'a, V: View>(v: &'a V, path: &str) -> Vec<&'a V> {
     let mut cur = vec![v];
     for key in path.split('.') {
         let mut next = Vec::new();
         for c in cur {
-            match c.get(key) {
-                Some(Value::Array(a)) => next.extend(a.iter()),
-                Some(x) => next.push(x),
-                None => {}
+            if let Some(x) = c.get(key) {
+                match x.as_array() {
+                    Some(a) => next.extend(a.iter()),
+                    None => next.push(x),
+                }
             }
         }
         cur = next;
     }
     cur.into_iter()
-        .flat_map(|x| if let Value::Array(a) = x { a.iter().collect() } else { vec![x] })
+        .flat_map(|x| match x.as_array() {
+            Some(a) => a.iter().collect(),
+            None => vec![x],
+        })
         .filter(|x| !x.is_null())
         .collect()
 }

@@ -74,11 +74,12 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// this is the backstop for any they have not found.
 async fn catch_panics(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     use futures_util::FutureExt;
-    let what = format!("{} {}", req.method(), req.uri().path());
+    // Cheap copies (the URI shares its bytes), formatted only on a panic.
+    let (method, uri) = (req.method().clone(), req.uri().clone());
     match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
         Ok(resp) => resp,
         Err(_) => {
-            tracing::error!(request = %what, "a request handler panicked; answered 500");
+            tracing::error!(%method, path = uri.path(), "a request handler panicked; answered 500");
             metrics::counter!("custos_handler_panics_total").increment(1);
             axum::response::IntoResponse::into_response(error::ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
