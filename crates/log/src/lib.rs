@@ -28,5 +28,7 @@ pub mod storage;
 pub mod store;
 pub mod verify;
 
-pub use log::{AppendError, Log, LogConfig, LogStats, OpenError, ReadError, SignedCheckpoint};
+pub use log::{
+    AppendError, ENTRIES_PREALLOCATE_BYTES, Log, LogConfig, LogStats, OpenError, ReadError, SignedCheckpoint,
+};
 pub use store::{LogStore, StoreConfig};

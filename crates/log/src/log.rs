@@ -16,7 +16,7 @@ use custos_tlog::tree::TreeBuilder;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::format::{self, CHECKPOINTS_MAGIC, ENTRIES_MAGIC, HEADER_SIZE_BYTES};
-use crate::scan::{HashStream, ScanEnd, scan_records};
+use crate::scan::{HashStream, ScanEnd, is_zero_tail, scan_records};
 use crate::storage::Storage;
 
 /// The entries file: one record per entry.
@@ -38,6 +38,16 @@ pub const DEFAULT_MAX_BATCH_ENTRIES: usize = 16 * 1024;
 /// much damaged data recovery may cut from the end of the entries file:
 /// only the last, unacknowledged batch can be torn.
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
+/// When a batch would end past the zeroed space at the end of the entries
+/// file, it is written together with at least this many zero bytes after
+/// it (up to a 4 KiB boundary). Later batches then overwrite space that is
+/// already allocated, so their fdatasync need not write the file's size:
+/// one device write fewer per commit, as PostgreSQL's pre-zeroed WAL
+/// segments do. It also bounds the zeros a crash can leave after a torn
+/// batch.
+pub const ENTRIES_PREALLOCATE_BYTES: u64 = 256 * 1024;
+/// Block size the zeroed space is rounded to.
+const PREALLOCATE_ALIGN_BYTES: u64 = 4096;
 /// A damaged tail of the checkpoints file longer than this is not a torn
 /// write of one checkpoint, so recovery refuses to cut it.
 const MAX_TORN_CHECKPOINT_BYTES: u64 = 64 * 1024;
@@ -266,6 +276,9 @@ struct Inner {
     /// Serialises checkpoint signing.
     signing: Mutex<()>,
     stats: Stats,
+    /// Length of the entries file: the records, then zeros. Only the
+    /// writer thread changes it.
+    entries_file_len: AtomicU64,
 }
 
 #[derive(Default)]
@@ -309,6 +322,8 @@ impl Log {
     pub fn open(storage: Arc<dyn Storage>, config: LogConfig, signer: NoteSigner) -> Result<Log, OpenError> {
         let verifier = signer.verifier();
         let (checkpoints, mut state) = recover(&*storage, &config, &verifier)?;
+        let entries_file_len =
+            storage.len(ENTRIES_FILE).map_err(io_ctx("reading entries length"))?.unwrap_or(0).max(state.entries_len);
         state.checkpoint_count = checkpoints.len() as u64;
         state.checkpoint = checkpoints.last().cloned();
         let inner = Arc::new(Inner {
@@ -319,6 +334,7 @@ impl Log {
             failed: Mutex::new(None),
             signing: Mutex::new(()),
             stats: Stats::default(),
+            entries_file_len: AtomicU64::new(entries_file_len),
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH_REQUESTS);
         let w = inner.clone();
@@ -774,9 +790,27 @@ fn commit(inner: &Inner, batch: &[Request], count: usize, bytes: usize) -> Resul
         &joined
     };
     let storage = &inner.storage;
-    if let Err(e) = storage.append(ENTRIES_FILE, records) {
+    let end = first_offset + records.len() as u64;
+    let file_len = inner.entries_file_len.load(Ordering::Relaxed);
+    let written = if end <= file_len {
+        storage.write_at(ENTRIES_FILE, first_offset, records)
+    } else {
+        // Past the zeroed space: write zeros after the records too.
+        let new_len = (end + ENTRIES_PREALLOCATE_BYTES).next_multiple_of(PREALLOCATE_ALIGN_BYTES);
+        let mut buf = Vec::with_capacity((new_len - first_offset) as usize);
+        buf.extend_from_slice(records);
+        buf.resize((new_len - first_offset) as usize, 0);
+        let w = storage.write_at(ENTRIES_FILE, first_offset, &buf);
+        if w.is_ok() {
+            inner.entries_file_len.store(new_len, Ordering::Relaxed);
+        }
+        w
+    };
+    if let Err(e) = written {
         // Undo whatever part was written, so the log stays usable once the
-        // cause (a full disk, say) is gone.
+        // cause (a full disk, say) is gone. This also drops the zeroed
+        // space, which the next batch writes again.
+        inner.entries_file_len.store(first_offset, Ordering::Relaxed);
         return match storage.truncate(ENTRIES_FILE, first_offset) {
             Ok(()) => Err(AppendError::Io(e.to_string())),
             Err(e2) => {
@@ -892,8 +926,19 @@ fn recover(
             |_| {},
         )?
     };
+    let end = match end {
+        // Zeros after the last record are the zeroed space of a clean end.
+        ScanEnd::Damaged { offset, .. }
+            if is_zero_tail(s, ENTRIES_FILE, offset, entries_len).map_err(io_ctx("reading entries"))? =>
+        {
+            ScanEnd::Clean { end: offset }
+        }
+        other => other,
+    };
     if let ScanEnd::Damaged { offset, file_len, reason } = end {
-        if state.size < signed_size || file_len - offset > config.max_batch_bytes as u64 {
+        // Only the last batch, with the zeros written after it, can be torn.
+        let torn_max = config.max_batch_bytes as u64 + ENTRIES_PREALLOCATE_BYTES + PREALLOCATE_ALIGN_BYTES;
+        if state.size < signed_size || file_len - offset > torn_max {
             return Err(OpenError::Corrupt {
                 file: ENTRIES_FILE,
                 index: state.size,

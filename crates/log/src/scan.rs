@@ -79,6 +79,22 @@ pub fn scan_records<E: From<io::Error>>(
     }
 }
 
+/// Whether every byte of `file` from `offset` to `file_len` is zero: the
+/// zeroed space the log writes ahead at the end of its entries file.
+pub fn is_zero_tail(s: &dyn Storage, file: &str, offset: u64, file_len: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; SCAN_CHUNK_BYTES.min(file_len.saturating_sub(offset) as usize)];
+    let mut at = offset;
+    while at < file_len {
+        let n = (file_len - at).min(buf.len() as u64) as usize;
+        s.read_at(file, at, &mut buf[..n])?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
 /// Streams the stored leaf hashes of the `hashes` file in order.
 pub struct HashStream<'a> {
     s: &'a dyn Storage,

@@ -13,17 +13,36 @@ use std::sync::Mutex;
 
 use crate::storage::Storage;
 
+/// A file: its current bytes, and what a crash would keep of them. Outside
+/// `data[dirty_from..]`, `durable` and `data` agree.
 #[derive(Clone, Debug, Default)]
 struct SimFile {
     data: Vec<u8>,
-    durable_len: usize,
+    durable: Vec<u8>,
+    /// The lowest offset written since the last sync.
+    dirty_from: usize,
+}
+
+impl SimFile {
+    fn durable(data: Vec<u8>) -> SimFile {
+        SimFile { durable: data.clone(), dirty_from: data.len(), data }
+    }
+
+    fn write(&mut self, offset: usize, bytes: &[u8]) {
+        let end = offset + bytes.len();
+        if self.data.len() < end {
+            self.data.resize(end, 0);
+        }
+        self.data[offset..end].copy_from_slice(bytes);
+        self.dirty_from = self.dirty_from.min(offset);
+    }
 }
 
 /// Which operation a fault hits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultOp {
-    /// [`Storage::append`], failing like a full disk (`ENOSPC`) after
-    /// writing a random part of the data.
+    /// [`Storage::append`] and [`Storage::write_at`], failing like a full
+    /// disk (`ENOSPC`) after writing a random part of the data.
     Append,
     /// [`Storage::sync`], failing like a dying disk (`EIO`).
     Sync,
@@ -61,13 +80,7 @@ impl SimStorage {
 
     /// A disk holding exactly these files, all durable.
     pub fn from_image(image: BTreeMap<String, Vec<u8>>, seed: u64) -> SimStorage {
-        let files = image
-            .into_iter()
-            .map(|(k, v)| {
-                let durable_len = v.len();
-                (k, SimFile { data: v, durable_len })
-            })
-            .collect();
+        let files = image.into_iter().map(|(k, v)| (k, SimFile::durable(v))).collect();
         SimStorage { state: Mutex::new(State { files, rng: seed | 1, ..State::default() }) }
     }
 
@@ -102,6 +115,9 @@ impl SimStorage {
         let mut s = self.lock();
         let f = s.files.get_mut(file).expect("file exists");
         f.data[offset..offset + bytes.len()].copy_from_slice(bytes);
+        if f.durable.len() >= offset + bytes.len() {
+            f.durable[offset..offset + bytes.len()].copy_from_slice(bytes);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -113,9 +129,10 @@ fn take_image(s: &mut State) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let names: Vec<String> = s.files.keys().cloned().collect();
     for name in names {
-        let f = s.files[&name].clone();
-        let mut data = f.data[..f.durable_len].to_vec();
-        let unsynced = &f.data[f.durable_len..];
+        let f = &s.files[&name];
+        let mut data = f.durable.clone();
+        let from = f.dirty_from;
+        let unsynced = f.data[from.min(f.data.len())..].to_vec();
         if !unsynced.is_empty() {
             // Keep a random prefix of the unsynced bytes, then tear some of
             // the kept bytes: zeroed (unwritten blocks) or garbage.
@@ -128,7 +145,12 @@ fn take_image(s: &mut State) -> BTreeMap<String, Vec<u8>> {
                     *b = if zero { 0 } else { next(&mut s.rng) as u8 };
                 }
             }
-            data.extend_from_slice(&tail);
+            // The kept bytes replace what was durable there; durable bytes
+            // after them stay.
+            if data.len() < from + tail.len() {
+                data.resize(from + tail.len(), 0);
+            }
+            data[from..from + tail.len()].copy_from_slice(&tail);
         }
         out.insert(name, data);
     }
@@ -183,14 +205,20 @@ impl Storage for SimStorage {
     }
 
     fn append(&self, file: &str, data: &[u8]) -> io::Result<()> {
+        let offset = self.lock().files.get(file).map_or(0, |f| f.data.len() as u64);
+        self.write_at(file, offset, data)
+    }
+
+    fn write_at(&self, file: &str, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut s = self.lock();
         s.tick()?;
+        let offset = offset as usize;
         if s.fault(FaultOp::Append) {
             let part = (next(&mut s.rng) % (data.len() as u64 + 1)) as usize;
-            s.files.entry(file.to_string()).or_default().data.extend_from_slice(&data[..part]);
+            s.files.entry(file.to_string()).or_default().write(offset, &data[..part]);
             return Err(io::Error::from_raw_os_error(28)); // ENOSPC
         }
-        s.files.entry(file.to_string()).or_default().data.extend_from_slice(data);
+        s.files.entry(file.to_string()).or_default().write(offset, data);
         Ok(())
     }
 
@@ -201,7 +229,10 @@ impl Storage for SimStorage {
             return Err(io::Error::from_raw_os_error(5)); // EIO
         }
         if let Some(f) = s.files.get_mut(file) {
-            f.durable_len = f.data.len();
+            let from = f.dirty_from.min(f.durable.len());
+            f.durable.truncate(from);
+            f.durable.extend_from_slice(&f.data[from..]);
+            f.dirty_from = f.data.len();
         }
         Ok(())
     }
@@ -210,8 +241,10 @@ impl Storage for SimStorage {
         let mut s = self.lock();
         s.tick()?;
         if let Some(f) = s.files.get_mut(file) {
+            // Durable at once, like FsStorage's, which syncs the whole file.
             f.data.truncate(len as usize);
-            f.durable_len = f.data.len();
+            f.durable = f.data.clone();
+            f.dirty_from = f.data.len();
         }
         Ok(())
     }

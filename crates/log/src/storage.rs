@@ -5,16 +5,17 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// The files of one log. Names are plain file names without separators.
 ///
-/// Durability contract: [`Storage::append`] is not durable until a later
-/// [`Storage::sync`] of the same file returns `Ok`. [`Storage::truncate`]
-/// and [`Storage::replace`] are durable when they return `Ok`.
+/// Durability contract: [`Storage::append`] and [`Storage::write_at`] are
+/// not durable until a later [`Storage::sync`] of the same file returns
+/// `Ok`. [`Storage::truncate`] is durable when it returns `Ok`. Each file
+/// has one writer at a time.
 pub trait Storage: Send + Sync + 'static {
     /// The length of a file, or `None` if it does not exist.
     fn len(&self, file: &str) -> io::Result<Option<u64>>;
@@ -22,6 +23,9 @@ pub trait Storage: Send + Sync + 'static {
     fn read_at(&self, file: &str, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Appends to a file, creating it if needed.
     fn append(&self, file: &str, data: &[u8]) -> io::Result<()>;
+    /// Writes `data` at `offset` of a file, creating it if needed and
+    /// growing it if the write ends past its end.
+    fn write_at(&self, file: &str, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Makes everything appended to a file so far durable.
     fn sync(&self, file: &str) -> io::Result<()>;
     /// Cuts a file to `len` bytes, durably.
@@ -41,8 +45,9 @@ pub fn read_all(s: &dyn Storage, file: &str) -> io::Result<Option<Vec<u8>>> {
 /// A directory on a local POSIX file system.
 pub struct FsStorage {
     dir: PathBuf,
-    // One handle per file, opened for read and append. pread works on
-    // O_APPEND handles, so readers and the writer share it.
+    // One handle per file, opened for reading and writing (not O_APPEND:
+    // Linux's pwrite ignores the offset on such handles). Readers and the
+    // one writer of a file share it.
     files: Mutex<HashMap<String, Arc<File>>>,
 }
 
@@ -73,7 +78,7 @@ impl FsStorage {
         if !existed && !create {
             return Ok(None);
         }
-        let f = Arc::new(OpenOptions::new().read(true).append(true).create(create).open(&path)?);
+        let f = Arc::new(OpenOptions::new().read(true).write(true).create(create).open(&path)?);
         if !existed {
             // A new file's directory entry must be durable too.
             sync_dir(&self.dir)?;
@@ -105,7 +110,12 @@ impl Storage for FsStorage {
 
     fn append(&self, file: &str, data: &[u8]) -> io::Result<()> {
         let f = self.handle(file, true)?.expect("created");
-        (&*f).write_all(data)
+        f.write_all_at(data, f.metadata()?.len())
+    }
+
+    fn write_at(&self, file: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        let f = self.handle(file, true)?.expect("created");
+        f.write_all_at(data, offset)
     }
 
     fn sync(&self, file: &str) -> io::Result<()> {

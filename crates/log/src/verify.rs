@@ -12,7 +12,7 @@ use custos_tlog::tile::{MAX_ENTRY_SIZE_BYTES, TILE_WIDTH};
 
 use crate::format::{self, CHECKPOINTS_MAGIC, ENTRIES_MAGIC, HEADER_SIZE_BYTES};
 use crate::log::{CHECKPOINTS_FILE, ENTRIES_FILE, HASHES_FILE, State, StoredReader};
-use crate::scan::{HashStream, ScanEnd, scan_records};
+use crate::scan::{HashStream, ScanEnd, is_zero_tail, scan_records};
 use crate::storage::Storage;
 
 /// What a successful verification covered.
@@ -168,11 +168,18 @@ pub fn verify_log(
         |done| progress(done, entries_len),
     )?;
     if let ScanEnd::Damaged { offset, reason, file_len } = end {
-        return Err(VerifyFailure::Entry {
-            index: state.size,
-            offset,
-            reason: format!("{reason} ({} bytes from here to the end of the file)", file_len - offset),
-        });
+        // Zeros after the last record are the log's zeroed space, not
+        // records: they add nothing, and removing entries this way is
+        // caught by the checkpoints like any truncation.
+        let zeros = is_zero_tail(s, ENTRIES_FILE, offset, file_len)
+            .map_err(|source| VerifyFailure::Io { file: ENTRIES_FILE, source })?;
+        if !zeros {
+            return Err(VerifyFailure::Entry {
+                index: state.size,
+                offset,
+                reason: format!("{reason} ({} bytes from here to the end of the file)", file_len - offset),
+            });
+        }
     }
     if stored_count > state.size {
         return Err(VerifyFailure::StoredHash {

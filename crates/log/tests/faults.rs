@@ -77,6 +77,9 @@ impl custos_log::storage::Storage for Gate {
     fn append(&self, file: &str, data: &[u8]) -> std::io::Result<()> {
         self.inner.append(file, data)
     }
+    fn write_at(&self, file: &str, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.inner.write_at(file, offset, data)
+    }
     fn sync(&self, file: &str) -> std::io::Result<()> {
         let mut open = self.open.lock().unwrap();
         while !*open {

@@ -68,6 +68,56 @@ fn untouched_log_verifies() {
 }
 
 #[test]
+fn entries_file_ends_in_zeroed_space_that_reopen_keeps_and_verify_accepts() {
+    let (img, offsets) = build();
+    let e = &img["entries"];
+    let len = u32::from_le_bytes(e[offsets[599]..offsets[599] + 4].try_into().unwrap()) as usize;
+    let end = offsets[599] + 8 + len;
+    // The writer leaves zeroed space after the records, ending on a 4 KiB
+    // boundary and never more than it writes at once.
+    assert!(e.len() > end && (e.len() - end) as u64 <= custos_log::ENTRIES_PREALLOCATE_BYTES + 4096);
+    assert_eq!(e.len() % 4096, 0);
+    assert!(e[end..].iter().all(|&b| b == 0));
+    let storage = Arc::new(SimStorage::from_image(img, 0));
+    assert_eq!(verify(&*storage).unwrap().entries, 600);
+    let log = open(storage.clone());
+    assert_eq!(log.size(), 600);
+    log.append_blocking(&[b"after reopen".to_vec()]).unwrap();
+    log.sign_checkpoint().unwrap();
+    drop(log);
+    // The new entry went where the zeros began, not after them.
+    let e = storage.contents("entries").unwrap();
+    assert_eq!(&e[end + 8..end + 8 + 12], b"after reopen");
+    assert_eq!(verify(&*storage).unwrap().entries, 601);
+}
+
+#[test]
+fn zeroed_last_entries_are_caught_by_the_checkpoint() {
+    // Zeros where the last entries were look like zeroed space, so it is
+    // the stored hashes and the checkpoint that name them as removed.
+    let (mut img, offsets) = build();
+    let e = img.get_mut("entries").unwrap();
+    for b in &mut e[offsets[550]..] {
+        *b = 0;
+    }
+    let (v, o) = check(img);
+    assert!(v.contains("entry 550") && v.contains("removed"), "{v}");
+    assert!(o.contains("checkpoint 1") && o.contains("entries 550.."), "{o}");
+}
+
+#[test]
+fn zeroed_entries_before_others_name_the_first() {
+    let (mut img, offsets) = build();
+    let e = img.get_mut("entries").unwrap();
+    for b in &mut e[offsets[40]..offsets[45]] {
+        *b = 0;
+    }
+    let (v, o) = check(img);
+    assert!(v.starts_with("entry 40 at byte") && v.contains("checksum"), "{v}");
+    assert!(o.contains("entry 40"), "{o}");
+}
+
+#[test]
 fn flipped_byte_names_the_entry() {
     let (mut img, offsets) = build();
     img.get_mut("entries").unwrap()[offsets[123] + 20] ^= 0x40;
