@@ -57,15 +57,33 @@ SERVER=$!
 until curl -sf 127.0.0.1:$PORT/healthz >/dev/null; do sleep 0.05; done
 export TOKEN=$(awk '/bootstrap admin token/ {print $NF}' "$WORK/serve.out")
 
+# Single events first, while the index keeps up (steady state); then the
+# batched run; then single events again while the indexer catches up on the
+# millions of batched events, to show what that costs.
+single_paced() { # label
+  echo "## single-event POSTs, 64 connections, each pausing 2 ms between answer and next request, ${SECS}s ($1)"
+  BODY=$WORK/one.json CT=application/json DELAY_MS=2 wrk -t2 -c64 -d${SECS}s -s "$WORK/post.lua" --latency http://127.0.0.1:$PORT/v1/logs/single/events | tee "$WORK/wrk-$1"
+  echo "=> paced single events ($1): $(awk '/Requests\/sec/ {print $2}' "$WORK/wrk-$1") events/s, p99 $(awk '$1 == "99%" {print $2}' "$WORK/wrk-$1")"
+}
+fsync_mean() {
+  curl -s -H "Authorization: Bearer $TOKEN" 127.0.0.1:$PORT/metrics | python3 -c '
+import re, sys
+m = dict(re.findall(r"custos_log_(fsync_seconds_sum|commits)\{log=\"single\"\} ([0-9.e+-]+)", sys.stdin.read()))
+print("=> single log: %d commits, mean fdatasync %.0f us" % (float(m["commits"]), 1e6 * float(m["fsync_seconds_sum"]) / float(m["commits"])))'
+}
+# One event first, so that creating the log and its index is not timed.
+curl -sf -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" --data-binary @"$WORK/one.json" \
+  127.0.0.1:$PORT/v1/logs/single/events >/dev/null
+single_paced steady
+fsync_mean
+echo "## single-event POSTs, 64 connections, as fast as answers come, ${SECS}s"
+BODY=$WORK/one.json CT=application/json wrk -t2 -c64 -d${SECS}s -s "$WORK/post.lua" --latency http://127.0.0.1:$PORT/v1/logs/single/events | tee "$WORK/wrk2"
+
 echo "## batched NDJSON: 1000 events per request, 4 connections, ${SECS}s"
 BODY=$WORK/batch.ndjson CT=application/x-ndjson wrk -t2 -c4 -d${SECS}s -s "$WORK/post.lua" --latency http://127.0.0.1:$PORT/v1/logs/bench/events | tee "$WORK/wrk1"
 RPS=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk1")
 echo "=> custos batched ingest: $(python3 -c "print(int($RPS*1000))") events/s (acknowledged durable)"
-
-echo "## single-event POSTs, 64 connections, as fast as answers come, ${SECS}s"
-BODY=$WORK/one.json CT=application/json wrk -t2 -c64 -d${SECS}s -s "$WORK/post.lua" --latency http://127.0.0.1:$PORT/v1/logs/single/events | tee "$WORK/wrk2"
-echo "## single-event POSTs, 64 connections, each pausing 2 ms between answer and next request, ${SECS}s"
-BODY=$WORK/one.json CT=application/json DELAY_MS=2 wrk -t2 -c64 -d${SECS}s -s "$WORK/post.lua" --latency http://127.0.0.1:$PORT/v1/logs/single/events | tee "$WORK/wrk2p"
+single_paced "indexer catching up"
 echo "=> custos peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER/status)"
 SIZE=$(curl -s -H "Authorization: Bearer $TOKEN" 127.0.0.1:$PORT/v1/logs/bench | python3 -c 'import json,sys; print(json.load(sys.stdin)["size"])')
 echo "=> bench log holds $SIZE events"
