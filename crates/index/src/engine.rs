@@ -18,7 +18,8 @@ use custos_log::Log;
 use serde_json::Value;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{
-    AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query as TQuery, RangeQuery, RegexQuery, TermQuery,
+    AllQuery, BooleanQuery, EmptyQuery, ExistsQuery, Occur, PhraseQuery, Query as TQuery, RangeQuery, RegexQuery,
+    TermQuery,
 };
 use tantivy::schema::{
     DateOptions, DateTimePrecision, FAST, Field, INDEXED, IndexRecordOption, IpAddrOptions, NumericOptions, STRING,
@@ -142,7 +143,7 @@ fn flatten(doc: &mut TantivyDocument, f: &Fields, path: &mut String, v: &Node<'_
             }
         }
         Node::Obj(m) => {
-            if !m.is_empty() && !path.is_empty() && !query::ALWAYS_PRESENT.contains(&path.as_str()) {
+            if !path.is_empty() && !query::ALWAYS_PRESENT.contains(&path.as_str()) {
                 doc.add_text(f.has, path.as_str());
             }
             for (k, x) in m {
@@ -156,18 +157,21 @@ fn flatten(doc: &mut TantivyDocument, f: &Fields, path: &mut String, v: &Node<'_
             }
         }
         scalar => {
-            if !query::ALWAYS_PRESENT.contains(&path.as_str()) {
+            let text = scalar_text(scalar);
+            let agg = AGG_FIELDS.contains(&path.as_str());
+            // A value in a field's own keyword column shows that it
+            // exists; no token is needed for that.
+            if !query::ALWAYS_PRESENT.contains(&path.as_str()) && !(agg && text.is_some()) {
                 doc.add_text(f.has, path.as_str());
             }
             // Free text is tokenised into its own field; times are matched
             // on their date fields (a keyword per event would be a distinct
             // term for nearly every entry).
             // Fields with a keyword column of their own are matched there.
-            let own_field = |p: &str| query::TIME_FIELDS.contains(&p) || AGG_FIELDS.contains(&p);
-            if query::TEXT_FIELDS.contains(&path.as_str()) || own_field(path) {
+            if query::TEXT_FIELDS.contains(&path.as_str()) || query::TIME_FIELDS.contains(&path.as_str()) || agg {
                 return;
             }
-            if let Some(t) = scalar_text(scalar) {
+            if let Some(t) = text {
                 doc.add_text(f.kv, format!("{path}={}", cut(&t)));
             }
         }
@@ -480,7 +484,18 @@ impl LogIndex {
         };
         Ok(match v {
             Value_::Exists if query::ALWAYS_PRESENT.contains(&field) => Box::new(AllQuery),
-            Value_::Exists => Box::new(TermQuery::new(Term::from_field_text(f.has, field), IndexRecordOption::Basic)),
+            Value_::Exists => {
+                let has = Box::new(TermQuery::new(Term::from_field_text(f.has, field), IndexRecordOption::Basic));
+                match agg {
+                    // A scalar is in the field's column; anything else (an
+                    // object, say) has its token.
+                    Some(_) => Box::new(BooleanQuery::new(vec![
+                        (Occur::Should, has as Box<dyn TQuery>),
+                        (Occur::Should, Box::new(ExistsQuery::new(format!("a.{field}"), false))),
+                    ])),
+                    None => has,
+                }
+            }
             Value_::Exact(x) | Value_::Phrase(x) if time_field.is_some() && x.len() == 10 => {
                 let day =
                     query::resolve_time(x, now_ns).ok_or_else(|| IndexError::Query(format!("{x:?} is not a date")))?;

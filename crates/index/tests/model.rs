@@ -45,6 +45,18 @@ fn events(seed: u64, n: usize) -> Vec<Value> {
             if r(4) == 0 {
                 e["targets"] = json!([{"type": "user", "name": USERS[r(5) as usize]}]);
             }
+            // A field with a keyword column of its own, holding a string,
+            // a number, an object, an empty object, null, or nothing: its
+            // "exists" is answered from the column or from a token.
+            match r(7) {
+                0 => e["resource"] = json!({"name": "db1"}),
+                1 => e["resource"] = json!({"name": 7}),
+                2 => e["resource"] = json!({"name": {"schema": "public"}}),
+                3 => e["resource"] = json!({"name": {}}),
+                4 => e["resource"] = json!({"name": null, "type": "table"}),
+                5 => e["resource"] = json!({"name": ["a", "b"]}),
+                _ => {}
+            }
             e
         })
         .collect()
@@ -76,6 +88,11 @@ fn term() -> impl Strategy<Value = String> {
         Just("activity:*".to_string()),
         Just("actor.user:*".to_string()),
         Just("submitter.name:*".to_string()),
+        Just("resource.name:*".to_string()),
+        Just("resource:*".to_string()),
+        Just("resource.type:*".to_string()),
+        Just("resource.name.schema:*".to_string()),
+        Just("src_endpoint.ip:*".to_string()),
         (0..48u64, 0..60u64, 1..30u64, any::<bool>(), any::<bool>()).prop_map(|(h, m, span, a, b)| {
             let lo = custos_event::time::parse_rfc3339("2026-11-25T00:00:00Z").unwrap()
                 + ((h * 60 + m) * 60_000_000_000) as i64;
