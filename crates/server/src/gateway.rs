@@ -26,11 +26,9 @@ pub fn sink(state: Arc<AppState>, log: String, name: String) -> Sink {
     let handle = tokio::runtime::Handle::current();
     let (st, l, n) = (state.clone(), log.clone(), name.clone());
     let post: PostBatch = Arc::new(move |events: &[Value]| {
-        handle.block_on(crate::ingest::ingest_values(&st, &l, fields(&l, &n), events.to_vec())).map(|_| ()).map_err(
-            |e| {
-                if e.status.is_client_error() { PostError::Rejected(e.message) } else { PostError::Retry(e.message) }
-            },
-        )
+        handle.block_on(crate::ingest::ingest_borrowed(&st, &l, fields(&l, &n), events)).map(|_| ()).map_err(|e| {
+            if e.status.is_client_error() { PostError::Rejected(e.message) } else { PostError::Retry(e.message) }
+        })
     });
     let now: StoreNow = Arc::new(move |events: Vec<Value>| {
         let (st, l, n) = (state.clone(), log.clone(), name.clone());

@@ -186,8 +186,8 @@ struct Sealed {
     entry: Vec<u8>,
 }
 
-fn seal_all<V: View>(
-    items: &[Item<V>],
+fn seal_all<V: View, B: std::borrow::Borrow<V>>(
+    items: &[Item<B>],
     server: &ServerFields,
     max_event_bytes: usize,
 ) -> Result<Vec<Sealed>, ApiError> {
@@ -195,15 +195,16 @@ fn seal_all<V: View>(
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let at = (item.line, item.index);
-        match custos_event::seal_event(&item.value, server) {
+        let value: &V = item.value.borrow();
+        match custos_event::seal_event(value, server) {
             Ok(entry) if entry.len() > max_event_bytes => problems.push(problem(
                 at,
                 "$",
                 format!("event is {} bytes once sealed, over the limit of {max_event_bytes} bytes", entry.len()),
             )),
             Ok(entry) => out.push(Sealed {
-                uid: item.value.get("uid").and_then(View::as_str).map(str::to_string),
-                seq: item.value.get("seq").and_then(View::as_u64),
+                uid: value.get("uid").and_then(View::as_str).map(str::to_string),
+                seq: value.get("seq").and_then(View::as_u64),
                 entry,
             }),
             Err(EventError::TooLarge { size_bytes }) => problems.push(problem(
@@ -327,16 +328,28 @@ pub async fn ingest_nodes(
     ingest_sealing(state, log, server, values, false).await
 }
 
-async fn ingest_sealing<V: View + Send + 'static>(
+/// Like [`ingest_values`], sealing on the calling thread from borrowed
+/// events: for callers on a thread of their own that keep the events (the
+/// gateway's sink, which retries them if the log is busy). Saves a copy of
+/// every event and a hop to a blocking thread.
+pub async fn ingest_borrowed(
     state: &AppState,
     log: &str,
     server: ServerFields,
-    values: Vec<V>,
-    inline: bool,
+    values: &[Value],
 ) -> Result<Vec<(Receipt, bool)>, ApiError> {
-    let max_event = state.config.max_event_bytes;
-    // A syslog host numbers each process's messages separately.
-    let seqs: Vec<(String, Option<u64>)> = values
+    let seqs = source_seqs(values);
+    let submitter = server.submitter.clone();
+    let items: Vec<Item<&Value>> =
+        values.iter().enumerate().map(|(i, value)| Item { line: None, index: Some(i), value }).collect();
+    let sealed = seal_all::<Value, _>(&items, &server, state.config.max_event_bytes)?;
+    store_sealed(state, log, &submitter, &seqs, sealed).await
+}
+
+/// The stream and sequence number of each event, for gap detection. A
+/// syslog host numbers each process's messages separately.
+fn source_seqs<V: View>(values: &[V]) -> Vec<(String, Option<u64>)> {
+    values
         .iter()
         .map(|v| {
             let sys = v.get("metadata").and_then(|m| m.get("syslog"));
@@ -349,22 +362,44 @@ async fn ingest_sealing<V: View + Send + 'static>(
             };
             (stream, v.get("seq").and_then(View::as_u64))
         })
-        .collect();
+        .collect()
+}
+
+async fn ingest_sealing<V: View + Send + 'static>(
+    state: &AppState,
+    log: &str,
+    server: ServerFields,
+    values: Vec<V>,
+    inline: bool,
+) -> Result<Vec<(Receipt, bool)>, ApiError> {
+    let max_event = state.config.max_event_bytes;
+    let seqs = source_seqs(&values);
     let submitter = server.submitter.clone();
     let items: Vec<Item<V>> =
         values.into_iter().enumerate().map(|(i, value)| Item { line: None, index: Some(i), value }).collect();
     let sealed = if inline {
-        seal_all(&items, &server, max_event)?
+        seal_all::<V, _>(&items, &server, max_event)?
     } else {
-        tokio::task::spawn_blocking(move || seal_all(&items, &server, max_event))
+        tokio::task::spawn_blocking(move || seal_all::<V, _>(&items, &server, max_event))
             .await
             .map_err(|e| ApiError::unavailable(e.to_string(), 1))??
     };
+    store_sealed(state, log, &submitter, &seqs, sealed).await
+}
+
+/// Appends sealed events, counts them and notes their sources.
+async fn store_sealed(
+    state: &AppState,
+    log: &str,
+    submitter: &str,
+    seqs: &[(String, Option<u64>)],
+    sealed: Vec<Sealed>,
+) -> Result<Vec<(Receipt, bool)>, ApiError> {
     let count = sealed.len();
     let ext = state.for_write(log).await?;
     let receipts = store(&ext, sealed).await?;
     metrics::counter!("custos_ingest_events_total", "log" => log.to_string()).increment(count as u64);
-    state.sources.seen(&submitter, &seqs);
+    state.sources.seen(submitter, seqs);
     Ok(receipts)
 }
 
