@@ -276,9 +276,6 @@ struct Inner {
     /// Serialises checkpoint signing.
     signing: Mutex<()>,
     stats: Stats,
-    /// Length of the entries file: the records, then zeros. Only the
-    /// writer thread changes it.
-    entries_file_len: AtomicU64,
 }
 
 #[derive(Default)]
@@ -322,8 +319,6 @@ impl Log {
     pub fn open(storage: Arc<dyn Storage>, config: LogConfig, signer: NoteSigner) -> Result<Log, OpenError> {
         let verifier = signer.verifier();
         let (checkpoints, mut state) = recover(&*storage, &config, &verifier)?;
-        let entries_file_len =
-            storage.len(ENTRIES_FILE).map_err(io_ctx("reading entries length"))?.unwrap_or(0).max(state.entries_len);
         state.checkpoint_count = checkpoints.len() as u64;
         state.checkpoint = checkpoints.last().cloned();
         let inner = Arc::new(Inner {
@@ -334,7 +329,6 @@ impl Log {
             failed: Mutex::new(None),
             signing: Mutex::new(()),
             stats: Stats::default(),
-            entries_file_len: AtomicU64::new(entries_file_len),
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH_REQUESTS);
         let w = inner.clone();
@@ -791,26 +785,22 @@ fn commit(inner: &Inner, batch: &[Request], count: usize, bytes: usize) -> Resul
     };
     let storage = &inner.storage;
     let end = first_offset + records.len() as u64;
-    let file_len = inner.entries_file_len.load(Ordering::Relaxed);
-    let written = if end <= file_len {
-        storage.write_at(ENTRIES_FILE, first_offset, records)
-    } else {
+    // The file holds the records, then the zeroed space.
+    let written = storage.len(ENTRIES_FILE).and_then(|file_len| {
+        if end <= file_len.unwrap_or(0) {
+            return storage.write_at(ENTRIES_FILE, first_offset, records);
+        }
         // Past the zeroed space: write zeros after the records too.
         let new_len = (end + ENTRIES_PREALLOCATE_BYTES).next_multiple_of(PREALLOCATE_ALIGN_BYTES);
         let mut buf = Vec::with_capacity((new_len - first_offset) as usize);
         buf.extend_from_slice(records);
         buf.resize((new_len - first_offset) as usize, 0);
-        let w = storage.write_at(ENTRIES_FILE, first_offset, &buf);
-        if w.is_ok() {
-            inner.entries_file_len.store(new_len, Ordering::Relaxed);
-        }
-        w
-    };
+        storage.write_at(ENTRIES_FILE, first_offset, &buf)
+    });
     if let Err(e) = written {
         // Undo whatever part was written, so the log stays usable once the
         // cause (a full disk, say) is gone. This also drops the zeroed
         // space, which the next batch writes again.
-        inner.entries_file_len.store(first_offset, Ordering::Relaxed);
         return match storage.truncate(ENTRIES_FILE, first_offset) {
             Ok(()) => Err(AppendError::Io(e.to_string())),
             Err(e2) => {

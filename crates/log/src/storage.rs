@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 /// `Ok`. [`Storage::truncate`] is durable when it returns `Ok`. Each file
 /// has one writer at a time.
 pub trait Storage: Send + Sync + 'static {
-    /// The length of a file, or `None` if it does not exist.
+    /// The length of a file, or `None` if it does not exist. Called for
+    /// every commit, so it must be cheap (no system call per call).
     fn len(&self, file: &str) -> io::Result<Option<u64>>;
     /// Fills `buf` from `offset`; fewer bytes than asked is an error.
     fn read_at(&self, file: &str, offset: u64, buf: &mut [u8]) -> io::Result<()>;
@@ -26,7 +27,7 @@ pub trait Storage: Send + Sync + 'static {
     /// Writes `data` at `offset` of a file, creating it if needed and
     /// growing it if the write ends past its end.
     fn write_at(&self, file: &str, offset: u64, data: &[u8]) -> io::Result<()>;
-    /// Makes everything appended to a file so far durable.
+    /// Makes everything written to a file so far durable.
     fn sync(&self, file: &str) -> io::Result<()>;
     /// Cuts a file to `len` bytes, durably.
     fn truncate(&self, file: &str, len: u64) -> io::Result<()>;
@@ -68,6 +69,19 @@ impl Handle {
 
     fn set_len(&self, len: u64) {
         self.len.store(len, std::sync::atomic::Ordering::Release);
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        match self.file.write_all_at(data, offset) {
+            Ok(()) => {
+                self.set_len(self.len().max(offset + data.len() as u64));
+                Ok(())
+            }
+            Err(e) => {
+                self.reload_len();
+                Err(e)
+            }
+        }
     }
 
     /// After a failed write the length is whatever the file system says.
@@ -136,31 +150,11 @@ impl Storage for FsStorage {
 
     fn append(&self, file: &str, data: &[u8]) -> io::Result<()> {
         let h = self.handle(file, true)?.expect("created");
-        let at = h.len();
-        match h.file.write_all_at(data, at) {
-            Ok(()) => {
-                h.set_len(at + data.len() as u64);
-                Ok(())
-            }
-            Err(e) => {
-                h.reload_len();
-                Err(e)
-            }
-        }
+        h.write_at(h.len(), data)
     }
 
     fn write_at(&self, file: &str, offset: u64, data: &[u8]) -> io::Result<()> {
-        let h = self.handle(file, true)?.expect("created");
-        match h.file.write_all_at(data, offset) {
-            Ok(()) => {
-                h.set_len(h.len().max(offset + data.len() as u64));
-                Ok(())
-            }
-            Err(e) => {
-                h.reload_len();
-                Err(e)
-            }
-        }
+        self.handle(file, true)?.expect("created").write_at(offset, data)
     }
 
     fn sync(&self, file: &str) -> io::Result<()> {
