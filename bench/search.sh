@@ -62,6 +62,8 @@ END=$(date +%s.%N)
 echo "=> index build: $N events in $(python3 -c "print(round($END-$START,1))") s = $(python3 -c "print(int($N/($END-$START)))") events/s on $(nproc) cores"
 LOGB=$(du -sb "$WORK/data/logs/bench" | cut -f1); IXB=$(du -sb "$WORK/data/index/bench" | cut -f1)
 echo "=> size: log $LOGB + index $IXB = $(python3 -c "print(round(100*($LOGB+$IXB)/$RAW,1))")% of raw NDJSON ($RAW)"
+L="$WORK/data/logs/bench"
+echo "   log: bundles $(stat -c %s "$L/bundles"), entries segments $(cat "$L"/entries.* | wc -c) in $(ls "$L" | grep -c '^entries\.'), hashes $(stat -c %s "$L/hashes"), checkpoints $(stat -c %s "$L/checkpoints") bytes"
 
 echo "## custos queries: HTTP round trips on one keep-alive connection, warm; each includes the fsync of its _custos read record"
 python3 - "$PORT" "$CUSTOS_TOKEN" <<'PY'

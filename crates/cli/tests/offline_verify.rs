@@ -42,7 +42,7 @@ fn verify_passes_then_names_a_flipped_entry() {
 
     // Flip one byte inside entry 300's payload: records are 8 bytes of
     // header plus the entry, after a 16-byte file header.
-    let path = dir.path().join("logs/a/entries");
+    let path = dir.path().join("logs/a/entries.00000000000000000000");
     let mut bytes = std::fs::read(&path).unwrap();
     let offset = 16 + (0..300).map(|i| 8 + format!("{{\"n\":{i}}}").len()).sum::<usize>() + 10;
     bytes[offset] ^= 1;

@@ -29,6 +29,7 @@ pub mod store;
 pub mod verify;
 
 pub use log::{
-    AppendError, ENTRIES_PREALLOCATE_BYTES, Log, LogConfig, LogStats, OpenError, ReadError, SignedCheckpoint,
+    AppendError, CompactError, CompactReport, ENTRIES_PREALLOCATE_BYTES, Log, LogConfig, LogStats, OpenError,
+    ReadError, SignedCheckpoint,
 };
 pub use store::{LogStore, StoreConfig};

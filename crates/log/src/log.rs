@@ -15,12 +15,16 @@ use custos_tlog::tile::{self, MAX_ENTRY_SIZE_BYTES, TILE_HEIGHT, TILE_WIDTH};
 use custos_tlog::tree::TreeBuilder;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::format::{self, CHECKPOINTS_MAGIC, ENTRIES_MAGIC, HEADER_SIZE_BYTES};
-use crate::scan::{HashStream, ScanEnd, is_zero_tail, scan_records};
+use crate::format::{
+    self, BUNDLES_MAGIC, CHECKPOINTS_MAGIC, ENTRIES_MAGIC, HEADER_SIZE_BYTES, LEGACY_ENTRIES_FILE,
+    MAX_BUNDLE_RECORD_BYTES, parse_segment_name, segment_name,
+};
+use crate::scan::{HashStream, ScanEnd, is_zero_tail, scan_records, scan_records_max};
 use crate::storage::Storage;
 
-/// The entries file: one record per entry.
-pub const ENTRIES_FILE: &str = "entries";
+/// The compressed entry bundles: one record per full bundle of 256
+/// entries, for every bundle before the first entries segment.
+pub const BUNDLES_FILE: &str = "bundles";
 /// The stored leaf hashes: 32 bytes per entry, the level-0 hash tiles.
 pub const HASHES_FILE: &str = "hashes";
 /// Every signed checkpoint, one record each, oldest first.
@@ -48,6 +52,14 @@ pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
 pub const ENTRIES_PREALLOCATE_BYTES: u64 = 256 * 1024;
 /// Block size the zeroed space is rounded to.
 const PREALLOCATE_ALIGN_BYTES: u64 = 4096;
+/// The writer starts a new entries segment at the first bundle boundary
+/// after the current one holds this many entries. Only whole segments are
+/// compressed into the bundles file and then removed, so this is about how
+/// many entries stay uncompressed (a few MB of typical events).
+pub const DEFAULT_SEGMENT_ENTRIES: u64 = 64 * TILE_WIDTH;
+/// A reader that finds its segment removed by compaction looks the bundle
+/// up again, at most this many times.
+const COMPACTED_READ_RETRIES: usize = 3;
 /// A damaged tail of the checkpoints file longer than this is not a torn
 /// write of one checkpoint, so recovery refuses to cut it.
 const MAX_TORN_CHECKPOINT_BYTES: u64 = 64 * 1024;
@@ -66,6 +78,9 @@ pub struct LogConfig {
     /// with Retry-After: a sender learns that the log cannot keep up
     /// instead of hanging.
     pub queue_wait: std::time::Duration,
+    /// Entries per segment before the writer starts a new one, at the next
+    /// bundle boundary ([`DEFAULT_SEGMENT_ENTRIES`]).
+    pub segment_entries: u64,
 }
 
 /// The default [`LogConfig::queue_wait`].
@@ -79,6 +94,7 @@ impl LogConfig {
             max_batch_entries: DEFAULT_MAX_BATCH_ENTRIES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             queue_wait: DEFAULT_QUEUE_WAIT,
+            segment_entries: DEFAULT_SEGMENT_ENTRIES,
         }
     }
 }
@@ -107,7 +123,7 @@ pub enum OpenError {
     #[error("{file}: entry {index} (byte {offset}): {reason}")]
     Corrupt {
         /// The file at fault.
-        file: &'static str,
+        file: String,
         /// The first bad entry index (or checkpoint number for the
         /// checkpoints file).
         index: u64,
@@ -186,6 +202,32 @@ pub enum SignError {
     Io(String),
 }
 
+/// Why compaction stopped. The log's entries are unaffected: they stay in
+/// their segments until a later compaction succeeds.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    /// Writing failed and was undone (a full disk, say).
+    #[error("compacting: {0}")]
+    Io(String),
+    /// An fsync of the bundles file failed: compaction stops until the log
+    /// is reopened, when recovery checks the bundles file.
+    #[error("compaction stopped after a storage failure ({0}); reopen the log")]
+    Failed(String),
+}
+
+/// What one [`Log::compact`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// Bundles written to the bundles file.
+    pub bundles: u64,
+    /// Segments removed.
+    pub segments: u64,
+    /// Bytes of the removed segments' records.
+    pub bytes_in: u64,
+    /// Bytes added to the bundles file.
+    pub bytes_out: u64,
+}
+
 /// Entries framed as records and hashed, ready for the writer.
 struct Prepared {
     records: Vec<u8>,
@@ -198,19 +240,46 @@ struct Request {
     reply: oneshot::Sender<Result<Range<u64>, AppendError>>,
 }
 
+/// Where the entries of one bundle are stored.
+#[derive(Clone, Copy, Debug)]
+enum Loc {
+    /// In the segment whose first entry is `segment`, from byte `offset`.
+    Raw { segment: u64, offset: u64 },
+    /// In the record of the bundles file at `offset`, `len` bytes long.
+    Archived { offset: u64, len: u64 },
+}
+
+/// What to read for one bundle.
+enum Span {
+    Raw { file: String, from: u64, to: u64 },
+    Archived { offset: u64, len: u64 },
+}
+
+/// An entries segment on disk.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Segment {
+    /// Its first entry.
+    pub(crate) first: u64,
+    /// The end of its durable records (before any zeroed space).
+    pub(crate) end: u64,
+}
+
 /// The published state of the tree. Only entries that are durable are in
 /// it, so readers never see what could still be lost.
 pub(crate) struct State {
     pub(crate) size: u64,
-    /// Byte length of the valid part of the entries file.
-    entries_len: u64,
     pub(crate) builder: TreeBuilder,
     /// `upper[k]` holds the complete subtrees at level `MEMORY_LEVEL_MIN + k`.
     upper: Vec<Vec<Hash>>,
     /// Leaf hashes of the last, partial bundle.
     tail: Vec<Hash>,
-    /// File offset of the first record of each bundle.
-    bundle_offsets: Vec<u64>,
+    /// Where each bundle is stored.
+    bundles: Vec<Loc>,
+    /// The leading bundles that are in the bundles file.
+    archived: u64,
+    /// The entries segments on disk, oldest first. The writer appends to
+    /// the last one.
+    segments: Vec<Segment>,
     checkpoint: Option<SignedCheckpoint>,
     checkpoint_count: u64,
 }
@@ -219,33 +288,40 @@ impl State {
     pub(crate) fn empty() -> State {
         State {
             size: 0,
-            entries_len: HEADER_SIZE_BYTES,
             builder: TreeBuilder::new(),
             upper: Vec::new(),
             tail: Vec::new(),
-            bundle_offsets: Vec::new(),
+            bundles: Vec::new(),
+            archived: 0,
+            segments: Vec::new(),
             checkpoint: None,
             checkpoint_count: 0,
         }
     }
 
-    /// Byte span `(from, to)` in the entries file of the durable records
-    /// of bundle `bundle`, which must hold at least one entry.
-    fn bundle_span(&self, bundle: u64) -> (u64, u64) {
-        let from = self.bundle_offsets[bundle as usize];
-        let to = self.bundle_offsets.get(bundle as usize + 1).copied().unwrap_or(self.entries_len);
-        (from, to)
+    /// The segment whose first entry is `first`.
+    fn segment(&self, first: u64) -> Option<&Segment> {
+        let k = self.segments.partition_point(|s| s.first < first);
+        self.segments.get(k).filter(|s| s.first == first)
     }
 
-    /// [`State::bundle_span`] of bundles `first..=last`.
-    fn bundle_spans(&self, first: u64, last: u64) -> Vec<(u64, (u64, u64))> {
-        (first..=last).map(|b| (b, self.bundle_span(b))).collect()
+    /// What to read for bundle `bundle`, which must hold at least one entry.
+    fn span(&self, bundle: u64) -> Span {
+        match self.bundles[bundle as usize] {
+            Loc::Archived { offset, len } => Span::Archived { offset, len },
+            Loc::Raw { segment, offset } => {
+                let to = match self.bundles.get(bundle as usize + 1) {
+                    Some(Loc::Raw { segment: next, offset: o }) if *next == segment => *o,
+                    _ => self.segment(segment).map_or(offset, |s| s.end),
+                };
+                Span::Raw { file: segment_name(segment), from: offset, to }
+            }
+        }
     }
 
-    /// Adds one durable entry whose record starts at `offset`.
-    pub(crate) fn push(&mut self, offset: u64, leaf: Hash, record_len: u64) {
+    /// Adds one durable entry to the tree.
+    pub(crate) fn push_leaf(&mut self, leaf: Hash) {
         if self.size % TILE_WIDTH == 0 {
-            self.bundle_offsets.push(offset);
             self.tail.clear();
         }
         self.tail.push(leaf);
@@ -261,7 +337,25 @@ impl State {
             }
         });
         self.size += 1;
-        self.entries_len = offset + record_len;
+    }
+
+    /// Adds one durable entry whose record starts at `offset` of the last
+    /// segment.
+    fn push_raw(&mut self, offset: u64, leaf: Hash, record_len: u64) {
+        let seg = self.segments.last_mut().expect("a segment to append to");
+        if self.size % TILE_WIDTH == 0 {
+            self.bundles.push(Loc::Raw { segment: seg.first, offset });
+        }
+        seg.end = offset + record_len;
+        self.push_leaf(leaf);
+    }
+
+    /// Records that the next bundle is the bundles-file record at `offset`;
+    /// its entries follow with [`State::push_leaf`].
+    fn push_archived(&mut self, offset: u64, len: u64) {
+        debug_assert_eq!(self.size % TILE_WIDTH, 0);
+        self.bundles.push(Loc::Archived { offset, len });
+        self.archived += 1;
     }
 }
 
@@ -275,6 +369,8 @@ struct Inner {
     failed: Mutex<Option<String>>,
     /// Serialises checkpoint signing.
     signing: Mutex<()>,
+    /// Serialises compaction, and holds the failure that stopped it.
+    compacting: Mutex<Option<String>>,
     stats: Stats,
 }
 
@@ -328,6 +424,7 @@ impl Log {
             state: RwLock::new(state),
             failed: Mutex::new(None),
             signing: Mutex::new(()),
+            compacting: Mutex::new(None),
             stats: Stats::default(),
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH_REQUESTS);
@@ -441,7 +538,7 @@ impl Log {
 
     /// Entries `[start, end)`. The caller bounds the range.
     pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, ReadError> {
-        let spans = {
+        {
             let st = self.read_state();
             if start > end || end > st.size {
                 return Err(ReadError::OutOfRange(format!(
@@ -449,19 +546,14 @@ impl Log {
                     st.size
                 )));
             }
-            if start == end {
-                return Ok(Vec::new());
-            }
-            st.bundle_spans(start / TILE_WIDTH, (end - 1) / TILE_WIDTH)
-        };
-        // Stored entries never change, so they are read without holding the
-        // state lock: a slow reader (the indexer, at the lowest CPU
-        // priority) must never hold up the writer thread.
+        }
+        if start == end {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::with_capacity((end - start) as usize);
-        for (bundle, span) in spans {
+        for bundle in start / TILE_WIDTH..=(end - 1) / TILE_WIDTH {
             let first = bundle * TILE_WIDTH;
-            let records = self.read_bundle(span)?;
-            for (i, r) in records.into_iter().enumerate() {
+            for (i, r) in self.load_bundle(bundle)?.into_iter().enumerate() {
                 let idx = first + i as u64;
                 if idx >= start && idx < end {
                     out.push(r);
@@ -474,25 +566,20 @@ impl Log {
     /// The entries at `indexes`, in the order given, reading each bundle
     /// they fall in only once (search hits cluster in bundles).
     pub fn entries_at(&self, indexes: &[u64]) -> Result<Vec<Vec<u8>>, ReadError> {
-        let mut order: Vec<usize> = (0..indexes.len()).collect();
-        order.sort_by_key(|&k| indexes[k]);
-        let spans: Vec<(u64, (u64, u64))> = {
+        {
             let st = self.read_state();
             if let Some(bad) = indexes.iter().find(|i| **i >= st.size) {
                 return Err(ReadError::OutOfRange(format!("index {bad} is not below the log size {}", st.size)));
             }
-            let mut bundles: Vec<u64> = order.iter().map(|&k| indexes[k] / TILE_WIDTH).collect();
-            bundles.dedup();
-            bundles.into_iter().map(|b| (b, st.bundle_span(b))).collect()
-        };
+        }
+        let mut order: Vec<usize> = (0..indexes.len()).collect();
+        order.sort_by_key(|&k| indexes[k]);
         let mut out: Vec<Option<Vec<u8>>> = vec![None; indexes.len()];
         let mut cached: Option<(u64, Vec<Vec<u8>>)> = None;
-        let mut next_span = spans.iter();
         for k in order {
             let bundle = indexes[k] / TILE_WIDTH;
             if cached.as_ref().is_none_or(|(b, _)| *b != bundle) {
-                let (b, span) = next_span.find(|(b, _)| *b == bundle).expect("a span per bundle, in order");
-                cached = Some((*b, self.read_bundle(*span)?));
+                cached = Some((bundle, self.load_bundle(bundle)?));
             }
             let (_, records) = cached.as_ref().expect("just read");
             out[k] = Some(records[(indexes[k] % TILE_WIDTH) as usize].clone());
@@ -500,28 +587,62 @@ impl Log {
         Ok(out.into_iter().map(|e| e.expect("every index read")).collect())
     }
 
-    /// The records stored in byte span `(from, to)` of the entries file: one
-    /// bundle's durable entries.
-    fn read_bundle(&self, (from, to): (u64, u64)) -> Result<Vec<Vec<u8>>, ReadError> {
-        let mut raw = vec![0u8; (to - from) as usize];
-        self.inner.storage.read_at(ENTRIES_FILE, from, &mut raw)?;
-        let mut out = Vec::new();
-        let mut pos = 0;
-        while pos < raw.len() {
-            match format::decode_record(&raw[pos..]) {
-                format::Decoded::Record(p, used) => {
-                    out.push(p.to_vec());
-                    pos += used;
+    /// The durable entries of bundle `bundle`, which must hold at least one.
+    /// Stored entries never change, so they are read without holding the
+    /// state lock: a slow reader (the indexer, at the lowest CPU priority)
+    /// must never hold up the writer thread. If compaction removed the
+    /// segment meanwhile, the bundle is looked up again: it is in the
+    /// bundles file now.
+    fn load_bundle(&self, bundle: u64) -> Result<Vec<Vec<u8>>, ReadError> {
+        let mut attempt = 0;
+        loop {
+            let span = self.read_state().span(bundle);
+            match self.read_span(bundle, &span) {
+                Err(ReadError::Io(e))
+                    if e.kind() == io::ErrorKind::NotFound
+                        && matches!(span, Span::Raw { .. })
+                        && attempt < COMPACTED_READ_RETRIES =>
+                {
+                    attempt += 1;
                 }
-                _ => {
-                    return Err(ReadError::Io(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("entries file damaged at byte {} since open", from + pos as u64),
-                    )));
-                }
+                other => return other,
             }
         }
-        Ok(out)
+    }
+
+    fn read_span(&self, bundle: u64, span: &Span) -> Result<Vec<Vec<u8>>, ReadError> {
+        let damaged = |what: String| ReadError::Io(io::Error::new(io::ErrorKind::InvalidData, what));
+        match *span {
+            Span::Raw { ref file, from, to } => {
+                let mut raw = vec![0u8; (to - from) as usize];
+                self.inner.storage.read_at(file, from, &mut raw)?;
+                let mut out = Vec::new();
+                let mut pos = 0;
+                while pos < raw.len() {
+                    match format::decode_record(&raw[pos..]) {
+                        format::Decoded::Record(p, used) => {
+                            out.push(p.to_vec());
+                            pos += used;
+                        }
+                        _ => return Err(damaged(format!("{file} damaged at byte {} since open", from + pos as u64))),
+                    }
+                }
+                Ok(out)
+            }
+            Span::Archived { offset, len } => {
+                let mut raw = vec![0u8; len as usize];
+                self.inner.storage.read_at(BUNDLES_FILE, offset, &mut raw)?;
+                let format::Decoded::Record(payload, _) = format::decode_record_max(&raw, MAX_BUNDLE_RECORD_BYTES)
+                else {
+                    return Err(damaged(format!("{BUNDLES_FILE} damaged at byte {offset} since open")));
+                };
+                let (number, bytes) = format::decode_bundle_payload(payload).map_err(damaged)?;
+                if number != bundle {
+                    return Err(damaged(format!("{BUNDLES_FILE} holds bundle {number} where {bundle} was")));
+                }
+                Ok(format::split_bundle(&bytes).map_err(damaged)?.into_iter().map(<[u8]>::to_vec).collect())
+            }
+        }
     }
 
     /// The inclusion proof of entry `index` in the tree of `tree_size`.
@@ -570,18 +691,15 @@ impl Log {
 
     /// The bytes of entry bundle `index` with `width` entries.
     pub fn entry_bundle(&self, index: u64, width: u16) -> Result<Vec<u8>, ReadError> {
-        let st = self.read_state();
         let first =
             index.checked_mul(TILE_WIDTH).ok_or_else(|| ReadError::OutOfRange("bundle index overflows".into()))?;
-        if first + u64::from(width) > st.size {
+        let size = self.size();
+        if width == 0 || first + u64::from(width) > size {
             return Err(ReadError::OutOfRange(format!(
-                "bundle {index} of width {width} is beyond the log's {} entries",
-                st.size
+                "bundle {index} of width {width} is beyond the log's {size} entries"
             )));
         }
-        let span = st.bundle_span(index);
-        drop(st);
-        let records = self.read_bundle(span)?;
+        let records = self.load_bundle(index)?;
         let mut out = Vec::new();
         for r in &records[..width as usize] {
             tile::push_bundle_entry(&mut out, r).expect("stored entries fit a bundle");
@@ -618,6 +736,75 @@ impl Log {
         st.checkpoint = Some(signed.clone());
         st.checkpoint_count += 1;
         Ok(Some(signed))
+    }
+
+    /// Compresses every entries segment but the last into the bundles
+    /// file, then removes it. Each segment's bundles are synced before the
+    /// segment is removed, so a crash leaves every entry in one place or
+    /// both; recovery sorts that out. Readers and the writer go on
+    /// meanwhile. Blocking: run it off the async runtime.
+    pub fn compact(&self) -> Result<CompactReport, CompactError> {
+        let mut failed = self.inner.compacting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = failed.clone() {
+            return Err(CompactError::Failed(f));
+        }
+        let storage = &*self.inner.storage;
+        let mut report = CompactReport::default();
+        loop {
+            let (seg, next_first, from) = {
+                let st = self.read_state();
+                if st.segments.len() < 2 {
+                    return Ok(report);
+                }
+                (st.segments[0], st.segments[1].first, st.archived)
+            };
+            let to = next_first / TILE_WIDTH;
+            let io_err = |e: io::Error| CompactError::Io(e.to_string());
+            let start = storage.len(BUNDLES_FILE).map_err(io_err)?.unwrap_or(0);
+            let mut at = start;
+            let mut locs = Vec::with_capacity((to - from) as usize);
+            for bundle in from..to {
+                let entries = self.load_bundle(bundle).map_err(|e| CompactError::Io(e.to_string()))?;
+                let mut record = Vec::new();
+                let written = format::encode_bundle_payload(bundle, &entries).and_then(|payload| {
+                    format::encode_record(&mut record, &payload);
+                    storage.append(BUNDLES_FILE, &record)
+                });
+                if let Err(e) = written {
+                    return Err(match storage.truncate(BUNDLES_FILE, start) {
+                        Ok(()) => CompactError::Io(e.to_string()),
+                        Err(e2) => {
+                            let msg = format!("writing {BUNDLES_FILE}: {e}; undoing it: {e2}");
+                            *failed = Some(msg.clone());
+                            CompactError::Failed(msg)
+                        }
+                    });
+                }
+                locs.push(Loc::Archived { offset: at, len: record.len() as u64 });
+                at += record.len() as u64;
+            }
+            if let Err(e) = storage.sync(BUNDLES_FILE) {
+                let msg = format!("fsync of {BUNDLES_FILE}: {e}");
+                tracing::error!(origin = %self.inner.config.origin, error = msg, "compaction stopped");
+                *failed = Some(msg.clone());
+                return Err(CompactError::Failed(msg));
+            }
+            {
+                let mut st = self.write_state();
+                for (k, loc) in locs.into_iter().enumerate() {
+                    st.bundles[from as usize + k] = loc;
+                }
+                st.archived = to;
+                st.segments.remove(0);
+            }
+            report.bundles += to - from;
+            report.segments += 1;
+            report.bytes_in += seg.end - HEADER_SIZE_BYTES;
+            report.bytes_out += at - start;
+            // The bundles are durable and published; the segment is now a
+            // second copy. If removing it fails, the next open removes it.
+            storage.remove(&segment_name(seg.first)).map_err(io_err)?;
+        }
     }
 
     fn check_extends(&self, prev: &Checkpoint, size: u64, root: &Hash) -> Result<(), SignError> {
@@ -761,16 +948,90 @@ fn writer_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
     }
 }
 
-/// Writes a group of requests with one write and one fsync, then publishes
-/// them. Returns the index of the first entry. Nothing is published, and so
-/// nothing acknowledged, unless the fsync succeeded.
+/// The part of a batch that goes to one segment.
+struct Piece {
+    /// The segment's first entry.
+    segment: u64,
+    /// Whether this write starts the segment's file.
+    new: bool,
+    /// Where in the segment the records go.
+    offset: u64,
+    /// The records, as a byte range of the batch.
+    bytes: Range<usize>,
+    /// How many entries.
+    count: u64,
+}
+
+/// Splits a batch of records into pieces, one per segment: a new segment
+/// starts at the first bundle boundary after the current one holds
+/// `segment_entries` entries.
+fn plan_pieces(
+    lens: impl Iterator<Item = u32>,
+    first_index: u64,
+    current: Segment,
+    segment_entries: u64,
+) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut cur = Piece { segment: current.first, new: false, offset: current.end, bytes: 0..0, count: 0 };
+    let mut index = first_index;
+    for len in lens {
+        if index % TILE_WIDTH == 0 && index - cur.segment >= segment_entries.max(1) {
+            let at = cur.bytes.end;
+            let done = std::mem::replace(
+                &mut cur,
+                Piece { segment: index, new: true, offset: HEADER_SIZE_BYTES, bytes: at..at, count: 0 },
+            );
+            if done.count > 0 {
+                pieces.push(done);
+            }
+        }
+        cur.bytes.end += len as usize;
+        cur.count += 1;
+        index += 1;
+    }
+    pieces.push(cur);
+    pieces
+}
+
+/// Writes one piece of a batch to its segment. The segment holds its
+/// records, then the zeroed space.
+fn write_piece(storage: &dyn Storage, piece: &Piece, records: &[u8]) -> io::Result<()> {
+    let file = segment_name(piece.segment);
+    let end = piece.offset + records.len() as u64;
+    let file_len = if piece.new {
+        // A file of that name would be a leftover of a failed write.
+        if storage.len(&file)?.is_some() {
+            storage.truncate(&file, 0)?;
+        }
+        0
+    } else {
+        storage.len(&file)?.unwrap_or(0)
+    };
+    if end <= file_len {
+        return storage.write_at(&file, piece.offset, records);
+    }
+    // Past the zeroed space: write zeros after the records too.
+    let new_len = (end + ENTRIES_PREALLOCATE_BYTES).next_multiple_of(PREALLOCATE_ALIGN_BYTES);
+    let mut buf = Vec::with_capacity((new_len - piece.offset + HEADER_SIZE_BYTES) as usize);
+    if piece.new {
+        buf.extend_from_slice(&format::header(ENTRIES_MAGIC));
+    }
+    buf.extend_from_slice(records);
+    buf.resize(buf.len() + (new_len - end) as usize, 0);
+    storage.write_at(&file, if piece.new { 0 } else { piece.offset }, &buf)
+}
+
+/// Writes a group of requests with one write and one fsync (two at a
+/// segment boundary), then publishes them. Returns the index of the first
+/// entry. Nothing is published, and so nothing acknowledged, unless every
+/// fsync succeeded.
 fn commit(inner: &Inner, batch: &[Request], count: usize, bytes: usize) -> Result<u64, AppendError> {
     if let Some(f) = inner.failed.lock().unwrap_or_else(|e| e.into_inner()).clone() {
         return Err(AppendError::Failed(f));
     }
-    let (first_index, first_offset) = {
+    let (first_index, current) = {
         let st = inner.state.read().unwrap_or_else(|e| e.into_inner());
-        (st.size, st.entries_len)
+        (st.size, *st.segments.last().expect("recovery leaves a segment"))
     };
     let joined;
     let records: &[u8] = if batch.len() == 1 {
@@ -783,42 +1044,43 @@ fn commit(inner: &Inner, batch: &[Request], count: usize, bytes: usize) -> Resul
         joined = buf;
         &joined
     };
-    let storage = &inner.storage;
-    let end = first_offset + records.len() as u64;
-    // The file holds the records, then the zeroed space.
-    let written = storage.len(ENTRIES_FILE).and_then(|file_len| {
-        if end <= file_len.unwrap_or(0) {
-            return storage.write_at(ENTRIES_FILE, first_offset, records);
+    let lens = batch.iter().flat_map(|r| r.prepared.lens.iter().copied());
+    let pieces = plan_pieces(lens, first_index, current, inner.config.segment_entries);
+    let storage = &*inner.storage;
+    for (k, piece) in pieces.iter().enumerate() {
+        if let Err(e) = write_piece(storage, piece, &records[piece.bytes.clone()]) {
+            // Undo whatever part was written, so the log stays usable once
+            // the cause (a full disk, say) is gone. This also drops the
+            // zeroed space, which the next batch writes again.
+            let undone = pieces[..=k].iter().try_for_each(|p| {
+                if p.new {
+                    storage.remove(&segment_name(p.segment))
+                } else {
+                    storage.truncate(&segment_name(p.segment), p.offset)
+                }
+            });
+            return match undone {
+                Ok(()) => Err(AppendError::Io(e.to_string())),
+                Err(e2) => {
+                    let msg = format!("writing entries: {e}; undoing it: {e2}");
+                    set_failed(inner, &msg);
+                    Err(AppendError::Failed(msg))
+                }
+            };
         }
-        // Past the zeroed space: write zeros after the records too.
-        let new_len = (end + ENTRIES_PREALLOCATE_BYTES).next_multiple_of(PREALLOCATE_ALIGN_BYTES);
-        let mut buf = Vec::with_capacity((new_len - first_offset) as usize);
-        buf.extend_from_slice(records);
-        buf.resize((new_len - first_offset) as usize, 0);
-        storage.write_at(ENTRIES_FILE, first_offset, &buf)
-    });
-    if let Err(e) = written {
-        // Undo whatever part was written, so the log stays usable once the
-        // cause (a full disk, say) is gone. This also drops the zeroed
-        // space, which the next batch writes again.
-        return match storage.truncate(ENTRIES_FILE, first_offset) {
-            Ok(()) => Err(AppendError::Io(e.to_string())),
-            Err(e2) => {
-                let msg = format!("writing entries: {e}; undoing it: {e2}");
-                set_failed(inner, &msg);
-                Err(AppendError::Failed(msg))
-            }
-        };
-    }
-    let fsync_start = std::time::Instant::now();
-    let synced = storage.sync(ENTRIES_FILE);
-    inner.stats.fsync_ns.fetch_add(fsync_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    if let Err(e) = synced {
-        // After a failed fsync the page cache may hold anything: never
-        // retry, never acknowledge (the "fsyncgate" lesson).
-        let msg = format!("fsync of entries: {e}");
-        set_failed(inner, &msg);
-        return Err(AppendError::Failed(msg));
+        // A piece in a new segment is written only once the one before it
+        // is durable, so a crash never leaves a hole before the last
+        // segment.
+        let fsync_start = std::time::Instant::now();
+        let synced = storage.sync(&segment_name(piece.segment));
+        inner.stats.fsync_ns.fetch_add(fsync_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if let Err(e) = synced {
+            // After a failed fsync the page cache may hold anything: never
+            // retry, never acknowledge (the "fsyncgate" lesson).
+            let msg = format!("fsync of entries: {e}");
+            set_failed(inner, &msg);
+            return Err(AppendError::Failed(msg));
+        }
     }
     // Durable from here on. The stored hashes are a cache that recovery
     // rebuilds, so they are written but not synced per batch.
@@ -831,11 +1093,16 @@ fn commit(inner: &Inner, batch: &[Request], count: usize, bytes: usize) -> Resul
     let hashes = storage.append(HASHES_FILE, &raw);
     {
         let mut st = inner.state.write().unwrap_or_else(|e| e.into_inner());
-        let mut offset = first_offset;
-        for r in batch {
-            for (leaf, len) in r.prepared.leaves.iter().zip(&r.prepared.lens) {
-                st.push(offset, *leaf, u64::from(*len));
-                offset += u64::from(*len);
+        let mut entries =
+            batch.iter().flat_map(|r| r.prepared.leaves.iter().zip(&r.prepared.lens)).map(|(h, l)| (*h, *l));
+        for piece in &pieces {
+            if piece.new {
+                st.segments.push(Segment { first: piece.segment, end: HEADER_SIZE_BYTES });
+            }
+            let mut offset = piece.offset;
+            for (leaf, len) in entries.by_ref().take(piece.count as usize) {
+                st.push_raw(offset, leaf, u64::from(len));
+                offset += u64::from(len);
             }
         }
     }
@@ -848,100 +1115,234 @@ fn commit(inner: &Inner, batch: &[Request], count: usize, bytes: usize) -> Resul
     Ok(first_index)
 }
 
+/// Replays stored entries into a [`State`] at open, checking each against
+/// its stored hash and the checkpoints.
+struct Replay<'a> {
+    state: State,
+    stored: HashStream<'a>,
+    stored_count: u64,
+    signed_size: u64,
+    /// Recomputed hashes to append to the hashes file.
+    fresh: Vec<Hash>,
+    checkpoints: &'a [SignedCheckpoint],
+    next_cp: usize,
+}
+
+impl Replay<'_> {
+    /// The leaf hash of the next entry, checked against its stored hash.
+    fn leaf(&mut self, file: &str, offset: u64, payload: &[u8]) -> Result<Hash, OpenError> {
+        let index = self.state.size;
+        let corrupt = |reason: String| OpenError::Corrupt { file: file.to_string(), index, offset, reason };
+        if payload.len() > MAX_ENTRY_SIZE_BYTES {
+            return Err(corrupt(format!("entry of {} bytes is over the limit", payload.len())));
+        }
+        let leaf = leaf_hash(payload);
+        if index < self.stored_count {
+            let want = self.stored.get(index).map_err(io_ctx("reading stored hashes"))?.expect("below count");
+            if want != leaf {
+                if index < self.signed_size {
+                    return Err(corrupt("entry does not match its stored leaf hash".into()));
+                }
+                // Above the last checkpoint the stored hashes are an
+                // unsynced cache: recompute them from here.
+                self.stored_count = index;
+            }
+        }
+        if index >= self.stored_count {
+            self.fresh.push(leaf);
+        }
+        Ok(leaf)
+    }
+
+    /// Checks every checkpoint of the size the tree has just reached.
+    fn pushed(&mut self) -> Result<(), OpenError> {
+        let cps = self.checkpoints;
+        while self.next_cp < cps.len() && cps[self.next_cp].checkpoint.size == self.state.size {
+            check_root(cps, self.next_cp, &self.state.builder.root())?;
+            self.next_cp += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The first entries of the segment files, sorted, after renaming a
+/// format-1 `entries` file to the first segment.
+fn list_segments(s: &dyn Storage) -> Result<Vec<u64>, OpenError> {
+    let names = s.list().map_err(io_ctx("listing the log's files"))?;
+    let mut segments: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
+    segments.sort_unstable();
+    if names.iter().any(|n| n == LEGACY_ENTRIES_FILE) {
+        if !segments.is_empty() {
+            return Err(OpenError::Corrupt {
+                file: LEGACY_ENTRIES_FILE.into(),
+                index: 0,
+                offset: 0,
+                reason: "a format-1 entries file and entries segments both exist".into(),
+            });
+        }
+        s.rename(LEGACY_ENTRIES_FILE, &segment_name(0)).map_err(io_ctx("renaming entries to its first segment"))?;
+        segments.push(0);
+    }
+    Ok(segments)
+}
+
 /// Recovers the log's state from storage. See `docs/format.md` §Recovery.
 fn recover(
     s: &dyn Storage,
     config: &LogConfig,
     verifier: &NoteVerifier,
 ) -> Result<(Vec<SignedCheckpoint>, State), OpenError> {
-    ensure_header(s, ENTRIES_FILE, ENTRIES_MAGIC)?;
     ensure_header(s, CHECKPOINTS_FILE, CHECKPOINTS_MAGIC)?;
     let checkpoints = load_checkpoints(s, config, verifier)?;
-    let signed_size = checkpoints.last().map_or(0, |c| c.checkpoint.size);
+    let mut segments = list_segments(s)?;
+    ensure_header(s, BUNDLES_FILE, BUNDLES_MAGIC)?;
 
     let hashes_len = s.len(HASHES_FILE).map_err(io_ctx("reading hashes length"))?.unwrap_or(0);
-    let mut stored_count = hashes_len / HASH_SIZE as u64;
-    let mut state = State::empty();
-    let mut next_cp = 0usize;
-    let mut fresh: Vec<Hash> = Vec::new(); // recomputed hashes to append
-    let entries_len = s.len(ENTRIES_FILE).map_err(io_ctx("reading entries length"))?.unwrap_or(0);
+    let mut r = Replay {
+        state: State::empty(),
+        stored: HashStream::new(s, HASHES_FILE, hashes_len / HASH_SIZE as u64),
+        stored_count: hashes_len / HASH_SIZE as u64,
+        signed_size: checkpoints.last().map_or(0, |c| c.checkpoint.size),
+        fresh: Vec::new(),
+        checkpoints: &checkpoints,
+        next_cp: 0,
+    };
     // Checkpoints of size 0 match the empty tree.
-    while next_cp < checkpoints.len() && checkpoints[next_cp].checkpoint.size == 0 {
-        check_root(&checkpoints, next_cp, &Hash::empty())?;
-        next_cp += 1;
+    while r.next_cp < checkpoints.len() && checkpoints[r.next_cp].checkpoint.size == 0 {
+        check_root(&checkpoints, r.next_cp, &Hash::empty())?;
+        r.next_cp += 1;
     }
-    let end = {
-        let mut stored = HashStream::new(s, HASHES_FILE, stored_count);
-        scan_records(
+
+    // 1. The compressed bundles.
+    let bundles_len = s.len(BUNDLES_FILE).map_err(io_ctx("reading bundles length"))?.unwrap_or(0);
+    let end = scan_records_max(
+        s,
+        BUNDLES_FILE,
+        bundles_len,
+        MAX_BUNDLE_RECORD_BYTES,
+        |offset, payload| -> Result<(), OpenError> {
+            let index = r.state.size;
+            let corrupt = |reason: String| OpenError::Corrupt { file: BUNDLES_FILE.into(), index, offset, reason };
+            let (number, raw) = format::decode_bundle_payload(payload).map_err(corrupt)?;
+            if number != r.state.archived {
+                return Err(corrupt(format!("holds bundle {number} where bundle {} belongs", r.state.archived)));
+            }
+            let entries = format::split_bundle(&raw).map_err(corrupt)?;
+            if entries.len() as u64 != TILE_WIDTH {
+                return Err(corrupt(format!("bundle {number} holds {} entries, not {TILE_WIDTH}", entries.len())));
+            }
+            r.state.push_archived(offset, (format::RECORD_HEADER_SIZE_BYTES + payload.len()) as u64);
+            for e in entries {
+                let leaf = r.leaf(BUNDLES_FILE, offset, e)?;
+                r.state.push_leaf(leaf);
+                r.pushed()?;
+            }
+            Ok(())
+        },
+        |_| {},
+    )?;
+    if let ScanEnd::Damaged { offset, reason, .. } = end {
+        // Compaction removes a segment only after syncing its bundles, so
+        // a damaged tail is a torn write only if the segments still hold
+        // what it would have held.
+        if segments.first().is_none_or(|&first| first > r.state.size) {
+            return Err(OpenError::Corrupt {
+                file: BUNDLES_FILE.into(),
+                index: r.state.size,
+                offset,
+                reason: format!("{reason}, and no entries segment holds these entries"),
+            });
+        }
+        tracing::warn!(origin = %config.origin, offset, reason, "cutting torn write from end of bundles");
+        s.truncate(BUNDLES_FILE, offset).map_err(io_ctx("truncating torn bundles"))?;
+    }
+
+    // 2. Segments that the bundles file holds entirely are left over from
+    // a compaction that stopped before removing them.
+    while segments.len() > 1 && segments[1] <= r.state.size {
+        s.remove(&segment_name(segments[0])).map_err(io_ctx("removing a compacted segment"))?;
+        segments.remove(0);
+    }
+    if segments.is_empty() {
+        segments.push(r.state.size);
+    }
+    if segments[0] > r.state.size {
+        return Err(OpenError::Corrupt {
+            file: segment_name(segments[0]),
+            index: r.state.size,
+            offset: 0,
+            reason: format!("entries {}..{} are in no file", r.state.size, segments[0]),
+        });
+    }
+
+    // 3. The segments, in order.
+    for (k, &first) in segments.iter().enumerate() {
+        let last = k + 1 == segments.len();
+        let file = segment_name(first);
+        if last {
+            ensure_header(s, &file, ENTRIES_MAGIC)?;
+        } else {
+            check_header(s, &file, ENTRIES_MAGIC)?;
+        }
+        r.state.segments.push(Segment { first, end: HEADER_SIZE_BYTES });
+        let file_len = s.len(&file).map_err(io_ctx(format!("reading {file} length")))?.unwrap_or(0);
+        let mut index = first;
+        let end = scan_records(
             s,
-            ENTRIES_FILE,
-            entries_len,
+            &file,
+            file_len,
             |offset, payload| -> Result<(), OpenError> {
-                let index = state.size;
-                if payload.len() > MAX_ENTRY_SIZE_BYTES {
-                    return Err(OpenError::Corrupt {
-                        file: ENTRIES_FILE,
-                        index,
-                        offset,
-                        reason: format!("entry of {} bytes is over the limit", payload.len()),
-                    });
+                // Entries that the bundles file holds too (a compaction
+                // stopped half way through this segment) are read from there.
+                if index >= r.state.size {
+                    let leaf = r.leaf(&file, offset, payload)?;
+                    r.state.push_raw(offset, leaf, (format::RECORD_HEADER_SIZE_BYTES + payload.len()) as u64);
+                    r.pushed()?;
                 }
-                let leaf = leaf_hash(payload);
-                if index < stored_count {
-                    let want = stored.get(index).map_err(io_ctx("reading stored hashes"))?.expect("below count");
-                    if want != leaf {
-                        if index < signed_size {
-                            return Err(OpenError::Corrupt {
-                                file: ENTRIES_FILE,
-                                index,
-                                offset,
-                                reason: "entry does not match its stored leaf hash".into(),
-                            });
-                        }
-                        // Above the last checkpoint the stored hashes are an
-                        // unsynced cache: recompute them from here.
-                        stored_count = index;
-                    }
-                }
-                if index >= stored_count {
-                    fresh.push(leaf);
-                }
-                state.push(offset, leaf, (format::RECORD_HEADER_SIZE_BYTES + payload.len()) as u64);
-                while next_cp < checkpoints.len() && checkpoints[next_cp].checkpoint.size == state.size {
-                    check_root(&checkpoints, next_cp, &state.builder.root())?;
-                    next_cp += 1;
-                }
+                index += 1;
                 Ok(())
             },
             |_| {},
-        )?
-    };
-    let end = match end {
-        // Zeros after the last record are the zeroed space of a clean end.
-        ScanEnd::Damaged { offset, .. }
-            if is_zero_tail(s, ENTRIES_FILE, offset, entries_len).map_err(io_ctx("reading entries"))? =>
-        {
-            ScanEnd::Clean { end: offset }
+        )?;
+        let end = match end {
+            // Zeros after the last record are the zeroed space of a clean end.
+            ScanEnd::Damaged { offset, .. }
+                if is_zero_tail(s, &file, offset, file_len).map_err(io_ctx(format!("reading {file}")))? =>
+            {
+                ScanEnd::Clean { end: offset }
+            }
+            other => other,
+        };
+        if let ScanEnd::Damaged { offset, file_len, reason } = end {
+            // Only the last batch, with the zeros written after it, can be
+            // torn, and only in the last segment.
+            let torn_max = config.max_batch_bytes as u64 + ENTRIES_PREALLOCATE_BYTES + PREALLOCATE_ALIGN_BYTES;
+            if !last || r.state.size < r.signed_size || file_len - offset > torn_max {
+                return Err(OpenError::Corrupt {
+                    file,
+                    index: r.state.size,
+                    offset,
+                    reason: format!(
+                        "{reason}, and the {} bytes from here on are not a torn final write",
+                        file_len - offset
+                    ),
+                });
+            }
+            tracing::warn!(origin = %config.origin, file, offset, bytes = file_len - offset, reason, "cutting torn write from end of entries");
+            s.truncate(&file, offset).map_err(io_ctx("truncating torn entries"))?;
         }
-        other => other,
-    };
-    if let ScanEnd::Damaged { offset, file_len, reason } = end {
-        // Only the last batch, with the zeros written after it, can be torn.
-        let torn_max = config.max_batch_bytes as u64 + ENTRIES_PREALLOCATE_BYTES + PREALLOCATE_ALIGN_BYTES;
-        if state.size < signed_size || file_len - offset > torn_max {
-            return Err(OpenError::Corrupt {
-                file: ENTRIES_FILE,
-                index: state.size,
-                offset,
-                reason: format!(
-                    "{reason}, and the {} bytes from here on are not a torn final write",
-                    file_len - offset
-                ),
-            });
+        if let Some(&next) = segments.get(k + 1) {
+            if index != next {
+                return Err(OpenError::Corrupt {
+                    file,
+                    index,
+                    offset: r.state.segments.last().map_or(0, |s| s.end),
+                    reason: format!("the segment ends at entry {index}, but the next one starts at entry {next}"),
+                });
+            }
         }
-        tracing::warn!(origin = %config.origin, offset, bytes = file_len - offset, reason, "cutting torn write from end of entries");
-        s.truncate(ENTRIES_FILE, offset).map_err(io_ctx("truncating torn entries"))?;
     }
+    let Replay { state, stored_count, fresh, next_cp, .. } = r;
     if next_cp < checkpoints.len() {
         let cp = &checkpoints[next_cp].checkpoint;
         return Err(OpenError::CheckpointMismatch {
@@ -975,9 +1376,21 @@ fn check_root(checkpoints: &[SignedCheckpoint], number: usize, root: &Hash) -> R
     Ok(())
 }
 
+/// Checks the header of a file that must be whole.
+fn check_header(s: &dyn Storage, file: &str, magic: [u8; 8]) -> Result<(), OpenError> {
+    let mut h = [0u8; HEADER_SIZE_BYTES as usize];
+    let len = s.len(file).map_err(io_ctx(format!("reading {file} length")))?.unwrap_or(0);
+    let bad = |reason: String| OpenError::Corrupt { file: file.to_string(), index: 0, offset: 0, reason };
+    if len < HEADER_SIZE_BYTES {
+        return Err(bad(format!("file is {len} bytes, shorter than its header")));
+    }
+    s.read_at(file, 0, &mut h).map_err(io_ctx(format!("reading {file} header")))?;
+    format::check_header(&h, magic).map_err(bad)
+}
+
 /// Writes a file's header if the file is new, or finishes one torn while
 /// being created; otherwise checks it.
-fn ensure_header(s: &dyn Storage, file: &'static str, magic: [u8; 8]) -> Result<(), OpenError> {
+fn ensure_header(s: &dyn Storage, file: &str, magic: [u8; 8]) -> Result<(), OpenError> {
     let header = format::header(magic);
     let len = s.len(file).map_err(io_ctx(format!("reading {file} length")))?;
     let existing = match len {
@@ -985,7 +1398,7 @@ fn ensure_header(s: &dyn Storage, file: &'static str, magic: [u8; 8]) -> Result<
             let mut h = [0u8; HEADER_SIZE_BYTES as usize];
             s.read_at(file, 0, &mut h).map_err(io_ctx(format!("reading {file} header")))?;
             return format::check_header(&h, magic).map_err(|reason| OpenError::Corrupt {
-                file,
+                file: file.to_string(),
                 index: 0,
                 offset: 0,
                 reason,
@@ -999,7 +1412,12 @@ fn ensure_header(s: &dyn Storage, file: &'static str, magic: [u8; 8]) -> Result<
         None => Vec::new(),
     };
     if !header.starts_with(&existing) && !existing.iter().all(|&b| b == 0) {
-        return Err(OpenError::Corrupt { file, index: 0, offset: 0, reason: "damaged file header".into() });
+        return Err(OpenError::Corrupt {
+            file: file.to_string(),
+            index: 0,
+            offset: 0,
+            reason: "damaged file header".into(),
+        });
     }
     s.truncate(file, 0).map_err(io_ctx(format!("resetting {file}")))?;
     s.append(file, &header).map_err(io_ctx(format!("writing {file} header")))?;
@@ -1020,7 +1438,8 @@ fn load_checkpoints(
         len,
         |offset, payload| -> Result<(), OpenError> {
             let number = out.len() as u64;
-            let bad = |reason: String| OpenError::Corrupt { file: CHECKPOINTS_FILE, index: number, offset, reason };
+            let bad =
+                |reason: String| OpenError::Corrupt { file: CHECKPOINTS_FILE.into(), index: number, offset, reason };
             let note = std::str::from_utf8(payload).map_err(|_| bad("not UTF-8".into()))?;
             let text = verifier.open(note).map_err(|e| bad(e.to_string()))?;
             let checkpoint = Checkpoint::parse(text).map_err(|e| bad(e.to_string()))?;
@@ -1050,7 +1469,7 @@ fn load_checkpoints(
         };
         if file_len - offset > MAX_TORN_CHECKPOINT_BYTES || declared_end < file_len {
             return Err(OpenError::Corrupt {
-                file: CHECKPOINTS_FILE,
+                file: CHECKPOINTS_FILE.into(),
                 index: out.len() as u64,
                 offset,
                 reason: reason.to_string(),

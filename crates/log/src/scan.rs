@@ -40,6 +40,19 @@ pub fn scan_records<E: From<io::Error>>(
     s: &dyn Storage,
     file: &str,
     file_len: u64,
+    each: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    progress: impl FnMut(u64),
+) -> Result<ScanEnd, E> {
+    scan_records_max(s, file, file_len, format::MAX_RECORD_PAYLOAD_BYTES, each, progress)
+}
+
+/// [`scan_records`] of a file whose record payloads may be up to `max`
+/// bytes.
+pub fn scan_records_max<E: From<io::Error>>(
+    s: &dyn Storage,
+    file: &str,
+    file_len: u64,
+    max: usize,
     mut each: impl FnMut(u64, &[u8]) -> Result<(), E>,
     mut progress: impl FnMut(u64),
 ) -> Result<ScanEnd, E> {
@@ -48,7 +61,7 @@ pub fn scan_records<E: From<io::Error>>(
     let mut buf_start = offset; // file offset of buf[0]
     let mut pos = 0usize; // position in buf
     loop {
-        match format::decode_record(&buf[pos..]) {
+        match format::decode_record_max(&buf[pos..], max) {
             Decoded::Record(payload, used) => {
                 each(offset, payload)?;
                 offset += used as u64;

@@ -248,4 +248,26 @@ impl Storage for SimStorage {
         }
         Ok(())
     }
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut s = self.lock();
+        s.tick()?;
+        Ok(s.files.keys().cloned().collect())
+    }
+
+    fn remove(&self, file: &str) -> io::Result<()> {
+        let mut s = self.lock();
+        s.tick()?;
+        // Durable at once, like FsStorage's, which syncs the directory.
+        s.files.remove(file);
+        Ok(())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut s = self.lock();
+        s.tick()?;
+        let f = s.files.remove(from).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, from.to_string()))?;
+        s.files.insert(to.to_string(), f);
+        Ok(())
+    }
 }

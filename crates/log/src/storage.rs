@@ -31,6 +31,13 @@ pub trait Storage: Send + Sync + 'static {
     fn sync(&self, file: &str) -> io::Result<()>;
     /// Cuts a file to `len` bytes, durably.
     fn truncate(&self, file: &str, len: u64) -> io::Result<()>;
+    /// The names of the files that exist, in no particular order.
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// Removes a file, durably; removing a missing file is not an error.
+    /// A reader that already holds the file open may finish its read.
+    fn remove(&self, file: &str) -> io::Result<()>;
+    /// Renames a file, replacing any file called `to`, durably.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
 }
 
 /// Reads a whole file, or `None` if it does not exist.
@@ -172,5 +179,37 @@ impl Storage for FsStorage {
             h.file.sync_all()?;
         }
         Ok(())
+    }
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.dir)? {
+            let e = e?;
+            if e.file_type()?.is_file() {
+                if let Ok(name) = e.file_name().into_string() {
+                    out.push(name);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove(&self, file: &str) -> io::Result<()> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).remove(file);
+        match std::fs::remove_file(self.dir.join(file)) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        {
+            let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            files.remove(from);
+            files.remove(to);
+        }
+        std::fs::rename(self.dir.join(from), self.dir.join(to))?;
+        sync_dir(&self.dir)
     }
 }

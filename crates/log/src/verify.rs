@@ -10,9 +10,12 @@ use custos_tlog::note::NoteVerifier;
 use custos_tlog::proof;
 use custos_tlog::tile::{MAX_ENTRY_SIZE_BYTES, TILE_WIDTH};
 
-use crate::format::{self, CHECKPOINTS_MAGIC, ENTRIES_MAGIC, HEADER_SIZE_BYTES};
-use crate::log::{CHECKPOINTS_FILE, ENTRIES_FILE, HASHES_FILE, State, StoredReader};
-use crate::scan::{HashStream, ScanEnd, is_zero_tail, scan_records};
+use crate::format::{
+    self, BUNDLES_MAGIC, CHECKPOINTS_MAGIC, ENTRIES_MAGIC, HEADER_SIZE_BYTES, LEGACY_ENTRIES_FILE,
+    MAX_BUNDLE_RECORD_BYTES, parse_segment_name,
+};
+use crate::log::{BUNDLES_FILE, CHECKPOINTS_FILE, HASHES_FILE, State, StoredReader};
+use crate::scan::{HashStream, ScanEnd, is_zero_tail, scan_records, scan_records_max};
 use crate::storage::Storage;
 
 /// What a successful verification covered.
@@ -20,7 +23,8 @@ use crate::storage::Storage;
 pub struct VerifyReport {
     /// Entries checked.
     pub entries: u64,
-    /// Bytes of the entries file.
+    /// Bytes of the files that hold the entries: the bundles file and the
+    /// entries segments.
     pub entries_file_bytes: u64,
     /// Level-0 hash tiles compared with the recomputed ones.
     pub hash_tiles: u64,
@@ -39,24 +43,26 @@ pub enum VerifyFailure {
     #[error("reading {file}: {source}")]
     Io {
         /// The file.
-        file: &'static str,
+        file: String,
         /// The error.
         source: io::Error,
     },
-    /// A file header is wrong.
+    /// A file header is wrong, or a file is missing or out of place.
     #[error("{file}: bad header: {reason}")]
     Header {
         /// The file.
-        file: &'static str,
+        file: String,
         /// What is wrong.
         reason: String,
     },
-    /// An entry record is damaged.
-    #[error("entry {index} at byte {offset} of entries: {reason}")]
+    /// An entry record is damaged, or entries are missing.
+    #[error("entry {index} at byte {offset} of {file}: {reason}")]
     Entry {
         /// The first bad entry.
         index: u64,
-        /// Its byte offset.
+        /// The file that holds it.
+        file: String,
+        /// Its byte offset (of its compressed bundle, in the bundles file).
         offset: u64,
         /// What is wrong.
         reason: String,
@@ -82,18 +88,99 @@ pub enum VerifyFailure {
     },
 }
 
-fn header(s: &dyn Storage, file: &'static str, magic: [u8; 8]) -> Result<u64, VerifyFailure> {
-    let io = |source| VerifyFailure::Io { file, source };
-    let len =
-        s.len(file).map_err(io)?.ok_or_else(|| VerifyFailure::Header { file, reason: "file is missing".into() })?;
+fn io_err(file: &str) -> impl FnOnce(io::Error) -> VerifyFailure + '_ {
+    move |source| VerifyFailure::Io { file: file.to_string(), source }
+}
+
+fn header(s: &dyn Storage, file: &str, magic: [u8; 8]) -> Result<u64, VerifyFailure> {
+    let len = s
+        .len(file)
+        .map_err(io_err(file))?
+        .ok_or_else(|| VerifyFailure::Header { file: file.to_string(), reason: "file is missing".into() })?;
     let mut h = vec![0u8; HEADER_SIZE_BYTES.min(len) as usize];
-    s.read_at(file, 0, &mut h).map_err(|source| VerifyFailure::Io { file, source })?;
-    format::check_header(&h, magic).map_err(|reason| VerifyFailure::Header { file, reason })?;
+    s.read_at(file, 0, &mut h).map_err(io_err(file))?;
+    format::check_header(&h, magic).map_err(|reason| VerifyFailure::Header { file: file.to_string(), reason })?;
     Ok(len)
 }
 
+/// Replays entries in order, checking each against its stored hash and the
+/// checkpoints.
+struct Checker<'a> {
+    state: State,
+    stored: HashStream<'a>,
+    checkpoints: &'a [Checkpoint],
+    next_cp: usize,
+}
+
+impl Checker<'_> {
+    /// Checks that `payload`, found at `offset` of `file`, is entry `index`:
+    /// the next one, or (`index` below the size) a second copy of one.
+    fn entry(&mut self, file: &str, offset: u64, index: u64, payload: &[u8]) -> Result<(), VerifyFailure> {
+        if payload.len() > MAX_ENTRY_SIZE_BYTES {
+            return Err(VerifyFailure::Entry {
+                index,
+                file: file.to_string(),
+                offset,
+                reason: "entry is over the 65535-byte limit".into(),
+            });
+        }
+        let leaf = leaf_hash(payload);
+        let tile = index / TILE_WIDTH;
+        match self.stored.get(index).map_err(io_err(HASHES_FILE))? {
+            Some(h) if h == leaf => {}
+            Some(_) => {
+                return Err(VerifyFailure::StoredHash {
+                    index,
+                    tile,
+                    reason: format!(
+                        "differs from the hash of the entry in {file} (entry or hash altered, or entries reordered)"
+                    ),
+                });
+            }
+            None => {
+                return Err(VerifyFailure::StoredHash { index, tile, reason: "is missing".into() });
+            }
+        }
+        if index < self.state.size {
+            return Ok(());
+        }
+        self.state.push_leaf(leaf);
+        let cps = self.checkpoints;
+        while self.next_cp < cps.len() && cps[self.next_cp].size == self.state.size {
+            if cps[self.next_cp].root != self.state.builder.root() {
+                let from = if self.next_cp == 0 { 0 } else { cps[self.next_cp - 1].size };
+                return Err(VerifyFailure::Checkpoint {
+                    number: self.next_cp as u64,
+                    reason: format!("root does not match entries {from}..{}: one of them was altered", self.state.size),
+                });
+            }
+            self.next_cp += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The entries segments, as (first entry, file name), in order. A format-1
+/// `entries` file is read as the segment starting at entry 0.
+fn segment_files(s: &dyn Storage) -> Result<Vec<(u64, String)>, VerifyFailure> {
+    let names = s.list().map_err(io_err("the log directory"))?;
+    let mut out: Vec<(u64, String)> =
+        names.iter().filter_map(|n| parse_segment_name(n).map(|f| (f, n.clone()))).collect();
+    out.sort_unstable();
+    if names.iter().any(|n| n == LEGACY_ENTRIES_FILE) {
+        if !out.is_empty() {
+            return Err(VerifyFailure::Header {
+                file: LEGACY_ENTRIES_FILE.into(),
+                reason: "a format-1 entries file and entries segments both exist".into(),
+            });
+        }
+        out.push((0, LEGACY_ENTRIES_FILE.to_string()));
+    }
+    Ok(out)
+}
+
 /// Verifies a log's files against `verifier`, expecting checkpoints with
-/// `origin`. `progress(done, total)` reports bytes of the entries file.
+/// `origin`. `progress(done, total)` reports bytes of the entries files.
 pub fn verify_log(
     s: &dyn Storage,
     origin: &str,
@@ -101,8 +188,16 @@ pub fn verify_log(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport, VerifyFailure> {
     let checkpoints = read_checkpoints(s, origin, verifier)?;
-    let entries_len = header(s, ENTRIES_FILE, ENTRIES_MAGIC)?;
-    let hashes_len = s.len(HASHES_FILE).map_err(|source| VerifyFailure::Io { file: HASHES_FILE, source })?.unwrap_or(0);
+    let segments = segment_files(s)?;
+    let bundles_len = match s.len(BUNDLES_FILE).map_err(io_err(BUNDLES_FILE))? {
+        Some(_) => Some(header(s, BUNDLES_FILE, BUNDLES_MAGIC)?),
+        None => None,
+    };
+    let mut total = bundles_len.unwrap_or(0);
+    for (_, name) in &segments {
+        total += header(s, name, ENTRIES_MAGIC)?;
+    }
+    let hashes_len = s.len(HASHES_FILE).map_err(io_err(HASHES_FILE))?.unwrap_or(0);
     if hashes_len % HASH_SIZE as u64 != 0 {
         return Err(VerifyFailure::StoredHash {
             index: hashes_len / HASH_SIZE as u64,
@@ -111,76 +206,104 @@ pub fn verify_log(
         });
     }
     let stored_count = hashes_len / HASH_SIZE as u64;
-    let mut stored = HashStream::new(s, HASHES_FILE, stored_count);
-    let mut state = State::empty();
-    let mut next_cp = 0usize;
-    while next_cp < checkpoints.len() && checkpoints[next_cp].size == 0 {
-        if !checkpoints[next_cp].root.ct_eq(&custos_tlog::Hash::empty()) {
+    let mut c = Checker {
+        state: State::empty(),
+        stored: HashStream::new(s, HASHES_FILE, stored_count),
+        checkpoints: &checkpoints,
+        next_cp: 0,
+    };
+    while c.next_cp < checkpoints.len() && checkpoints[c.next_cp].size == 0 {
+        if !checkpoints[c.next_cp].root.ct_eq(&custos_tlog::Hash::empty()) {
             return Err(VerifyFailure::Checkpoint {
-                number: next_cp as u64,
+                number: c.next_cp as u64,
                 reason: "size 0 with a root other than the empty tree's".into(),
             });
         }
-        next_cp += 1;
+        c.next_cp += 1;
     }
-    let end = scan_records(
-        s,
-        ENTRIES_FILE,
-        entries_len,
-        |offset, payload| -> Result<(), VerifyFailure> {
-            let index = state.size;
-            if payload.len() > MAX_ENTRY_SIZE_BYTES {
-                return Err(VerifyFailure::Entry {
-                    index,
-                    offset,
-                    reason: "entry is over the 65535-byte limit".into(),
-                });
-            }
-            let leaf = leaf_hash(payload);
-            let tile = index / TILE_WIDTH;
-            match stored.get(index).map_err(|source| VerifyFailure::Io { file: HASHES_FILE, source })? {
-                Some(h) if h == leaf => {}
-                Some(_) => {
-                    return Err(VerifyFailure::StoredHash {
-                        index,
-                        tile,
-                        reason: "differs from the hash of the entry (entry or hash altered, or entries reordered)"
-                            .into(),
-                    });
+    let mut done = 0;
+
+    // The compressed bundles, each exactly 256 entries, numbered in order.
+    if let Some(len) = bundles_len {
+        let end = scan_records_max(
+            s,
+            BUNDLES_FILE,
+            len,
+            MAX_BUNDLE_RECORD_BYTES,
+            |offset, payload| -> Result<(), VerifyFailure> {
+                let index = c.state.size;
+                let bad = |reason: String| VerifyFailure::Entry { index, file: BUNDLES_FILE.into(), offset, reason };
+                let (number, raw) = format::decode_bundle_payload(payload).map_err(bad)?;
+                let want = index / TILE_WIDTH;
+                if number != want {
+                    return Err(bad(format!("the record holds bundle {number} where bundle {want} belongs")));
                 }
-                None => {
-                    return Err(VerifyFailure::StoredHash { index, tile, reason: "is missing".into() });
+                let entries = format::split_bundle(&raw).map_err(bad)?;
+                if entries.len() as u64 != TILE_WIDTH {
+                    return Err(bad(format!("bundle {number} holds {} entries, not {TILE_WIDTH}", entries.len())));
                 }
-            }
-            state.push(offset, leaf, (format::RECORD_HEADER_SIZE_BYTES + payload.len()) as u64);
-            while next_cp < checkpoints.len() && checkpoints[next_cp].size == state.size {
-                if checkpoints[next_cp].root != state.builder.root() {
-                    let from = if next_cp == 0 { 0 } else { checkpoints[next_cp - 1].size };
-                    return Err(VerifyFailure::Checkpoint {
-                        number: next_cp as u64,
-                        reason: format!("root does not match entries {from}..{}: one of them was altered", state.size),
-                    });
+                for e in entries {
+                    c.entry(BUNDLES_FILE, offset, c.state.size, e)?;
                 }
-                next_cp += 1;
-            }
-            Ok(())
-        },
-        |done| progress(done, entries_len),
-    )?;
-    if let ScanEnd::Damaged { offset, reason, file_len } = end {
-        // Zeros after the last record are the log's zeroed space, not
-        // records: they add nothing, and removing entries this way is
-        // caught by the checkpoints like any truncation.
-        let zeros = is_zero_tail(s, ENTRIES_FILE, offset, file_len)
-            .map_err(|source| VerifyFailure::Io { file: ENTRIES_FILE, source })?;
-        if !zeros {
+                Ok(())
+            },
+            |n| progress(n, total),
+        )?;
+        if let ScanEnd::Damaged { offset, reason, file_len } = end {
             return Err(VerifyFailure::Entry {
-                index: state.size,
+                index: c.state.size,
+                file: BUNDLES_FILE.into(),
                 offset,
                 reason: format!("{reason} ({} bytes from here to the end of the file)", file_len - offset),
             });
         }
+        done = len;
     }
+
+    // The segments: contiguous, the first one starting at or before the
+    // first entry that is not in a bundle. Entries in both (a compaction
+    // that stopped before removing its segment) must be the same.
+    let mut next_first = None;
+    for (first, name) in &segments {
+        let expected = next_first.unwrap_or(c.state.size);
+        if *first > expected || (next_first.is_some() && *first != expected) {
+            return Err(VerifyFailure::Entry {
+                index: expected,
+                file: name.clone(),
+                offset: 0,
+                reason: format!("entries {expected}..{first} are missing: the segment starts at entry {first}"),
+            });
+        }
+        let len = s.len(name).map_err(io_err(name))?.unwrap_or(0);
+        let mut index = *first;
+        let end = scan_records(
+            s,
+            name,
+            len,
+            |offset, payload| -> Result<(), VerifyFailure> {
+                c.entry(name, offset, index, payload)?;
+                index += 1;
+                Ok(())
+            },
+            |n| progress(done + n, total),
+        )?;
+        if let ScanEnd::Damaged { offset, reason, file_len } = end {
+            // Zeros after the last record are the log's zeroed space, not
+            // records: they add nothing, and removing entries this way is
+            // caught by the checkpoints like any truncation.
+            if !is_zero_tail(s, name, offset, file_len).map_err(io_err(name))? {
+                return Err(VerifyFailure::Entry {
+                    index,
+                    file: name.clone(),
+                    offset,
+                    reason: format!("{reason} ({} bytes from here to the end of the file)", file_len - offset),
+                });
+            }
+        }
+        done += len;
+        next_first = Some(index);
+    }
+    let state = c.state;
     if stored_count > state.size {
         return Err(VerifyFailure::StoredHash {
             index: state.size,
@@ -191,20 +314,20 @@ pub fn verify_log(
             ),
         });
     }
-    if next_cp < checkpoints.len() {
+    if c.next_cp < checkpoints.len() {
         return Err(VerifyFailure::Checkpoint {
-            number: next_cp as u64,
+            number: c.next_cp as u64,
             reason: format!(
                 "covers {} entries but only {} are stored: entries {}.. were removed",
-                checkpoints[next_cp].size, state.size, state.size
+                checkpoints[c.next_cp].size, state.size, state.size
             ),
         });
     }
     check_mutual_consistency(s, &state, &checkpoints)?;
-    progress(entries_len, entries_len);
+    progress(total, total);
     Ok(VerifyReport {
         entries: state.size,
-        entries_file_bytes: entries_len,
+        entries_file_bytes: total,
         hash_tiles: state.size.div_ceil(TILE_WIDTH),
         checkpoints: checkpoints.len() as u64,
         unsigned_entries: state.size - checkpoints.last().map_or(0, |c| c.size),
@@ -262,6 +385,6 @@ fn read_checkpoints(s: &dyn Storage, origin: &str, verifier: &NoteVerifier) -> R
 
 impl From<io::Error> for VerifyFailure {
     fn from(source: io::Error) -> VerifyFailure {
-        VerifyFailure::Io { file: ENTRIES_FILE, source }
+        VerifyFailure::Io { file: "the log's files".into(), source }
     }
 }

@@ -91,6 +91,15 @@ impl custos_log::storage::Storage for Gate {
     fn truncate(&self, file: &str, len: u64) -> std::io::Result<()> {
         self.inner.truncate(file, len)
     }
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        self.inner.list()
+    }
+    fn remove(&self, file: &str) -> std::io::Result<()> {
+        self.inner.remove(file)
+    }
+    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
 }
 
 /// A writer that cannot keep up fills the queue; an async append then

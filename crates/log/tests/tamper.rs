@@ -12,6 +12,9 @@ use custos_tlog::hash::leaf_hash;
 
 type Image = BTreeMap<String, Vec<u8>>;
 
+/// The first (and, for these small logs, only) entries segment.
+const SEG0: &str = "entries.00000000000000000000";
+
 /// A log of 600 entries with checkpoints at 300 and 600, and the byte
 /// offset of each entry's record.
 fn build() -> (Image, Vec<usize>) {
@@ -44,7 +47,7 @@ fn check(image: Image) -> (String, String) {
 }
 
 fn record(img: &Image, offsets: &[usize], i: usize) -> Vec<u8> {
-    let e = &img["entries"];
+    let e = &img[SEG0];
     let end = offsets.get(i + 1).copied().unwrap_or(e.len());
     e[offsets[i]..end].to_vec()
 }
@@ -57,7 +60,7 @@ fn forge(img: &mut Image, offsets: &[usize], i: usize) {
     let len = (rec.len() as u32 - 8).to_le_bytes();
     let crc = crc32c::crc32c_append(crc32c::crc32c(&len), &rec[8..]);
     rec[4..8].copy_from_slice(&crc.to_le_bytes());
-    img.get_mut("entries").unwrap()[offsets[i]..offsets[i] + rec.len()].copy_from_slice(&rec);
+    img.get_mut(SEG0).unwrap()[offsets[i]..offsets[i] + rec.len()].copy_from_slice(&rec);
 }
 
 #[test]
@@ -70,7 +73,7 @@ fn untouched_log_verifies() {
 #[test]
 fn entries_file_ends_in_zeroed_space_that_reopen_keeps_and_verify_accepts() {
     let (img, offsets) = build();
-    let e = &img["entries"];
+    let e = &img[SEG0];
     let len = u32::from_le_bytes(e[offsets[599]..offsets[599] + 4].try_into().unwrap()) as usize;
     let end = offsets[599] + 8 + len;
     // The writer leaves zeroed space after the records, ending on a 4 KiB
@@ -86,7 +89,7 @@ fn entries_file_ends_in_zeroed_space_that_reopen_keeps_and_verify_accepts() {
     log.sign_checkpoint().unwrap();
     drop(log);
     // The new entry went where the zeros began, not after them.
-    let e = storage.contents("entries").unwrap();
+    let e = storage.contents(SEG0).unwrap();
     assert_eq!(&e[end + 8..end + 8 + 12], b"after reopen");
     assert_eq!(verify(&*storage).unwrap().entries, 601);
 }
@@ -96,7 +99,7 @@ fn zeroed_last_entries_are_caught_by_the_checkpoint() {
     // Zeros where the last entries were look like zeroed space, so it is
     // the stored hashes and the checkpoint that name them as removed.
     let (mut img, offsets) = build();
-    let e = img.get_mut("entries").unwrap();
+    let e = img.get_mut(SEG0).unwrap();
     for b in &mut e[offsets[550]..] {
         *b = 0;
     }
@@ -108,7 +111,7 @@ fn zeroed_last_entries_are_caught_by_the_checkpoint() {
 #[test]
 fn zeroed_entries_before_others_name_the_first() {
     let (mut img, offsets) = build();
-    let e = img.get_mut("entries").unwrap();
+    let e = img.get_mut(SEG0).unwrap();
     for b in &mut e[offsets[40]..offsets[45]] {
         *b = 0;
     }
@@ -120,7 +123,7 @@ fn zeroed_entries_before_others_name_the_first() {
 #[test]
 fn flipped_byte_names_the_entry() {
     let (mut img, offsets) = build();
-    img.get_mut("entries").unwrap()[offsets[123] + 20] ^= 0x40;
+    img.get_mut(SEG0).unwrap()[offsets[123] + 20] ^= 0x40;
     let (v, o) = check(img);
     assert!(v.starts_with("entry 123 at byte") && v.contains("checksum"), "{v}");
     assert!(o.contains("entry 123"), "{o}");
@@ -153,7 +156,7 @@ fn reordered_entries_name_the_first_moved_one() {
     let (a, b) = (record(&img, &offsets, 10), record(&img, &offsets, 11));
     let mut swapped = b.clone();
     swapped.extend_from_slice(&a);
-    img.get_mut("entries").unwrap()[offsets[10]..offsets[10] + swapped.len()].copy_from_slice(&swapped);
+    img.get_mut(SEG0).unwrap()[offsets[10]..offsets[10] + swapped.len()].copy_from_slice(&swapped);
     let (v, o) = check(img);
     assert!(v.contains("stored hash of entry 10 "), "{v}");
     assert!(o.contains("entry 10 "), "{o}");
@@ -162,7 +165,7 @@ fn reordered_entries_name_the_first_moved_one() {
 #[test]
 fn deleted_entry_names_where_it_was() {
     let (mut img, offsets) = build();
-    let e = img.get_mut("entries").unwrap();
+    let e = img.get_mut(SEG0).unwrap();
     e.drain(offsets[77]..offsets[78]);
     let (v, o) = check(img);
     assert!(v.contains("stored hash of entry 77 "), "{v}");
@@ -172,7 +175,7 @@ fn deleted_entry_names_where_it_was() {
 #[test]
 fn truncated_log_names_the_missing_entries() {
     let (mut img, offsets) = build();
-    img.get_mut("entries").unwrap().truncate(offsets[500]);
+    img.get_mut(SEG0).unwrap().truncate(offsets[500]);
     img.get_mut("hashes").unwrap().truncate(500 * 32);
     let (v, o) = check(img);
     assert!(v.contains("checkpoint 1") && v.contains("entries 500.. were removed"), "{v}");
@@ -182,7 +185,7 @@ fn truncated_log_names_the_missing_entries() {
 #[test]
 fn truncation_mid_record_names_the_entry() {
     let (mut img, offsets) = build();
-    img.get_mut("entries").unwrap().truncate(offsets[321] + 5);
+    img.get_mut(SEG0).unwrap().truncate(offsets[321] + 5);
     let (v, o) = check(img);
     assert!(v.starts_with("entry 321 at byte"), "{v}");
     assert!(o.contains("entry 321"), "{o}");

@@ -20,6 +20,7 @@ pub mod admin;
 pub mod audit;
 pub mod authn;
 pub mod checkpointer;
+pub mod compactor;
 pub mod config;
 pub mod conn;
 pub mod error;
@@ -114,8 +115,9 @@ pub async fn serve(
     lifecycle(&state, "custos.server.start", settings).await?;
     let checkpointer = tokio::spawn(checkpointer::run(state.clone()));
     let watcher = tokio::spawn(sources::watch(state.clone()));
-    let stop_indexer = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let indexer = search::spawn_indexer(state.clone(), stop_indexer.clone())?;
+    let stop_workers = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let indexer = search::spawn_indexer(state.clone(), stop_workers.clone())?;
+    let compactor = compactor::spawn(state.clone(), stop_workers.clone())?;
     // A whole request (headers and body) must arrive within the body
     // timeout plus ten seconds for the headers.
     let request_timeout = state.config.body_timeout + std::time::Duration::from_secs(10);
@@ -123,8 +125,8 @@ pub async fn serve(
         .await?;
     checkpointer.abort();
     watcher.abort();
-    stop_indexer.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = tokio::task::spawn_blocking(move || indexer.join()).await;
+    stop_workers.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || (indexer.join(), compactor.join())).await;
     lifecycle(&state, "custos.server.stop", "drained in-flight requests".into()).await?;
     let s = state.clone();
     tokio::task::spawn_blocking(move || checkpointer::sign_all(&s)).await?;

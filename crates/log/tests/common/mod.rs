@@ -18,6 +18,13 @@ pub fn open(storage: Arc<dyn Storage>) -> Log {
     Log::open(storage, LogConfig::new(ORIGIN), signer()).expect("open log")
 }
 
+/// A log whose segments hold 256 entries, so that small tests have many.
+pub fn open_small_segments(storage: Arc<dyn Storage>) -> Log {
+    let mut config = LogConfig::new(ORIGIN);
+    config.segment_entries = 256;
+    Log::open(storage, config, signer()).expect("open log")
+}
+
 pub fn verify(storage: &dyn Storage) -> Result<VerifyReport, String> {
     verify_log(storage, ORIGIN, &signer().verifier(), &mut |_, _| {}).map_err(|e| e.to_string())
 }
