@@ -15,6 +15,8 @@ use std::borrow::Cow;
 
 use custos_event::doc::{Node, Num};
 use custos_log::Log;
+
+use crate::unsynced;
 use serde_json::Value;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{
@@ -243,8 +245,11 @@ pub struct LogIndex {
     dir: PathBuf,
     index: Index,
     reader: IndexReader,
-    writer: Mutex<IndexWriter>,
+    /// `None` once closed.
+    writer: Mutex<Option<IndexWriter>>,
     fields: Fields,
+    /// Whether commits skip fsync (see [`crate::unsynced`]).
+    unsynced: bool,
 }
 
 fn indexed_count(index: &Index) -> Result<u64, IndexError> {
@@ -264,7 +269,14 @@ impl LogIndex {
     /// stopped: `threads` indexing threads sharing `memory_bytes` of
     /// buffers (more memory means fewer, larger segments to merge).
     pub fn open_with(dir: &Path, log_size: u64, threads: usize, memory_bytes: usize) -> Result<LogIndex, IndexError> {
-        match Self::try_open(dir, threads, memory_bytes) {
+        let boot = unsynced::boot_id();
+        if let Some(b) = &boot {
+            if let unsynced::Marker::OpenOtherBoot(old) = unsynced::read_marker(dir, b) {
+                tracing::warn!(dir = %dir.display(), boot = old, "index was open when the machine went down; rebuilding");
+                std::fs::remove_dir_all(dir)?;
+            }
+        }
+        match Self::try_open(dir, threads, memory_bytes, boot.as_deref()) {
             Ok(ix) if ix.indexed()? <= log_size => return Ok(ix),
             Ok(ix) => {
                 tracing::warn!(dir = %dir.display(), indexed = ix.indexed()?, log_size, "index is ahead of the log; rebuilding")
@@ -274,18 +286,46 @@ impl LogIndex {
         if dir.exists() {
             std::fs::remove_dir_all(dir)?;
         }
-        Self::try_open(dir, threads, memory_bytes)
+        Self::try_open(dir, threads, memory_bytes, boot.as_deref())
     }
 
-    fn try_open(dir: &Path, threads: usize, memory_bytes: usize) -> Result<LogIndex, IndexError> {
+    fn try_open(dir: &Path, threads: usize, memory_bytes: usize, boot: Option<&str>) -> Result<LogIndex, IndexError> {
         std::fs::create_dir_all(dir)?;
         let (schema, fields) = schema();
-        let mmap = tantivy::directory::MmapDirectory::open(dir)
-            .map_err(|e| IndexError::Io(std::io::Error::other(e.to_string())))?;
-        let index = Index::open_or_create(mmap, schema)?;
+        let dir_err =
+            |e: tantivy::directory::error::OpenDirectoryError| IndexError::Io(std::io::Error::other(e.to_string()));
+        let index = match boot {
+            Some(b) => {
+                // Durably marked open before anything is written unsynced.
+                unsynced::mark_open(dir, b)?;
+                Index::open_or_create(unsynced::UnsyncedDirectory::open(dir).map_err(dir_err)?, schema)?
+            }
+            None => Index::open_or_create(tantivy::directory::MmapDirectory::open(dir).map_err(dir_err)?, schema)?,
+        };
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         let writer = index.writer_with_num_threads(threads, memory_bytes)?;
-        Ok(LogIndex { dir: dir.to_path_buf(), index, reader, writer: Mutex::new(writer), fields })
+        Ok(LogIndex {
+            dir: dir.to_path_buf(),
+            index,
+            reader,
+            writer: Mutex::new(Some(writer)),
+            fields,
+            unsynced: boot.is_some(),
+        })
+    }
+
+    /// Stops indexing: waits for background merges, syncs every file and
+    /// marks the index clean. Searches still work; [`LogIndex::catch_up`]
+    /// then fails.
+    pub fn close(&self) -> Result<(), IndexError> {
+        let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return Ok(());
+        };
+        writer.wait_merging_threads()?;
+        if self.unsynced {
+            unsynced::mark_clean(&self.dir)?;
+        }
+        Ok(())
     }
 
     /// The directory.
@@ -301,7 +341,8 @@ impl LogIndex {
     /// Indexes up to `max` new entries of `log` and commits; returns how
     /// many were added. Searches see them once this returns.
     pub fn catch_up(&self, log: &Log, max: u64) -> Result<u64, IndexError> {
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let writer = guard.as_mut().ok_or_else(|| IndexError::Io(std::io::Error::other("the index is closed")))?;
         let start = self.indexed()?;
         let end = log.size().min(start + max);
         if end <= start {

@@ -5,6 +5,8 @@
 //!   brute-force evaluator over event JSON, the model the index must match.
 //! - [`engine`]: the tantivy index of one log: schema, indexing from the
 //!   log, and queries translated to tantivy.
+//! - [`unsynced`]: the index directory without fsyncs, and the marker that
+//!   has an index rebuilt after a machine crash.
 //!
 //! # Invariants
 //! The log is the only source of truth: the index stores no event data
@@ -13,3 +15,4 @@
 
 pub mod engine;
 pub mod query;
+pub mod unsynced;

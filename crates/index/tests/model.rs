@@ -272,3 +272,35 @@ fn top_n_and_histogram_equal_brute_force_counts() {
     assert!(f.index.aggregate(&q, Some("message"), 3, None, now()).is_err());
     assert!(f.index.aggregate(&q, None, 0, Some("1y"), now()).is_err());
 }
+
+/// Commits are not synced; an index that was open when the machine went
+/// down (another boot id in its marker) is rebuilt, while one left open by
+/// a process that died under this boot, or closed cleanly, is kept.
+#[test]
+fn an_index_open_across_a_machine_crash_is_rebuilt() {
+    use custos_index::unsynced::{MARKER_FILE, boot_id};
+    let Some(boot) = boot_id() else { return };
+    let f = fixture(300);
+    let dir = f.index.dir().to_path_buf();
+    let size = f.log.size();
+    assert_eq!(std::fs::read_to_string(dir.join(MARKER_FILE)).unwrap(), format!("open {boot}\n"));
+    f.index.close().unwrap();
+    assert_eq!(std::fs::read_to_string(dir.join(MARKER_FILE)).unwrap(), "clean\n");
+    assert!(f.index.catch_up(&f.log, 10).is_err(), "a closed index takes no more entries");
+    drop(f.index);
+    let index = LogIndex::open(&dir, size).unwrap();
+    assert_eq!(index.indexed().unwrap(), size, "a clean index is kept");
+    drop(index);
+    // Left open (kill -9) under this boot: kept.
+    let index = LogIndex::open(&dir, size).unwrap();
+    assert_eq!(index.indexed().unwrap(), size);
+    drop(index);
+    // Left open under another boot: rebuilt.
+    std::fs::write(dir.join(MARKER_FILE), "open 00000000-0000-0000-0000-000000000000\n").unwrap();
+    let index = LogIndex::open(&dir, size).unwrap();
+    assert_eq!(index.indexed().unwrap(), 0);
+    while index.catch_up(&f.log, 1000).unwrap() > 0 {}
+    let g = Fixture { _dir: f._dir, log: f.log, index, entries: f.entries };
+    let q = "status:failure";
+    assert_eq!(indexed(&g, q), brute(&g, q));
+}

@@ -126,7 +126,13 @@ pub async fn serve(
     checkpointer.abort();
     watcher.abort();
     stop_workers.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = tokio::task::spawn_blocking(move || (indexer.join(), compactor.join())).await;
+    let s = state.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let joined = (indexer.join(), compactor.join());
+        s.indexes.close_all();
+        joined
+    })
+    .await;
     lifecycle(&state, "custos.server.stop", "drained in-flight requests".into()).await?;
     let s = state.clone();
     tokio::task::spawn_blocking(move || checkpointer::sign_all(&s)).await?;

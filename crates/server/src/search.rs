@@ -34,6 +34,18 @@ pub struct Indexes {
 }
 
 impl Indexes {
+    /// Closes every open index (waiting for merges, syncing its files and
+    /// marking it clean), at shutdown, once the indexer has stopped.
+    /// Blocking.
+    pub fn close_all(&self) {
+        let all: Vec<(String, Arc<LogIndex>)> = self.map.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        for (name, ix) in all {
+            if let Err(e) = ix.close() {
+                tracing::warn!(log = name, error = %e, "closing the index failed; it is rebuilt if the machine goes down first");
+            }
+        }
+    }
+
     /// Drops the open index of a log, so that the next use reopens it
     /// (and rebuilds it if it is damaged).
     pub fn forget(&self, name: &str) {
