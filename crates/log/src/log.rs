@@ -39,7 +39,7 @@ pub const QUEUE_DEPTH_REQUESTS: usize = 1024;
 /// At most this many entries share one write and fsync.
 pub const DEFAULT_MAX_BATCH_ENTRIES: usize = 16 * 1024;
 /// At most this many bytes share one write and fsync. It also bounds how
-/// much damaged data recovery may cut from the end of the entries file:
+/// much damaged data recovery may cut from the end of the last segment:
 /// only the last, unacknowledged batch can be torn.
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
 /// When a batch would end past the zeroed space at the end of the entries
@@ -385,13 +385,14 @@ struct Stats {
 /// Counters of a log since it was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogStats {
-    /// Group commits, each one write and one fsync of the entries file.
+    /// Group commits, each one write and one fsync of the last segment (two
+    /// when a new segment starts).
     pub commits: u64,
     /// Entries appended.
     pub entries: u64,
     /// Entry bytes appended.
     pub bytes: u64,
-    /// Time spent in fsync of the entries file.
+    /// Time spent in fsync of entries segments.
     pub fsync_ns: u64,
 }
 
@@ -532,7 +533,7 @@ impl Log {
 
     /// The entry at `index`.
     pub fn entry(&self, index: u64) -> Result<Vec<u8>, ReadError> {
-        let mut v = self.entries(index, index + 1)?;
+        let mut v = self.entries_at(&[index])?;
         Ok(v.pop().expect("one entry"))
     }
 
@@ -575,14 +576,14 @@ impl Log {
         let mut order: Vec<usize> = (0..indexes.len()).collect();
         order.sort_by_key(|&k| indexes[k]);
         let mut out: Vec<Option<Vec<u8>>> = vec![None; indexes.len()];
-        let mut cached: Option<(u64, Vec<Vec<u8>>)> = None;
-        for k in order {
-            let bundle = indexes[k] / TILE_WIDTH;
-            if cached.as_ref().is_none_or(|(b, _)| *b != bundle) {
-                cached = Some((bundle, self.load_bundle(bundle)?));
+        // The hits in one bundle, read together.
+        for group in order.chunk_by(|&a, &b| indexes[a] / TILE_WIDTH == indexes[b] / TILE_WIDTH) {
+            let bundle = indexes[group[0]] / TILE_WIDTH;
+            let positions: Vec<usize> = group.iter().map(|&k| (indexes[k] % TILE_WIDTH) as usize).collect();
+            let records = self.load_from_bundle(bundle, Some(&positions))?;
+            for &k in group {
+                out[k] = Some(records[(indexes[k] % TILE_WIDTH) as usize].clone());
             }
-            let (_, records) = cached.as_ref().expect("just read");
-            out[k] = Some(records[(indexes[k] % TILE_WIDTH) as usize].clone());
         }
         Ok(out.into_iter().map(|e| e.expect("every index read")).collect())
     }
@@ -594,10 +595,16 @@ impl Log {
     /// segment meanwhile, the bundle is looked up again: it is in the
     /// bundles file now.
     fn load_bundle(&self, bundle: u64) -> Result<Vec<Vec<u8>>, ReadError> {
+        self.load_from_bundle(bundle, None)
+    }
+
+    /// [`Log::load_bundle`], reading at least the entries at `only`
+    /// (sorted positions in the bundle) if given.
+    fn load_from_bundle(&self, bundle: u64, only: Option<&[usize]>) -> Result<Vec<Vec<u8>>, ReadError> {
         let mut attempt = 0;
         loop {
             let span = self.read_state().span(bundle);
-            match self.read_span(bundle, &span) {
+            match self.read_span(bundle, &span, only) {
                 Err(ReadError::Io(e))
                     if e.kind() == io::ErrorKind::NotFound
                         && matches!(span, Span::Raw { .. })
@@ -610,7 +617,9 @@ impl Log {
         }
     }
 
-    fn read_span(&self, bundle: u64, span: &Span) -> Result<Vec<Vec<u8>>, ReadError> {
+    /// Reads bundle `bundle` from `span`: every entry, or, with `only`
+    /// (sorted positions in the bundle), at least those.
+    fn read_span(&self, bundle: u64, span: &Span, only: Option<&[usize]>) -> Result<Vec<Vec<u8>>, ReadError> {
         let damaged = |what: String| ReadError::Io(io::Error::new(io::ErrorKind::InvalidData, what));
         match *span {
             Span::Raw { ref file, from, to } => {
@@ -636,11 +645,31 @@ impl Log {
                 else {
                     return Err(damaged(format!("{BUNDLES_FILE} damaged at byte {offset} since open")));
                 };
-                let (number, bytes) = format::decode_bundle_payload(payload).map_err(damaged)?;
-                if number != bundle {
-                    return Err(damaged(format!("{BUNDLES_FILE} holds bundle {number} where {bundle} was")));
+                let rec = format::parse_bundle_payload(payload).map_err(damaged)?;
+                if rec.number != bundle {
+                    return Err(damaged(format!("{BUNDLES_FILE} holds bundle {} where {bundle} was", rec.number)));
                 }
-                Ok(format::split_bundle(&bytes).map_err(damaged)?.into_iter().map(<[u8]>::to_vec).collect())
+                match only {
+                    // Just the frames that hold the entries asked for; the
+                    // others stay empty.
+                    Some(positions) => {
+                        let mut out = vec![Vec::new(); TILE_WIDTH as usize];
+                        let mut done = usize::MAX;
+                        for &p in positions {
+                            let g = p / format::FRAME_ENTRIES;
+                            if g != done {
+                                let frame = rec.frame_entries(g).map_err(damaged)?;
+                                let at = g * format::FRAME_ENTRIES;
+                                for (k, e) in frame.into_iter().enumerate() {
+                                    out[at + k] = e;
+                                }
+                                done = g;
+                            }
+                        }
+                        Ok(out)
+                    }
+                    None => rec.entries().map_err(damaged),
+                }
             }
         }
     }
@@ -1223,16 +1252,13 @@ fn recover(
         |offset, payload| -> Result<(), OpenError> {
             let index = r.state.size;
             let corrupt = |reason: String| OpenError::Corrupt { file: BUNDLES_FILE.into(), index, offset, reason };
-            let (number, raw) = format::decode_bundle_payload(payload).map_err(corrupt)?;
-            if number != r.state.archived {
-                return Err(corrupt(format!("holds bundle {number} where bundle {} belongs", r.state.archived)));
+            let rec = format::parse_bundle_payload(payload).map_err(corrupt)?;
+            if rec.number != r.state.archived {
+                return Err(corrupt(format!("holds bundle {} where bundle {} belongs", rec.number, r.state.archived)));
             }
-            let entries = format::split_bundle(&raw).map_err(corrupt)?;
-            if entries.len() as u64 != TILE_WIDTH {
-                return Err(corrupt(format!("bundle {number} holds {} entries, not {TILE_WIDTH}", entries.len())));
-            }
+            let entries = rec.entries().map_err(corrupt)?;
             r.state.push_archived(offset, (format::RECORD_HEADER_SIZE_BYTES + payload.len()) as u64);
-            for e in entries {
+            for e in &entries {
                 let leaf = r.leaf(BUNDLES_FILE, offset, e)?;
                 r.state.push_leaf(leaf);
                 r.pushed()?;

@@ -93,7 +93,7 @@ pub fn scan_records_max<E: From<io::Error>>(
 }
 
 /// Whether every byte of `file` from `offset` to `file_len` is zero: the
-/// zeroed space the log writes ahead at the end of its entries file.
+/// zeroed space the log writes ahead at the end of an entries segment.
 pub fn is_zero_tail(s: &dyn Storage, file: &str, offset: u64, file_len: u64) -> io::Result<bool> {
     let mut buf = vec![0u8; SCAN_CHUNK_BYTES.min(file_len.saturating_sub(offset) as usize)];
     let mut at = offset;

@@ -233,16 +233,12 @@ pub fn verify_log(
             |offset, payload| -> Result<(), VerifyFailure> {
                 let index = c.state.size;
                 let bad = |reason: String| VerifyFailure::Entry { index, file: BUNDLES_FILE.into(), offset, reason };
-                let (number, raw) = format::decode_bundle_payload(payload).map_err(bad)?;
+                let rec = format::parse_bundle_payload(payload).map_err(bad)?;
                 let want = index / TILE_WIDTH;
-                if number != want {
-                    return Err(bad(format!("the record holds bundle {number} where bundle {want} belongs")));
+                if rec.number != want {
+                    return Err(bad(format!("the record holds bundle {} where bundle {want} belongs", rec.number)));
                 }
-                let entries = format::split_bundle(&raw).map_err(bad)?;
-                if entries.len() as u64 != TILE_WIDTH {
-                    return Err(bad(format!("bundle {number} holds {} entries, not {TILE_WIDTH}", entries.len())));
-                }
-                for e in entries {
+                for e in &rec.entries().map_err(bad)? {
                     c.entry(BUNDLES_FILE, offset, c.state.size, e)?;
                 }
                 Ok(())

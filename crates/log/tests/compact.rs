@@ -48,6 +48,12 @@ fn snapshot(log: &custos_log::Log) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>,
         (0..size.div_ceil(256)).map(|b| log.entry_bundle(b, (size - b * 256).min(256) as u16).unwrap()).collect();
     let tiles = (0..size / 256).map(|t| log.hash_tile(0, t, 256).unwrap()).collect();
     let proofs = [0, 1, 255, 256, 511, 700, size - 1].iter().map(|&i| log.inclusion_proof(i, size).unwrap()).collect();
+    // Hits as search reads them: scattered, repeated, across frames.
+    let hits = [size - 1, 3, 700, 64, 63, 300, 3, 191, 192, 0];
+    let scattered = log.entries_at(&hits).unwrap();
+    for (h, e) in hits.iter().zip(&scattered) {
+        assert_eq!(e, &all[*h as usize], "entry {h} read as a hit");
+    }
     (all, bundles, tiles, proofs)
 }
 

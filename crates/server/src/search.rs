@@ -183,31 +183,54 @@ pub async fn search(
     }
     let s = state.clone();
     let log = ext.log.clone();
-    let out = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+    let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
         let ix = s.indexes.get(&s, &name)?;
         let now = custos_event::time::now_nanos();
         let (hits, total) = ix.search(&q, limit, p.cursor, newest_first, now).map_err(index_error)?;
         let mut out = Vec::with_capacity(hits.len());
-        for (i, entry) in hits.iter().zip(log.entries_at(&hits)?) {
-            out.push(json!({
-                "index": i,
-                "leaf_hash": B64.encode(custos_tlog::leaf_hash(&entry).0),
-                "event": serde_json::from_slice::<Value>(&entry).unwrap_or(Value::Null),
-            }));
+        for (&index, entry) in hits.iter().zip(log.entries_at(&hits)?) {
+            let leaf_hash = B64.encode(custos_tlog::leaf_hash(&entry).0);
+            // An entry is the canonical JSON of its event: it goes into the
+            // answer as it is, checked but not rebuilt.
+            let event = String::from_utf8(entry)
+                .ok()
+                .and_then(|s| serde_json::value::RawValue::from_string(s).ok())
+                .unwrap_or_else(|| serde_json::value::RawValue::from_string("null".into()).expect("valid JSON"));
+            out.push(Hit { event, index, leaf_hash });
         }
-        let next = (hits.len() == limit).then(|| hits.last().copied()).flatten();
-        Ok(json!({
-            "log": name,
-            "total": total,
-            "hits": out,
-            "next_cursor": next,
-            "indexed": ix.indexed().unwrap_or(0),
-            "log_size": log.size(),
-        }))
+        let page = Page {
+            hits: out,
+            indexed: ix.indexed().unwrap_or(0),
+            log: name,
+            log_size: log.size(),
+            next_cursor: (hits.len() == limit).then(|| hits.last().copied()).flatten(),
+            total,
+        };
+        serde_json::to_vec(&page).map_err(|e| ApiError::unavailable(e.to_string(), 1))
     })
     .await
     .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
-    Ok(Json(out).into_response())
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// One search hit, as answered.
+#[derive(serde::Serialize)]
+struct Hit {
+    event: Box<serde_json::value::RawValue>,
+    index: u64,
+    leaf_hash: String,
+}
+
+/// A page of search hits, as answered (fields in the order `json!` gives
+/// them elsewhere: sorted).
+#[derive(serde::Serialize)]
+struct Page {
+    hits: Vec<Hit>,
+    indexed: u64,
+    log: String,
+    log_size: u64,
+    next_cursor: Option<u64>,
+    total: usize,
 }
 
 /// Chunks of an export in flight, at most: with 64 KiB chunks, an export
