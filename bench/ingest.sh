@@ -84,9 +84,17 @@ BODY=$WORK/batch.ndjson CT=application/x-ndjson wrk -t2 -c4 -d${SECS}s -s "$WORK
 RPS=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk1")
 echo "=> custos batched ingest: $(python3 -c "print(int($RPS*1000))") events/s (acknowledged durable)"
 single_paced "indexer catching up"
-echo "=> custos peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER/status)"
+echo "=> custos peak RSS so far: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER/status)"
 SIZE=$(curl -s -H "Authorization: Bearer $TOKEN" 127.0.0.1:$PORT/v1/logs/bench | python3 -c 'import json,sys; print(json.load(sys.stdin)["size"])')
 echo "=> bench log holds $SIZE events"
+# The indexer's last merges after a burst are the server's memory peak:
+# wait until the index has caught up, and a little more for its merges.
+indexed() { curl -s -H "Authorization: Bearer $TOKEN" "127.0.0.1:$PORT/v1/logs/bench/search?limit=1" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v["indexed"] == v["log_size"])'; }
+START=$(date +%s)
+until [ "$(indexed)" = True ]; do sleep 1; done
+echo "=> index caught up $(( $(date +%s) - START )) s after the paced run"
+sleep 10
+echo "=> custos peak RSS, index caught up: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER/status); now $(awk '/VmRSS/ {print $2, $3}' /proc/$SERVER/status)"
 kill $SERVER; wait $SERVER || true
 
 echo "## the same batched run without authentication (--insecure-no-auth), for the cost of auth"
