@@ -729,14 +729,16 @@ impl LogIndex {
         }
         let f = &self.fields;
         let mut parts: Vec<(Occur, Box<dyn TQuery>)> = Vec::new();
-        let precise = |a: i64, b: i64| -> Box<dyn TQuery> {
-            Box::new(RangeQuery::new(
-                StdBound::Included(Term::from_field_date(f.time, date(a))),
-                StdBound::Excluded(Term::from_field_date(f.time, date(b))),
-            ))
-        };
         let term = |field: Field, v: i64| -> Box<dyn TQuery> {
             Box::new(TermQuery::new(Term::from_field_u64(field, v as u64), IndexRecordOption::Basic))
+        };
+        // `[a, b)` within at most two hours: the entries of those hours
+        // whose time is in range.
+        let precise = |a: i64, b: i64| -> Box<dyn TQuery> {
+            let hours: Vec<(Occur, Box<dyn TQuery>)> = (a.div_euclid(HOUR_NS)..=(b - 1).div_euclid(HOUR_NS))
+                .map(|h| (Occur::Should, term(f.time_hour, h)))
+                .collect();
+            Box::new(TimeFilter { inner: Box::new(BooleanQuery::new(hours)), lo: a, hi: b })
         };
         let first_hour = lo.div_euclid(HOUR_NS) + i64::from(lo.rem_euclid(HOUR_NS) != 0);
         let last_hour = hi.div_euclid(HOUR_NS); // exclusive
@@ -766,6 +768,100 @@ impl LogIndex {
             }
         }
         Ok(Some(Box::new(BooleanQuery::new(parts))))
+    }
+}
+
+/// The entries of `inner` (the hour terms that hold the range) whose time
+/// is in `[lo, hi)`, read from the `time` column entry by entry. tantivy's
+/// own range on a fast column, once past its last match, scans the column
+/// to the end of the segment for the next one: any time range not aligned
+/// on hours cost a scan of the whole column (24 ms on 10 M entries).
+#[derive(Debug)]
+struct TimeFilter {
+    inner: Box<dyn TQuery>,
+    lo: i64,
+    hi: i64,
+}
+
+impl Clone for TimeFilter {
+    fn clone(&self) -> TimeFilter {
+        TimeFilter { inner: self.inner.box_clone(), lo: self.lo, hi: self.hi }
+    }
+}
+
+impl TQuery for TimeFilter {
+    fn weight(&self, scoring: tantivy::query::EnableScoring<'_>) -> tantivy::Result<Box<dyn tantivy::query::Weight>> {
+        Ok(Box::new(TimeFilterWeight { inner: self.inner.weight(scoring)?, lo: self.lo, hi: self.hi }))
+    }
+}
+
+struct TimeFilterWeight {
+    inner: Box<dyn tantivy::query::Weight>,
+    lo: i64,
+    hi: i64,
+}
+
+impl tantivy::query::Weight for TimeFilterWeight {
+    fn scorer(
+        &self,
+        reader: &tantivy::SegmentReader,
+        boost: tantivy::Score,
+    ) -> tantivy::Result<Box<dyn tantivy::query::Scorer>> {
+        let column = reader.fast_fields().date("time")?;
+        let mut s = TimeFilterScorer { inner: self.inner.scorer(reader, boost)?, column, lo: self.lo, hi: self.hi };
+        s.skip_misses();
+        Ok(Box::new(s))
+    }
+
+    fn explain(&self, _: &tantivy::SegmentReader, _: tantivy::DocId) -> tantivy::Result<tantivy::query::Explanation> {
+        Ok(tantivy::query::Explanation::new("time in range", 1.0))
+    }
+}
+
+struct TimeFilterScorer {
+    inner: Box<dyn tantivy::query::Scorer>,
+    column: tantivy::columnar::Column<DateTime>,
+    lo: i64,
+    hi: i64,
+}
+
+impl TimeFilterScorer {
+    /// Moves to the first entry at or after the current one that is in
+    /// range.
+    fn skip_misses(&mut self) -> tantivy::DocId {
+        let mut doc = self.inner.doc();
+        while doc != tantivy::TERMINATED
+            && !self.column.values_for_doc(doc).any(|t| (self.lo..self.hi).contains(&t.into_timestamp_nanos()))
+        {
+            doc = self.inner.advance();
+        }
+        doc
+    }
+}
+
+impl tantivy::DocSet for TimeFilterScorer {
+    fn advance(&mut self) -> tantivy::DocId {
+        self.inner.advance();
+        self.skip_misses()
+    }
+
+    fn seek(&mut self, target: tantivy::DocId) -> tantivy::DocId {
+        self.inner.seek(target);
+        self.skip_misses()
+    }
+
+    fn doc(&self) -> tantivy::DocId {
+        self.inner.doc()
+    }
+
+    fn size_hint(&self) -> u32 {
+        self.inner.size_hint()
+    }
+}
+
+impl tantivy::query::Scorer for TimeFilterScorer {
+    fn score(&mut self) -> tantivy::Score {
+        self.inner.score()
     }
 }
 

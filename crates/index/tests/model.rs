@@ -28,7 +28,18 @@ fn events(seed: u64, n: usize) -> Vec<Value> {
     (0..n)
         .map(|i| {
             let mut e = json!({
-                "time": custos_event::time::format_rfc3339(custos_event::time::parse_rfc3339(NOW).unwrap() - (r(72) as i64) * 3_600_000_000_000),
+                // On the hour, on a minute (where generated range bounds
+                // fall), or anywhere: time ranges are answered per hour,
+                // and per entry within partial hours.
+                "time": custos_event::time::format_rfc3339(
+                    custos_event::time::parse_rfc3339(NOW).unwrap()
+                        - (r(72) as i64) * 3_600_000_000_000
+                        - match r(3) {
+                            0 => 0,
+                            1 => (r(60) as i64) * 60_000_000_000,
+                            _ => (r(3_600_000) as i64) * 1_000_000,
+                        }
+                ),
                 "received_at": NOW,
                 "log": "m",
                 "submitter": {"name": "ingest", "via": "http"},
