@@ -6,10 +6,13 @@
 //! numeric fields. No event data is stored in the index: hits are read
 //! back from the log, with their proofs.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::ops::Bound as StdBound;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use tantivy::columnar::Column;
 
 use std::borrow::Cow;
 
@@ -18,7 +21,7 @@ use custos_log::Log;
 
 use crate::unsynced;
 use serde_json::Value;
-use tantivy::collector::{Count, TopDocs};
+use tantivy::collector::Count;
 use tantivy::query::{
     AllQuery, BooleanQuery, EmptyQuery, ExistsQuery, Occur, PhraseQuery, Query as TQuery, RangeQuery, RegexQuery,
     TermQuery,
@@ -27,7 +30,7 @@ use tantivy::schema::{
     DateOptions, DateTimePrecision, FAST, Field, INDEXED, IndexRecordOption, IpAddrOptions, NumericOptions, STRING,
     Schema, TEXT,
 };
-use tantivy::{DateTime, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{DateTime, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use crate::query::{self, Bound, NUMERIC_FIELDS, Query, Value_};
 
@@ -293,6 +296,83 @@ fn document(f: &Fields, index: u64, entry: &[u8]) -> TantivyDocument {
     doc
 }
 
+/// The `limit` hits with the highest (or lowest) entry numbers, read from
+/// the kept `index` columns.
+struct TopByIndex {
+    limit: usize,
+    newest_first: bool,
+    columns: Arc<HashMap<tantivy::index::SegmentId, Column<u64>>>,
+}
+
+struct TopByIndexSegment {
+    limit: usize,
+    newest_first: bool,
+    column: Option<Column<u64>>,
+    /// The best `limit` entry numbers so far, worst on top.
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<u64>>,
+    heap_asc: std::collections::BinaryHeap<u64>,
+}
+
+impl tantivy::collector::Collector for TopByIndex {
+    type Fruit = Vec<u64>;
+    type Child = TopByIndexSegment;
+
+    fn for_segment(&self, _: u32, reader: &tantivy::SegmentReader) -> tantivy::Result<TopByIndexSegment> {
+        let column = match self.columns.get(&reader.segment_id()) {
+            Some(c) => Some(c.clone()),
+            None => reader.fast_fields().u64("index").ok(),
+        };
+        Ok(TopByIndexSegment {
+            limit: self.limit,
+            newest_first: self.newest_first,
+            column,
+            heap: Default::default(),
+            heap_asc: Default::default(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Vec<u64>>) -> tantivy::Result<Vec<u64>> {
+        let mut all: Vec<u64> = fruits.into_iter().flatten().collect();
+        if self.newest_first {
+            all.sort_unstable_by(|a, b| b.cmp(a));
+        } else {
+            all.sort_unstable();
+        }
+        all.truncate(self.limit);
+        Ok(all)
+    }
+}
+
+impl tantivy::collector::SegmentCollector for TopByIndexSegment {
+    type Fruit = Vec<u64>;
+
+    fn collect(&mut self, doc: tantivy::DocId, _: tantivy::Score) {
+        let Some(v) = self.column.as_ref().and_then(|c| c.first(doc)) else { return };
+        if self.newest_first {
+            // Keep the largest: a min-heap of them.
+            if self.heap.len() < self.limit {
+                self.heap.push(std::cmp::Reverse(v));
+            } else if self.heap.peek().is_some_and(|w| v > w.0) {
+                self.heap.pop();
+                self.heap.push(std::cmp::Reverse(v));
+            }
+        } else if self.heap_asc.len() < self.limit {
+            self.heap_asc.push(v);
+        } else if self.heap_asc.peek().is_some_and(|w| v < *w) {
+            self.heap_asc.pop();
+            self.heap_asc.push(v);
+        }
+    }
+
+    fn harvest(self) -> Vec<u64> {
+        if self.newest_first { self.heap.into_iter().map(|r| r.0).collect() } else { self.heap_asc.into_vec() }
+    }
+}
+
 /// The index of one log.
 pub struct LogIndex {
     dir: PathBuf,
@@ -303,6 +383,8 @@ pub struct LogIndex {
     fields: Fields,
     /// Whether commits skip fsync (see [`crate::unsynced`]).
     unsynced: bool,
+    /// The `index` column of each segment of the last searcher.
+    index_columns: Mutex<Arc<HashMap<tantivy::index::SegmentId, Column<u64>>>>,
 }
 
 fn indexed_count(index: &Index) -> Result<u64, IndexError> {
@@ -374,6 +456,7 @@ impl LogIndex {
             writer: Mutex::new(Some(writer)),
             fields,
             unsynced: boot.is_some(),
+            index_columns: Mutex::new(Arc::new(HashMap::new())),
         })
     }
 
@@ -440,22 +523,46 @@ impl LogIndex {
         query::check(q).map_err(IndexError::Query)?;
         let tq = self.translate(q, now_ns)?;
         let searcher = self.reader.searcher();
-        let total = searcher.search(&tq, &Count)?;
-        let page_query: Box<dyn TQuery> = match cursor {
-            None => tq,
-            Some(c) => {
-                let (lo, hi) = if newest_first {
-                    (StdBound::Unbounded, StdBound::Excluded(Term::from_field_u64(self.fields.index, c)))
-                } else {
-                    (StdBound::Excluded(Term::from_field_u64(self.fields.index, c)), StdBound::Unbounded)
-                };
-                Box::new(BooleanQuery::new(vec![(Occur::Must, tq), (Occur::Must, Box::new(RangeQuery::new(lo, hi)))]))
-            }
+        let top =
+            TopByIndex { limit: limit.clamp(1, MAX_PAGE_HITS), newest_first, columns: self.index_columns(&searcher) };
+        let Some(c) = cursor else {
+            // The first page and the count in one pass.
+            let (total, hits) = searcher.search(&tq, &(Count, top))?;
+            return Ok((hits, total));
         };
-        let order = if newest_first { Order::Desc } else { Order::Asc };
-        let top = TopDocs::with_limit(limit.clamp(1, MAX_PAGE_HITS)).order_by_fast_field::<u64>("index", order);
+        let total = searcher.search(&tq, &Count)?;
+        let (lo, hi) = if newest_first {
+            (StdBound::Unbounded, StdBound::Excluded(Term::from_field_u64(self.fields.index, c)))
+        } else {
+            (StdBound::Excluded(Term::from_field_u64(self.fields.index, c)), StdBound::Unbounded)
+        };
+        let page_query = BooleanQuery::new(vec![(Occur::Must, tq), (Occur::Must, Box::new(RangeQuery::new(lo, hi)))]);
         let hits = searcher.search(&page_query, &top)?;
-        Ok((hits.into_iter().map(|(i, _)| i).collect(), total))
+        Ok((hits, total))
+    }
+
+    /// The `index` column of every segment of `searcher`, opened once per
+    /// segment and kept: opening it rebuilds its block table, which took a
+    /// third of the CPU of a selective search on 10 M entries.
+    fn index_columns(&self, searcher: &tantivy::Searcher) -> Arc<HashMap<tantivy::index::SegmentId, Column<u64>>> {
+        let mut cache = self.index_columns.lock().unwrap_or_else(|e| e.into_inner());
+        let readers = searcher.segment_readers();
+        let current = readers.len() == cache.len() && readers.iter().all(|r| cache.contains_key(&r.segment_id()));
+        if !current {
+            let mut next = HashMap::with_capacity(readers.len());
+            for r in readers {
+                let id = r.segment_id();
+                let column = match cache.get(&id) {
+                    Some(c) => Some(c.clone()),
+                    None => r.fast_fields().u64("index").ok(),
+                };
+                if let Some(c) = column {
+                    next.insert(id, c);
+                }
+            }
+            *cache = Arc::new(next);
+        }
+        cache.clone()
     }
 
     /// Counts of matching events: the `top` most frequent values of `by`
