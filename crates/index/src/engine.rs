@@ -308,9 +308,17 @@ struct TopByIndexSegment {
     limit: usize,
     newest_first: bool,
     column: Option<Column<u64>>,
-    /// The best `limit` entry numbers so far, worst on top.
+    /// The best `limit` entry numbers so far, as keys (see
+    /// [`TopByIndexSegment::key`]), worst on top.
     heap: std::collections::BinaryHeap<std::cmp::Reverse<u64>>,
-    heap_asc: std::collections::BinaryHeap<u64>,
+}
+
+impl TopByIndexSegment {
+    /// A key that is larger the better the entry number: the number itself
+    /// newest first, its complement oldest first. Its own inverse.
+    fn key(&self, index: u64) -> u64 {
+        if self.newest_first { index } else { !index }
+    }
 }
 
 impl tantivy::collector::Collector for TopByIndex {
@@ -322,13 +330,7 @@ impl tantivy::collector::Collector for TopByIndex {
             Some(c) => Some(c.clone()),
             None => reader.fast_fields().u64("index").ok(),
         };
-        Ok(TopByIndexSegment {
-            limit: self.limit,
-            newest_first: self.newest_first,
-            column,
-            heap: Default::default(),
-            heap_asc: Default::default(),
-        })
+        Ok(TopByIndexSegment { limit: self.limit, newest_first: self.newest_first, column, heap: Default::default() })
     }
 
     fn requires_scoring(&self) -> bool {
@@ -352,24 +354,17 @@ impl tantivy::collector::SegmentCollector for TopByIndexSegment {
 
     fn collect(&mut self, doc: tantivy::DocId, _: tantivy::Score) {
         let Some(v) = self.column.as_ref().and_then(|c| c.first(doc)) else { return };
-        if self.newest_first {
-            // Keep the largest: a min-heap of them.
-            if self.heap.len() < self.limit {
-                self.heap.push(std::cmp::Reverse(v));
-            } else if self.heap.peek().is_some_and(|w| v > w.0) {
-                self.heap.pop();
-                self.heap.push(std::cmp::Reverse(v));
-            }
-        } else if self.heap_asc.len() < self.limit {
-            self.heap_asc.push(v);
-        } else if self.heap_asc.peek().is_some_and(|w| v < *w) {
-            self.heap_asc.pop();
-            self.heap_asc.push(v);
+        let key = self.key(v);
+        if self.heap.len() < self.limit {
+            self.heap.push(std::cmp::Reverse(key));
+        } else if self.heap.peek().is_some_and(|worst| key > worst.0) {
+            self.heap.pop();
+            self.heap.push(std::cmp::Reverse(key));
         }
     }
 
     fn harvest(self) -> Vec<u64> {
-        if self.newest_first { self.heap.into_iter().map(|r| r.0).collect() } else { self.heap_asc.into_vec() }
+        self.heap.iter().map(|r| self.key(r.0)).collect()
     }
 }
 

@@ -42,8 +42,8 @@ pub const DEFAULT_MAX_BATCH_ENTRIES: usize = 16 * 1024;
 /// much damaged data recovery may cut from the end of the last segment:
 /// only the last, unacknowledged batch can be torn.
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
-/// When a batch would end past the zeroed space at the end of the entries
-/// file, it is written together with at least this many zero bytes after
+/// When a batch would end past the zeroed space at the end of the last
+/// segment, it is written together with at least this many zero bytes after
 /// it (up to a 4 KiB boundary). Later batches then overwrite space that is
 /// already allocated, so their fdatasync need not write the file's size:
 /// one device write fewer per commit, as PostgreSQL's pre-zeroed WAL
@@ -1420,16 +1420,7 @@ fn ensure_header(s: &dyn Storage, file: &str, magic: [u8; 8]) -> Result<(), Open
     let header = format::header(magic);
     let len = s.len(file).map_err(io_ctx(format!("reading {file} length")))?;
     let existing = match len {
-        Some(n) if n >= HEADER_SIZE_BYTES => {
-            let mut h = [0u8; HEADER_SIZE_BYTES as usize];
-            s.read_at(file, 0, &mut h).map_err(io_ctx(format!("reading {file} header")))?;
-            return format::check_header(&h, magic).map_err(|reason| OpenError::Corrupt {
-                file: file.to_string(),
-                index: 0,
-                offset: 0,
-                reason,
-            });
-        }
+        Some(n) if n >= HEADER_SIZE_BYTES => return check_header(s, file, magic),
         Some(n) => {
             let mut h = vec![0u8; n as usize];
             s.read_at(file, 0, &mut h).map_err(io_ctx(format!("reading {file} header")))?;
