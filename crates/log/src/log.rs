@@ -1477,14 +1477,17 @@ fn load_checkpoints(
         |_| {},
     )?;
     if let ScanEnd::Damaged { offset, file_len, reason } = end {
-        // Only the last record can be a torn write: one whose declared
-        // length reaches the end of the file, or runs past it.
-        let mut len = [0u8; 4];
-        let declared_end = match s.read_at(CHECKPOINTS_FILE, offset, &mut len) {
-            Ok(()) => offset + format::RECORD_HEADER_SIZE_BYTES as u64 + u64::from(u32::from_le_bytes(len)),
-            Err(_) => file_len,
+        // Only the last record can be a torn write: checkpoints are
+        // appended one at a time, each synced before the next. Its own
+        // length field may be torn too, so what marks damage rather than a
+        // torn write is a valid record anywhere after it.
+        let tail = file_len - offset;
+        let valid_after = tail <= MAX_TORN_CHECKPOINT_BYTES && {
+            let mut bytes = vec![0u8; tail as usize];
+            s.read_at(CHECKPOINTS_FILE, offset, &mut bytes).map_err(io_ctx("reading checkpoints"))?;
+            (1..bytes.len()).any(|p| matches!(format::decode_record(&bytes[p..]), format::Decoded::Record(..)))
         };
-        if file_len - offset > MAX_TORN_CHECKPOINT_BYTES || declared_end < file_len {
+        if tail > MAX_TORN_CHECKPOINT_BYTES || valid_after {
             return Err(OpenError::Corrupt {
                 file: CHECKPOINTS_FILE.into(),
                 index: out.len() as u64,
