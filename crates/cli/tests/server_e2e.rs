@@ -399,6 +399,18 @@ fn search_finds_events_with_proofs() {
         }
     }
     assert_eq!(all, (0..300u64).rev().filter(|n| n % 3 != 0).collect::<Vec<_>>());
+    // The answer tells the search's own time from the durable record of the read.
+    let url = format!("{}/v1/logs/s/search?q=actor.user.name%3Abob", s.url);
+    let mut req = agent().get(&url);
+    if let Some(t) = token_for(&url) {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    let r = req.call().unwrap();
+    let timing = r.headers().get("server-timing").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let ok = |step: &str| {
+        timing.split(", ").any(|t| t.strip_prefix(step).and_then(|d| d.parse::<f64>().ok()).is_some_and(|d| d >= 0.0))
+    };
+    assert!(ok("search;dur=") && ok("audit;dur="), "{timing:?}");
     // CIDR and a syntax error with its position.
     let (_, v) = get_json(&format!("{}/v1/logs/s/search?q=src_endpoint.ip%3A10.0.2.0%2F24&limit=1000", s.url));
     assert_eq!(v["total"].as_u64(), Some((0..300).filter(|n| n % 4 == 2).count() as u64));

@@ -223,10 +223,32 @@ pub async fn middleware(State(state): State<Arc<AppState>>, mut req: Request, ne
         message,
     };
     // The read is answered only once it is on record.
+    let started = Instant::now();
     match audit::record(&state, e).await {
-        Ok(()) => resp,
+        Ok(()) => {
+            let mut resp = resp;
+            let (name, mut value) = server_timing("audit", started.elapsed());
+            // One header, so that clients that read only the first see both.
+            if let Some(before) = resp.headers().get(&name).and_then(|v| v.to_str().ok()) {
+                let both = format!("{before}, {}", value.to_str().unwrap_or(""));
+                value = HeaderValue::from_str(&both).unwrap_or(value);
+            }
+            resp.headers_mut().insert(name, value);
+            resp
+        }
         Err(err) => err.into_response(),
     }
+}
+
+/// A `Server-Timing` header (W3C Server Timing) naming how long a step of
+/// the request took, such as the search itself or the durable record of
+/// the read, so that a client can tell the server's time from the network's.
+pub fn server_timing(step: &str, took: std::time::Duration) -> (header::HeaderName, HeaderValue) {
+    let value = format!("{step};dur={:.3}", took.as_secs_f64() * 1000.0);
+    (
+        header::HeaderName::from_static("server-timing"),
+        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+    )
 }
 
 /// Asks the policy, turning its answer into the HTTP error to send.

@@ -183,6 +183,7 @@ pub async fn search(
     }
     let s = state.clone();
     let log = ext.log.clone();
+    let started = std::time::Instant::now();
     let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
         let ix = s.indexes.get(&s, &name)?;
         let now = custos_event::time::now_nanos();
@@ -210,7 +211,8 @@ pub async fn search(
     })
     .await
     .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+    let timing = crate::authn::server_timing("search", started.elapsed());
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], [timing], body).into_response())
 }
 
 /// One search hit, as answered.

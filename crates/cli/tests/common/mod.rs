@@ -31,7 +31,7 @@ pub struct Server {
 static TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
 static DATA_TOKENS: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
 
-fn token_for(url: &str) -> Option<String> {
+pub fn token_for(url: &str) -> Option<String> {
     TOKENS.lock().unwrap().iter().find(|(u, _)| url.starts_with(u.as_str())).map(|(_, t)| t.clone())
 }
 
