@@ -78,6 +78,25 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// The value of member `key` of an object, for editing; the last one
+    /// if it repeats.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Node<'a>> {
+        match self {
+            Node::Obj(m) => m.iter_mut().rev().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// Sets member `key` of an object: replaces its value if it is there,
+    /// else appends it. Does nothing to a value that is not an object.
+    pub fn set(&mut self, key: &'a str, value: Node<'a>) {
+        if let Some(v) = self.get_mut(key) {
+            *v = value;
+        } else if let Node::Obj(m) = self {
+            m.push((Cow::Borrowed(key), value));
+        }
+    }
+
     /// The members of an object, for editing.
     pub fn members_mut(&mut self) -> Option<&mut Vec<(Cow<'a, str>, Node<'a>)>> {
         match self {
@@ -142,6 +161,68 @@ impl<'a> Node<'a> {
             Node::Arr(a) => Value::Array(a.iter().map(Node::to_value).collect()),
             Node::Obj(m) => Value::Object(m.iter().map(|(k, v)| (k.to_string(), v.to_value())).collect()),
         }
+    }
+}
+
+impl<'a> From<&'a str> for Node<'a> {
+    fn from(s: &'a str) -> Self {
+        Node::Str(Cow::Borrowed(s))
+    }
+}
+
+impl From<String> for Node<'_> {
+    fn from(s: String) -> Self {
+        Node::Str(Cow::Owned(s))
+    }
+}
+
+impl From<bool> for Node<'_> {
+    fn from(b: bool) -> Self {
+        Node::Bool(b)
+    }
+}
+
+impl From<f64> for Node<'_> {
+    fn from(f: f64) -> Self {
+        Node::Num(Num::F(f))
+    }
+}
+
+macro_rules! from_unsigned {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Node<'_> {
+            fn from(u: $t) -> Self {
+                Node::Num(Num::U(u64::from(u)))
+            }
+        }
+    )*};
+}
+from_unsigned!(u8, u16, u32, u64);
+
+macro_rules! from_signed {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Node<'_> {
+            fn from(i: $t) -> Self {
+                // As serde_json splits numbers: non-negative ones are `U`.
+                match u64::try_from(i) {
+                    Ok(u) => Node::Num(Num::U(u)),
+                    Err(_) => Node::Num(Num::I(i64::from(i))),
+                }
+            }
+        }
+    )*};
+}
+from_signed!(i8, i16, i32, i64);
+
+impl From<usize> for Node<'_> {
+    fn from(u: usize) -> Self {
+        Node::Num(Num::U(u as u64))
+    }
+}
+
+impl<'a> From<Vec<Node<'a>>> for Node<'a> {
+    fn from(a: Vec<Node<'a>>) -> Self {
+        Node::Arr(a)
     }
 }
 
@@ -447,6 +528,25 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::Value;
+
+    #[test]
+    fn built_nodes_are_what_serde_json_builds() {
+        let mut n = Node::obj([("a", 1.into()), ("b", "x".into()), ("c", Node::obj([]))]);
+        n.set("a", (-3).into());
+        n.set("d", 1.5.into());
+        n.get_mut("c").unwrap().set("e", vec![Node::from(true), Node::from(String::from("y")), 7u16.into()].into());
+        let expected = serde_json::json!({"a": -3, "b": "x", "c": {"e": [true, "y", 7]}, "d": 1.5});
+        assert_eq!(n.to_value(), expected);
+        // One member per key, in the order first set.
+        let keys: Vec<&str> = n.members_mut().unwrap().iter().map(|(k, _)| k.as_ref()).collect();
+        assert_eq!(keys, ["a", "b", "c", "d"]);
+        // Numbers split as serde_json splits them, so they compare equal.
+        assert_eq!(Node::from(5i32), Node::from_value(serde_json::json!(5)));
+        assert_eq!(Node::from(-5i64), Node::from_value(serde_json::json!(-5)));
+        let mut not_obj = Node::from("s");
+        not_obj.set("k", Node::Null);
+        assert_eq!(not_obj, Node::from("s"));
+    }
 
     #[test]
     fn parses_what_serde_json_parses() {

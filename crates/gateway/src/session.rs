@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use serde_json::{Map, Value, json};
+use custos_event::doc::Node;
+
+use crate::sink::Event;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::classify::Analysis;
@@ -104,33 +106,39 @@ fn random_hex(bytes: usize) -> String {
 
 impl Ctx {
     /// The fields every event of the session shares.
-    fn event(&self, activity: &str, status: &str) -> Map<String, Value> {
+    fn event(&self, activity: &'static str, status: &'static str) -> Event {
         let up = &self.gw.config.upstream;
-        let mut gateway = Map::new();
-        gateway.insert("name".into(), self.gw.config.name.clone().into());
-        gateway.insert("session".into(), self.sid.clone().into());
-        gateway.insert("application_name".into(), self.app.clone().into());
-        gateway.insert("database".into(), self.database.clone().into());
-        gateway.insert("upstream_user".into(), up.user.clone().into());
-        let mut e = Map::new();
-        e.insert("time".into(), now().into());
-        e.insert("activity".into(), activity.into());
-        e.insert("status".into(), status.into());
-        e.insert("actor".into(), json!({"user": {"name": self.user}, "session": {"uid": self.sid}}));
-        e.insert("src_endpoint".into(), json!({"ip": self.peer.ip().to_string(), "port": self.peer.port()}));
-        e.insert("dst_endpoint".into(), json!({"hostname": up.host, "port": up.port}));
-        e.insert("resource".into(), json!({"type": "database", "name": self.database}));
-        e.insert("metadata".into(), json!({ "gateway": gateway }));
-        e
+        let gateway = Node::obj([
+            ("name", self.gw.config.name.clone().into()),
+            ("session", self.sid.clone().into()),
+            ("application_name", self.app.clone().into()),
+            ("database", self.database.clone().into()),
+            ("upstream_user", up.user.clone().into()),
+        ]);
+        Node::obj([
+            ("time", now().into()),
+            ("activity", activity.into()),
+            ("status", status.into()),
+            (
+                "actor",
+                Node::obj([
+                    ("user", Node::obj([("name", self.user.clone().into())])),
+                    ("session", Node::obj([("uid", self.sid.clone().into())])),
+                ]),
+            ),
+            ("src_endpoint", Node::obj([("ip", self.peer.ip().to_string().into()), ("port", self.peer.port().into())])),
+            ("dst_endpoint", Node::obj([("hostname", up.host.clone().into()), ("port", up.port.into())])),
+            ("resource", Node::obj([("type", "database".into()), ("name", self.database.clone().into())])),
+            ("metadata", Node::obj([("gateway", gateway)])),
+        ])
     }
 
-    fn gateway_meta(e: &mut Map<String, Value>) -> &mut Map<String, Value> {
-        e.get_mut("metadata").and_then(|m| m.get_mut("gateway")).and_then(Value::as_object_mut).expect("built by event")
+    fn gateway_meta(e: &mut Event) -> &mut Event {
+        e.get_mut("metadata").and_then(|m| m.get_mut("gateway")).expect("built by event")
     }
 
     /// Records session-level events: durably in fail-closed mode.
-    async fn record(&self, events: Vec<Map<String, Value>>) -> Result<(), String> {
-        let events: Vec<Value> = events.into_iter().map(Value::Object).collect();
+    async fn record(&self, events: Vec<Event>) -> Result<(), String> {
         self.gw.sink.submit(events, self.gw.config.mode == AuditMode::FailClosed).await
     }
 }
@@ -154,8 +162,8 @@ pub async fn run(gw: Arc<Gateway>, tcp: tokio::net::TcpStream, peer: SocketAddr)
     let (client, upstream, buf) = match handshake.await {
         Err(_) => {
             let mut e = ctx.event("db.login", "failure");
-            e.insert("status_detail".into(), "authentication timed out".into());
-            e.insert("class_uid".into(), 3002.into());
+            e.set("status_detail", "authentication timed out".into());
+            e.set("class_uid", 3002.into());
             let _ = ctx.record(vec![e]).await;
             return;
         }
@@ -176,8 +184,8 @@ pub async fn run(gw: Arc<Gateway>, tcp: tokio::net::TcpStream, peer: SocketAddr)
     };
     gw.cancels.lock().expect("cancel lock").retain(|_, t| t.session != ctx.sid);
     let mut e = ctx.event("db.disconnect", status);
-    e.insert("status_detail".into(), detail.into());
-    e.insert("duration_ms".into(), (ctx.started.elapsed().as_secs_f64() * 1000.0).into());
+    e.set("status_detail", detail.into());
+    e.set("duration_ms", (ctx.started.elapsed().as_secs_f64() * 1000.0).into());
     let _ = ctx.record(vec![e]).await;
 }
 
@@ -315,8 +323,8 @@ async fn handshake(ctx: &mut Ctx, mut client: Stream) -> Result<(Stream, Stream,
         }
     };
     let mut ok = ctx.event("db.login", "success");
-    ok.insert("class_uid".into(), 3002.into());
-    ok.insert("status_detail".into(), method.into());
+    ok.set("class_uid", 3002.into());
+    ok.set("status_detail", method.into());
     if let Err(e) = ctx.record(vec![ok]).await {
         return Err(Some((client, fatal("57P03", &format!("custos: {e}; connection refused (fail-closed)")))));
     }
@@ -325,7 +333,7 @@ async fn handshake(ctx: &mut Ctx, mut client: Stream) -> Result<(Stream, Stream,
         Err(e) => {
             let text = format!("custos: cannot reach the upstream database: {e}");
             let mut ev = ctx.event("db.connect", "failure");
-            ev.insert("status_detail".into(), text.clone().into());
+            ev.set("status_detail", text.clone().into());
             let _ = ctx.record(vec![ev]).await;
             return Err(Some((client, fatal("08006", &text))));
         }
@@ -387,9 +395,9 @@ async fn scram_login(
 /// Records a failed login and returns the FATAL error for the client.
 async fn login_failed(ctx: &Ctx, client: Stream, code: &str, text: &str) -> HandshakeEnd {
     let mut e = ctx.event("db.login", "failure");
-    e.insert("class_uid".into(), 3002.into());
-    e.insert("status_code".into(), code.into());
-    e.insert("status_detail".into(), text.into());
+    e.set("class_uid", 3002.into());
+    e.set("status_code", code.to_string().into());
+    e.set("status_detail", text.to_string().into());
     let _ = ctx.record(vec![e]).await;
     Some((client, fatal(code, text)))
 }
@@ -523,13 +531,26 @@ async fn cancel(gw: &Arc<Gateway>, pid: i32, secret: &[u8]) {
         let _ = io.write_all(&b).await;
         let _ = io.shutdown().await;
     }
-    let mut e = Map::new();
-    e.insert("time".into(), now().into());
-    e.insert("activity".into(), "db.cancel".into());
-    e.insert("status".into(), "success".into());
-    e.insert("actor".into(), json!({"user": {"name": t.user}, "session": {"uid": t.session}}));
-    e.insert("metadata".into(), json!({"gateway": {"name": gw.config.name, "session": t.session}}));
-    let _ = gw.sink.submit(vec![Value::Object(e)], false).await;
+    let e = Node::obj([
+        ("time", now().into()),
+        ("activity", "db.cancel".into()),
+        ("status", "success".into()),
+        (
+            "actor",
+            Node::obj([
+                ("user", Node::obj([("name", t.user.into())])),
+                ("session", Node::obj([("uid", t.session.clone().into())])),
+            ]),
+        ),
+        (
+            "metadata",
+            Node::obj([(
+                "gateway",
+                Node::obj([("name", gw.config.name.clone().into()), ("session", t.session.into())]),
+            )]),
+        ),
+    ]);
+    let _ = gw.sink.submit(vec![e], false).await;
 }
 
 /// Why a statement is not run: the error the client gets instead.
@@ -545,7 +566,7 @@ struct Exec {
     protocol: &'static str,
     sql: Arc<str>,
     analysis: Arc<Analysis>,
-    params: Option<Value>,
+    params: Option<Event>,
     statement_name: String,
     portal: String,
     started: Instant,
@@ -595,7 +616,7 @@ struct Prepared {
 struct Portal {
     statement_name: String,
     prepared: Arc<Prepared>,
-    params: Option<Value>,
+    params: Option<Event>,
 }
 
 /// The client-to-upstream direction's own state.
@@ -613,7 +634,7 @@ struct Scanned {
     pending: Vec<Pending>,
     /// Statement events to make durable before forwarding (fail-closed),
     /// with denial events.
-    events: Vec<Value>,
+    events: Vec<Event>,
     /// Where each statement's message sits in `out`, to replace it if the
     /// log turns out to be unavailable: (start, end, index in pending,
     /// is a simple Query).
@@ -655,11 +676,11 @@ async fn proxy(ctx: &Ctx, client: Stream, upstream: Stream, buf: Vec<u8>) -> End
 
 /// A bound parameter as text: text-format values as sent, binary ones
 /// decoded by their type when it is a common one, else as hex.
-fn render_param(value: Option<&[u8]>, binary: bool, oid: u32) -> Value {
-    let Some(v) = value else { return Value::Null };
+fn render_param(value: Option<&[u8]>, binary: bool, oid: u32) -> Event {
+    let Some(v) = value else { return Node::Null };
     if binary {
         if let Some(s) = decode_binary(v, oid) {
-            return Value::String(s);
+            return s.into();
         }
     }
     let cut = &v[..v.len().min(MAX_EVENT_PARAM_BYTES)];
@@ -671,7 +692,7 @@ fn render_param(value: Option<&[u8]>, binary: bool, oid: u32) -> Value {
     if v.len() > cut.len() {
         s.push_str(&format!("…({} bytes)", v.len()));
     }
-    Value::String(s)
+    s.into()
 }
 
 /// text, varchar, bpchar, name, json: their binary form is their text.
@@ -767,7 +788,7 @@ impl ClientSide {
                 if let Some(r) = &denied {
                     self.seq += 1;
                     let exec = self.exec("extended", sql.clone(), analysis.clone(), None, p.name, "");
-                    s.events.push(Value::Object(denied_event(ctx, &exec, r)));
+                    s.events.push(denied_event(ctx, &exec, r));
                     inject(track, r.clone(), false, &mut s.out);
                 } else {
                     s.out.extend_from_slice(frame);
@@ -792,12 +813,12 @@ impl ClientSide {
                     return Ok(());
                 }
                 let params = if ctx.gw.config.redact_params {
-                    Value::Array(vec!["<redacted>".into(); b.params.len().min(MAX_EVENT_PARAMS)])
+                    Node::Arr(vec!["<redacted>".into(); b.params.len().min(MAX_EVENT_PARAMS)])
                 } else {
                     let described = track.lock().expect("track lock").param_types.get(b.statement).cloned();
                     let types = described.as_deref().unwrap_or(&prepared.param_types);
                     let oid = |i: usize| types.get(i).copied().unwrap_or(0);
-                    Value::Array(
+                    Node::Arr(
                         b.params
                             .iter()
                             .take(MAX_EVENT_PARAMS)
@@ -873,7 +894,7 @@ impl ClientSide {
         protocol: &'static str,
         sql: Arc<str>,
         analysis: Arc<Analysis>,
-        params: Option<Value>,
+        params: Option<Event>,
         name: &str,
         portal: &str,
     ) -> Exec {
@@ -920,7 +941,7 @@ impl ClientSide {
             // A Query or FunctionCall ends with a ReadyForQuery, as a Sync does.
             track.lock().expect("track lock").syncs_sent += 1;
             if let Some(r) = self.denial(ctx, &exec.analysis) {
-                s.events.push(Value::Object(denied_event(ctx, &exec, &r)));
+                s.events.push(denied_event(ctx, &exec, &r));
                 exec.refused = true;
                 inject(track, r, true, &mut s.out);
                 s.pending.push(Pending::Exec(Box::new(exec)));
@@ -930,7 +951,7 @@ impl ClientSide {
         let start = s.out.len();
         s.out.extend_from_slice(frame);
         if ctx.gw.config.mode == AuditMode::FailClosed {
-            s.events.push(Value::Object(statement_event(ctx, &exec, None)));
+            s.events.push(statement_event(ctx, &exec, None));
             s.audited.push((start, s.out.len(), s.pending.len(), simple));
         }
         s.pending.push(Pending::Exec(Box::new(exec)));
@@ -956,11 +977,11 @@ fn inject(track: &Mutex<Track>, r: Refusal, simple: bool, out: &mut Vec<u8>) {
 
 /// A statement as an event: the text, classes, tables and parameters,
 /// and the outcome if known.
-fn statement_event(ctx: &Ctx, e: &Exec, outcome: Option<(&str, Option<String>)>) -> Map<String, Value> {
+fn statement_event(ctx: &Ctx, e: &Exec, outcome: Option<(&'static str, Option<String>)>) -> Event {
     let status = outcome.as_ref().map_or("unknown", |o| o.0);
     let mut ev = ctx.event("db.query", status);
-    ev.insert("class_uid".into(), 6005.into());
-    ev.insert("uid".into(), format!("{}:{}", ctx.sid, e.seq).into());
+    ev.set("class_uid", 6005.into());
+    ev.set("uid", format!("{}:{}", ctx.sid, e.seq).into());
     let mut sql: &str = &e.sql;
     let truncated = sql.len() > MAX_EVENT_SQL_BYTES;
     if truncated {
@@ -970,27 +991,32 @@ fn statement_event(ctx: &Ctx, e: &Exec, outcome: Option<(&str, Option<String>)>)
         }
         sql = &sql[..cut];
     }
-    ev.insert("message".into(), sql.into());
+    ev.set("message", sql.to_string().into());
     if !e.analysis.tables.is_empty() {
-        let t: Vec<Value> = e.analysis.tables.iter().map(|t| json!({"type": "table", "name": t})).collect();
-        ev.insert("targets".into(), t.into());
+        let t: Vec<Event> = e
+            .analysis
+            .tables
+            .iter()
+            .map(|t| Node::obj([("type", "table".into()), ("name", t.clone().into())]))
+            .collect();
+        ev.set("targets", t.into());
     }
     let g = Ctx::gateway_meta(&mut ev);
-    g.insert("seq".into(), e.seq.into());
-    g.insert("protocol".into(), e.protocol.into());
-    g.insert("classes".into(), e.analysis.classes().iter().map(|c| c.name()).collect::<Vec<_>>().into());
-    g.insert("commands".into(), e.analysis.statements.iter().map(|c| c.0.clone()).collect::<Vec<_>>().into());
+    g.set("seq", e.seq.into());
+    g.set("protocol", e.protocol.into());
+    g.set("classes", Node::Arr(e.analysis.classes().iter().map(|c| c.name().into()).collect()));
+    g.set("commands", Node::Arr(e.analysis.statements.iter().map(|c| c.0.clone().into()).collect()));
     if e.protocol == "extended" {
-        g.insert("statement_name".into(), e.statement_name.clone().into());
-        g.insert("portal".into(), e.portal.clone().into());
+        g.set("statement_name", e.statement_name.clone().into());
+        g.set("portal", e.portal.clone().into());
     }
     if let Some(p) = &e.params {
-        g.insert("params".into(), p.clone());
+        g.set("params", p.clone());
     }
     if truncated {
         let hash = ring::digest::digest(&ring::digest::SHA256, e.sql.as_bytes());
-        g.insert("sql_bytes".into(), e.sql.len().into());
-        g.insert("sql_sha256".into(), base64::engine::general_purpose::STANDARD.encode(hash).into());
+        g.set("sql_bytes", e.sql.len().into());
+        g.set("sql_sha256", base64::engine::general_purpose::STANDARD.encode(hash).into());
     }
     if let Some((_, detail)) = outcome {
         add_outcome(&mut ev, e, detail);
@@ -999,47 +1025,47 @@ fn statement_event(ctx: &Ctx, e: &Exec, outcome: Option<(&str, Option<String>)>)
 }
 
 /// The outcome fields: tags and rows, or the error; the duration.
-fn add_outcome(ev: &mut Map<String, Value>, e: &Exec, detail: Option<String>) {
+fn add_outcome(ev: &mut Event, e: &Exec, detail: Option<String>) {
     if let Some((code, message)) = &e.error {
-        ev.insert("status_code".into(), code.clone().into());
-        ev.insert("status_detail".into(), message.clone().into());
+        ev.set("status_code", code.clone().into());
+        ev.set("status_detail", message.clone().into());
     } else if let Some(d) = detail {
-        ev.insert("status_detail".into(), d.into());
+        ev.set("status_detail", d.into());
     }
-    ev.insert("duration_ms".into(), (e.started.elapsed().as_secs_f64() * 1000.0).into());
+    ev.set("duration_ms", (e.started.elapsed().as_secs_f64() * 1000.0).into());
     let rows: Option<u64> =
         e.tags.iter().filter_map(|t| t.rsplit(' ').next()?.parse::<u64>().ok()).reduce(|a, b| a + b);
     let g = Ctx::gateway_meta(ev);
-    g.insert("tags".into(), e.tags.clone().into());
+    g.set("tags", Node::Arr(e.tags.iter().map(|t| t.clone().into()).collect()));
     if let Some(r) = rows {
-        g.insert("rows".into(), r.into());
+        g.set("rows", r.into());
     }
 }
 
-fn denied_event(ctx: &Ctx, e: &Exec, r: &Refusal) -> Map<String, Value> {
+fn denied_event(ctx: &Ctx, e: &Exec, r: &Refusal) -> Event {
     let mut ev = statement_event(ctx, e, None);
-    ev.insert("status".into(), "failure".into());
-    ev.insert("status_code".into(), r.code.into());
-    ev.insert("status_detail".into(), r.message.clone().into());
-    Ctx::gateway_meta(&mut ev).insert("denied".into(), true.into());
+    ev.set("status", "failure".into());
+    ev.set("status_code", r.code.into());
+    ev.set("status_detail", r.message.clone().into());
+    Ctx::gateway_meta(&mut ev).set("denied", true.into());
     ev
 }
 
 /// The event of a finished statement: in async mode the whole statement
 /// with its outcome; in fail-closed mode (the statement is already on
 /// record) the outcome alone.
-fn outcome_event(ctx: &Ctx, e: &Exec, skipped: bool) -> Value {
+fn outcome_event(ctx: &Ctx, e: &Exec, skipped: bool) -> Event {
     let status = if e.error.is_some() || skipped { "failure" } else { "success" };
     let detail = skipped.then(|| "not executed: an earlier message in the pipeline failed".to_string());
     if ctx.gw.config.mode == AuditMode::Async {
-        return Value::Object(statement_event(ctx, e, Some((status, detail))));
+        return statement_event(ctx, e, Some((status, detail)));
     }
     let mut ev = ctx.event("db.query.result", status);
-    ev.insert("class_uid".into(), 6005.into());
-    ev.insert("uid".into(), format!("{}:{}:result", ctx.sid, e.seq).into());
-    Ctx::gateway_meta(&mut ev).insert("seq".into(), e.seq.into());
+    ev.set("class_uid", 6005.into());
+    ev.set("uid", format!("{}:{}:result", ctx.sid, e.seq).into());
+    Ctx::gateway_meta(&mut ev).set("seq", e.seq.into());
     add_outcome(&mut ev, e, detail);
-    Value::Object(ev)
+    ev
 }
 
 async fn upstream_direction(
@@ -1122,8 +1148,8 @@ async fn protocol_violation(ctx: &Ctx, cw: &ClientWriter, uw: &mut tokio::io::Wr
     let _ = c.shutdown().await;
     drop(c);
     let mut e = ctx.event("db.protocol_error", "failure");
-    e.insert("status_code".into(), "08P01".into());
-    e.insert("status_detail".into(), why.clone().into());
+    e.set("status_code", "08P01".into());
+    e.set("status_detail", why.clone().into());
     let _ = ctx.record(vec![e]).await;
     let mut t = Vec::new();
     wire::message(&mut t, b'X', |_| {});
@@ -1196,7 +1222,7 @@ async fn downstream(ctx: &Ctx, mut ur: tokio::io::ReadHalf<Stream>, cw: &ClientW
 
 /// Handles one inspected upstream message: outcome bookkeeping, and the
 /// rewrite of a refusal's error.
-fn on_upstream(ctx: &Ctx, track: &Mutex<Track>, tag: u8, frame: &[u8], out: &mut Vec<u8>, events: &mut Vec<Value>) {
+fn on_upstream(ctx: &Ctx, track: &Mutex<Track>, tag: u8, frame: &[u8], out: &mut Vec<u8>, events: &mut Vec<Event>) {
     let body = &frame[5..];
     let mut t = track.lock().expect("track lock");
     match tag {
@@ -1283,7 +1309,7 @@ fn on_upstream(ctx: &Ctx, track: &Mutex<Track>, tag: u8, frame: &[u8], out: &mut
     }
 }
 
-fn finish(ctx: &Ctx, e: &Exec, skipped: bool, events: &mut Vec<Value>) {
+fn finish(ctx: &Ctx, e: &Exec, skipped: bool, events: &mut Vec<Event>) {
     if !e.refused {
         events.push(outcome_event(ctx, e, skipped));
     }
@@ -1305,12 +1331,13 @@ mod tests {
 
     #[test]
     fn params_are_cut_and_binary_is_hex() {
-        assert_eq!(render_param(None, false, 0), Value::Null);
-        assert_eq!(render_param(Some(b"abc"), false, 0), json!("abc"));
-        assert_eq!(render_param(Some(&[0xde, 0xad]), true, 0), json!("\\xdead"));
-        assert_eq!(render_param(Some(&[0, 0, 0, 50]), true, 23), json!("50"));
-        assert_eq!(render_param(Some(&[0xff, 0xfe]), true, 21), json!("-2"));
-        assert_eq!(render_param(Some(b"hi"), true, 25), json!("hi"));
+        let s = |t: &str| Node::from(t.to_string());
+        assert_eq!(render_param(None, false, 0), Node::Null);
+        assert_eq!(render_param(Some(b"abc"), false, 0), s("abc"));
+        assert_eq!(render_param(Some(&[0xde, 0xad]), true, 0), s("\\xdead"));
+        assert_eq!(render_param(Some(&[0, 0, 0, 50]), true, 23), s("50"));
+        assert_eq!(render_param(Some(&[0xff, 0xfe]), true, 21), s("-2"));
+        assert_eq!(render_param(Some(b"hi"), true, 25), s("hi"));
         let big = vec![b'x'; 1000];
         let s = render_param(Some(&big), false, 0);
         assert!(s.as_str().unwrap().ends_with("…(1000 bytes)"));

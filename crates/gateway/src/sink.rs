@@ -32,6 +32,10 @@ pub const WORKERS: usize = 2;
 /// go at once.
 pub const LINGER: Duration = Duration::from_millis(20);
 
+/// One audit event, as the session built it: a light JSON document
+/// (vectors of members, no `BTreeMap`), cheap to build, seal and drop.
+pub type Event = custos_event::doc::Node<'static>;
+
 /// Why a batch was not stored.
 #[derive(Debug, Clone)]
 pub enum PostError {
@@ -42,17 +46,15 @@ pub enum PostError {
 }
 
 /// Stores a batch of events durably, or says why not. Blocking.
-pub type PostBatch = Arc<dyn Fn(&[serde_json::Value]) -> Result<(), PostError> + Send + Sync>;
+pub type PostBatch = Arc<dyn Fn(&[Event]) -> Result<(), PostError> + Send + Sync>;
 
 /// Stores events durably from an async task.
 pub type StoreNow = Arc<
-    dyn Fn(Vec<serde_json::Value>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
-        + Send
-        + Sync,
+    dyn Fn(Vec<Event>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> + Send + Sync,
 >;
 
 struct Job {
-    events: Vec<serde_json::Value>,
+    events: Vec<Event>,
     count: usize,
     done: Option<oneshot::Sender<Result<(), String>>>,
 }
@@ -65,6 +67,9 @@ struct Queue {
     events: usize,
     /// Jobs in `jobs` that someone waits for.
     durable: usize,
+    /// Workers letting events gather until a deadline: they take whatever
+    /// is queued then, so a new job needs no wake-up of its own.
+    lingering: usize,
 }
 
 struct Shared {
@@ -108,7 +113,7 @@ impl Sink {
 
     /// Queues events. With `durable`, returns once they are stored, or an
     /// error saying why they are not; else returns once they are queued.
-    pub async fn submit(&self, events: Vec<serde_json::Value>, durable: bool) -> Result<(), String> {
+    pub async fn submit(&self, events: Vec<Event>, durable: bool) -> Result<(), String> {
         if events.is_empty() {
             return Ok(());
         }
@@ -132,7 +137,10 @@ impl Sink {
         };
         let wake = {
             let mut q = self.shared.queue.lock().expect("sink lock");
-            let wake = durable || q.jobs.is_empty() || q.events + count >= MAX_BATCH_EVENTS;
+            // A worker that lingers takes this job at its deadline. Waking it
+            // for every statement's outcome (the queue is often empty: the
+            // fail-closed statements take it along) cost a thread switch each.
+            let wake = durable || (q.jobs.is_empty() && q.lingering == 0) || q.events + count >= MAX_BATCH_EVENTS;
             q.events += count;
             q.durable += usize::from(durable);
             q.jobs.push_back(Job { events, count, done: tx });
@@ -150,7 +158,7 @@ impl Sink {
     /// Stores events someone waits for directly, with every spooled event
     /// riding along: they share the append and its fsync instead of
     /// costing one of their own.
-    async fn store_now(&self, now: &StoreNow, events: Vec<serde_json::Value>) -> Result<(), String> {
+    async fn store_now(&self, now: &StoreNow, events: Vec<Event>) -> Result<(), String> {
         let riders: Vec<Job> = {
             let mut q = self.shared.queue.lock().expect("sink lock");
             q.events = 0;
@@ -195,6 +203,7 @@ fn worker(s: &Shared) {
             }
             // Let spooled events gather, unless someone waits.
             let deadline = std::time::Instant::now() + LINGER;
+            q.lingering += 1;
             while q.durable == 0 && q.events < MAX_BATCH_EVENTS {
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
                 if left.is_zero() {
@@ -202,6 +211,7 @@ fn worker(s: &Shared) {
                 }
                 q = s.ready.wait_timeout(q, left).expect("sink lock").0;
             }
+            q.lingering -= 1;
             let mut n = 0;
             while let Some(j) = q.jobs.front() {
                 if n > 0 && n + j.count > MAX_BATCH_EVENTS {
@@ -218,7 +228,7 @@ fn worker(s: &Shared) {
         if jobs.is_empty() {
             continue;
         }
-        let batch: Vec<serde_json::Value> = if jobs.len() == 1 {
+        let batch: Vec<Event> = if jobs.len() == 1 {
             std::mem::take(&mut jobs[0].events)
         } else {
             jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.events)).collect()
@@ -278,5 +288,61 @@ fn worker(s: &Shared) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use custos_event::doc::Node;
+
+    fn ev(n: u64) -> Event {
+        Node::obj([("n", n.into())])
+    }
+
+    fn numbers(events: &[Event]) -> Vec<u64> {
+        events.iter().map(|e| e.get("n").and_then(Node::as_u64).expect("numbered")).collect()
+    }
+
+    /// Events nobody waits for reach the log within a linger or so, also
+    /// when a durable submission took the queue along while a worker
+    /// lingered (and so no worker was woken for the events after it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spooled_events_are_posted_without_a_wake_up_each() {
+        let posted = Arc::new(Mutex::new(Vec::new()));
+        let stored = Arc::new(Mutex::new(Vec::new()));
+        let p = posted.clone();
+        let post: PostBatch = Arc::new(move |events: &[Event]| {
+            p.lock().unwrap().extend(numbers(events));
+            Ok(())
+        });
+        let s = stored.clone();
+        let now: StoreNow = Arc::new(move |events: Vec<Event>| {
+            s.lock().unwrap().extend(numbers(&events));
+            Box::pin(async { Ok(()) })
+        });
+        let sink = Sink::start_with(post, Some(now));
+        for round in 0..20u64 {
+            // An outcome (spooled), then a fail-closed statement that takes it along.
+            sink.submit(vec![ev(round * 3)], false).await.unwrap();
+            sink.submit(vec![ev(round * 3 + 1)], true).await.unwrap();
+            // An outcome that only a lingering worker can post.
+            sink.submit(vec![ev(round * 3 + 2)], false).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(round % 3)).await;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut all: Vec<u64> =
+                posted.lock().unwrap().iter().chain(stored.lock().unwrap().iter()).copied().collect();
+            all.sort_unstable();
+            if all == (0..60).collect::<Vec<_>>() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "events lost or stuck: {all:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Nothing was posted twice and nothing is left queued.
+        assert_eq!(posted.lock().unwrap().len() + stored.lock().unwrap().len(), 60);
+        assert_eq!(sink.shared.queue.lock().unwrap().events, 0);
     }
 }

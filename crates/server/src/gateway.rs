@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use custos_event::ServerFields;
-use custos_gateway::sink::{PostBatch, PostError, Sink, StoreNow};
-use serde_json::Value;
+use custos_gateway::sink::{Event, PostBatch, PostError, Sink, StoreNow};
 
 use crate::AppState;
 
@@ -25,12 +24,12 @@ fn fields(log: &str, name: &str) -> ServerFields {
 pub fn sink(state: Arc<AppState>, log: String, name: String) -> Sink {
     let handle = tokio::runtime::Handle::current();
     let (st, l, n) = (state.clone(), log.clone(), name.clone());
-    let post: PostBatch = Arc::new(move |events: &[Value]| {
+    let post: PostBatch = Arc::new(move |events: &[Event]| {
         handle.block_on(crate::ingest::ingest_borrowed(&st, &l, fields(&l, &n), events)).map(|_| ()).map_err(|e| {
             if e.status.is_client_error() { PostError::Rejected(e.message) } else { PostError::Retry(e.message) }
         })
     });
-    let now: StoreNow = Arc::new(move |events: Vec<Value>| {
+    let now: StoreNow = Arc::new(move |events: Vec<Event>| {
         let (st, l, n) = (state.clone(), log.clone(), name.clone());
         Box::pin(async move {
             crate::ingest::ingest_local(&st, &l, fields(&l, &n), events).await.map(|_| ()).map_err(|e| e.message)

@@ -307,11 +307,11 @@ const INLINE_SEAL_BODY_BYTES: usize = 8 * 1024;
 /// Like [`ingest_values`], for sources inside the server that wait for
 /// every event (the gateway in fail-closed mode): small batches are sealed
 /// on the calling task, saving a thread hop on a path bound by fsync.
-pub async fn ingest_local(
+pub async fn ingest_local<V: View + Send + 'static>(
     state: &AppState,
     log: &str,
     server: ServerFields,
-    values: Vec<Value>,
+    values: Vec<V>,
 ) -> Result<Vec<(Receipt, bool)>, ApiError> {
     let inline = values.len() <= INLINE_SEAL_EVENTS_MAX;
     ingest_sealing(state, log, server, values, inline).await
@@ -332,17 +332,17 @@ pub async fn ingest_nodes(
 /// events: for callers on a thread of their own that keep the events (the
 /// gateway's sink, which retries them if the log is busy). Saves a copy of
 /// every event and a hop to a blocking thread.
-pub async fn ingest_borrowed(
+pub async fn ingest_borrowed<V: View>(
     state: &AppState,
     log: &str,
     server: ServerFields,
-    values: &[Value],
+    values: &[V],
 ) -> Result<Vec<(Receipt, bool)>, ApiError> {
     let seqs = source_seqs(values);
     let submitter = server.submitter.clone();
-    let items: Vec<Item<&Value>> =
+    let items: Vec<Item<&V>> =
         values.iter().enumerate().map(|(i, value)| Item { line: None, index: Some(i), value }).collect();
-    let sealed = seal_all::<Value, _>(&items, &server, state.config.max_event_bytes)?;
+    let sealed = seal_all::<V, _>(&items, &server, state.config.max_event_bytes)?;
     store_sealed(state, log, &submitter, &seqs, sealed).await
 }
 

@@ -239,17 +239,20 @@ fn poster(server: &str, log: &str) -> PostBatch {
         .build()
         .into();
     let token = crate::http::token();
-    Arc::new(move |events: &[serde_json::Value]| {
-        let mut body = Vec::with_capacity(events.len() * 512);
+    Arc::new(move |events: &[custos_gateway::sink::Event]| {
+        let mut body = String::with_capacity(events.len() * 512);
         for e in events {
-            serde_json::to_writer(&mut body, e).expect("a Value serialises");
-            body.push(b'\n');
+            // The gateway's events have unique keys and finite numbers, so
+            // they always have a canonical form; the server seals them anew.
+            custos_event::canonical::write_node(&mut body, e)
+                .map_err(|err| PostError::Rejected(format!("an audit event has no JSON form: {err}")))?;
+            body.push('\n');
         }
         let mut req = agent.post(&url).header("Content-Type", "application/x-ndjson");
         if let Some(t) = &token {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
-        match req.send(&body[..]) {
+        match req.send(body.as_bytes()) {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 if (200..300).contains(&status) {
