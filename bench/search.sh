@@ -112,6 +112,22 @@ print("=> selective from curl, %d queries: %s" % (len(rows), pct([float(r[1]) * 
 print("   of which the search (Server-Timing): %s" % pct([step(r, "search") for r in rows]))
 print("   of which the durable record of the read: %s" % pct([step(r, "audit") for r in rows]))
 PY
+# Pages deep in a large result: status:failure (about 5% of all events),
+# the first page and the page after a cursor in the middle of the log.
+for c in "" "&cursor=$((N / 2))"; do
+  for i in $(seq 200); do
+    printf 'url = "http://127.0.0.1:%s/v1/logs/bench/search?q=status%%3Afailure&limit=100%s"\noutput = /dev/null\n' "$PORT" "$c"
+  done > "$WORK/curl.cfg"
+  curl -s -H "Authorization: Bearer $CUSTOS_TOKEN" -K "$WORK/curl.cfg" -w '%{http_code} %{time_total} %header{server-timing}\n' \
+    | python3 -c '
+import re, sys
+rows = [l.split(" ", 2) for l in sys.stdin.read().splitlines()]
+assert len(rows) == 200 and all(r[0] == "200" for r in rows), rows[:3]
+s = sorted(float(re.search(r"search;dur=([0-9.]+)", r[2]).group(1)) for r in rows)
+t = sorted(float(r[1]) * 1000 for r in rows)
+print("=> status:failure, %s: p50 %.2f ms (search %.2f ms), p99 %.2f ms" % (sys.argv[1], t[100], s[100], t[198]))' \
+    "$([ -n "$c" ] && echo "page after cursor $((N / 2))" || echo "first page")"
+done
 kill $SERVER; wait $SERVER || true
 
 echo "## index build offline: custos reindex (server stopped; a writer thread per core), with its CPU time"

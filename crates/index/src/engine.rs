@@ -301,12 +301,16 @@ fn document(f: &Fields, index: u64, entry: &[u8]) -> TantivyDocument {
 struct TopByIndex {
     limit: usize,
     newest_first: bool,
+    /// Only entries after this one in the page order: a cursor.
+    after: Option<u64>,
     columns: Arc<HashMap<tantivy::index::SegmentId, Column<u64>>>,
 }
 
 struct TopByIndexSegment {
     limit: usize,
     newest_first: bool,
+    /// The key of the cursor: only smaller keys qualify.
+    below: Option<u64>,
     column: Option<Column<u64>>,
     /// The best `limit` entry numbers so far, as keys (see
     /// [`TopByIndexSegment::key`]), worst on top.
@@ -330,7 +334,10 @@ impl tantivy::collector::Collector for TopByIndex {
             Some(c) => Some(c.clone()),
             None => reader.fast_fields().u64("index").ok(),
         };
-        Ok(TopByIndexSegment { limit: self.limit, newest_first: self.newest_first, column, heap: Default::default() })
+        let mut s =
+            TopByIndexSegment { limit: self.limit, newest_first: self.newest_first, below: None, column, heap: Default::default() };
+        s.below = self.after.map(|c| s.key(c));
+        Ok(s)
     }
 
     fn requires_scoring(&self) -> bool {
@@ -355,6 +362,10 @@ impl tantivy::collector::SegmentCollector for TopByIndexSegment {
     fn collect(&mut self, doc: tantivy::DocId, _: tantivy::Score) {
         let Some(v) = self.column.as_ref().and_then(|c| c.first(doc)) else { return };
         let key = self.key(v);
+        // Entries up to the cursor were on earlier pages.
+        if self.below.is_some_and(|b| key >= b) {
+            return;
+        }
         if self.heap.len() < self.limit {
             self.heap.push(std::cmp::Reverse(key));
         } else if self.heap.peek().is_some_and(|worst| key > worst.0) {
@@ -518,21 +529,16 @@ impl LogIndex {
         query::check(q).map_err(IndexError::Query)?;
         let tq = self.translate(q, now_ns)?;
         let searcher = self.reader.searcher();
-        let top =
-            TopByIndex { limit: limit.clamp(1, MAX_PAGE_HITS), newest_first, columns: self.index_columns(&searcher) };
-        let Some(c) = cursor else {
-            // The first page and the count in one pass.
-            let (total, hits) = searcher.search(&tq, &(Count, top))?;
-            return Ok((hits, total));
+        // The page and the count in one pass; the collector skips what the
+        // cursor already covered. (A range query on the `index` column here
+        // scanned the whole column of segments holding only newer entries.)
+        let top = TopByIndex {
+            limit: limit.clamp(1, MAX_PAGE_HITS),
+            newest_first,
+            after: cursor,
+            columns: self.index_columns(&searcher),
         };
-        let total = searcher.search(&tq, &Count)?;
-        let (lo, hi) = if newest_first {
-            (StdBound::Unbounded, StdBound::Excluded(Term::from_field_u64(self.fields.index, c)))
-        } else {
-            (StdBound::Excluded(Term::from_field_u64(self.fields.index, c)), StdBound::Unbounded)
-        };
-        let page_query = BooleanQuery::new(vec![(Occur::Must, tq), (Occur::Must, Box::new(RangeQuery::new(lo, hi)))]);
-        let hits = searcher.search(&page_query, &top)?;
+        let (total, hits) = searcher.search(&tq, &(Count, top))?;
         Ok((hits, total))
     }
 

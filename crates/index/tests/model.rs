@@ -175,19 +175,29 @@ fn brute(f: &Fixture, q: &str) -> Vec<u64> {
     v
 }
 
+/// Every hit, page by page with the cursor, newest first; checked against
+/// the same walk oldest first, and the count of each page against the hits.
 fn indexed(f: &Fixture, q: &str) -> Vec<u64> {
     let q = parse(q).unwrap();
-    let mut all = Vec::new();
-    let mut cursor = None;
-    loop {
-        let (page, total) = f.index.search(&q, 50, cursor, true, now()).unwrap();
-        assert!(all.len() + page.len() <= total);
-        if page.is_empty() {
-            return all;
+    let walk = |newest_first: bool| {
+        let mut all = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (page, total) = f.index.search(&q, 50, cursor, newest_first, now()).unwrap();
+            if page.is_empty() {
+                assert_eq!(all.len(), total, "every page counts all matches");
+                return all;
+            }
+            assert!(all.len() + page.len() <= total);
+            cursor = page.last().copied();
+            all.extend(page);
         }
-        cursor = page.last().copied();
-        all.extend(page);
-    }
+    };
+    let newest = walk(true);
+    let mut oldest = walk(false);
+    oldest.reverse();
+    assert_eq!(oldest, newest, "oldest-first pages hold the same hits");
+    newest
 }
 
 proptest! {
