@@ -57,21 +57,45 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 /// Reads the body, at most `limit` bytes before and after decompression.
+/// How much of a body over the limit is read and thrown away before the
+/// 413 answer, so that a client still sending it gets that answer rather
+/// than a broken connection. A larger body is cut off.
+pub const MAX_DRAINED_BODY_BYTES: usize = 16 << 20;
+
+/// The body, up to `limit` bytes. Over it: the rest is drained (up to
+/// [`MAX_DRAINED_BODY_BYTES`]) and the answer is 413.
+async fn collect_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut out = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the request body failed: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen > limit {
+            if seen > limit.saturating_add(MAX_DRAINED_BODY_BYTES) {
+                break;
+            }
+            out = Vec::new();
+            continue;
+        }
+        out.extend_from_slice(&data);
+    }
+    if seen > limit {
+        return Err(too_large(limit));
+    }
+    Ok(out)
+}
+
 pub(crate) async fn read_body(
     body: Body,
     headers: &HeaderMap,
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<Vec<u8>, ApiError> {
-    let raw = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Ok(r) => r.map_err(|e| {
-            let msg = e.to_string();
-            if msg.contains("length limit") {
-                too_large(limit)
-            } else {
-                ApiError::bad_request(format!("reading the request body failed: {msg}"))
-            }
-        })?,
+    let raw = match tokio::time::timeout(timeout, collect_body(body, limit)).await {
+        Ok(r) => r?,
         Err(_) => {
             return Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
