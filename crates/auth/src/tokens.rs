@@ -260,10 +260,10 @@ impl TokenStore {
                 "token name {name:?} must be 1 to 64 letters, digits, '.', '_' or '-'"
             )));
         }
-        if let Scope::Logs(logs) = &scope {
-            if logs.iter().any(|l| l.starts_with('_')) {
-                return Err(StoreError::Invalid("system logs cannot be scoped; use the auditor role".into()));
-            }
+        if let Scope::Logs(logs) = &scope
+            && logs.iter().any(|l| l.starts_with('_'))
+        {
+            return Err(StoreError::Invalid("system logs cannot be scoped; use the auditor role".into()));
         }
         let mut raw = [0u8; 6 + 32];
         getrandom::fill(&mut raw).map_err(|e| StoreError::Invalid(format!("no randomness: {e}")))?;

@@ -74,10 +74,10 @@ pub fn verify_url(url: &str, verifier: &NoteVerifier, state_path: &Path) -> anyh
     let mut builder = TreeBuilder::new();
     // Hashes at tree levels 8, 16, ...: what the upper tiles must hold.
     let mut upper: Vec<Vec<Hash>> = Vec::new();
-    if let Some((0, r)) = prev_root {
-        if r != Hash::empty() {
-            bail!("server rewrote history: the empty tree had a different root before");
-        }
+    if let Some((0, r)) = prev_root
+        && r != Hash::empty()
+    {
+        bail!("server rewrote history: the empty tree had a different root before");
     }
     for bundle in Tile::bundles_for_size(cp.size) {
         let raw = http::get_ok(&agent, &format!("{base}/{}", bundle.path()))?;
@@ -104,12 +104,13 @@ pub fn verify_url(url: &str, verifier: &NoteVerifier, state_path: &Path) -> anyh
                     upper[k].push(*h);
                 }
             });
-            if let Some((size, root)) = prev_root {
-                if builder.size() == size && builder.root() != root {
-                    bail!(
-                        "server rewrote history: the tree of the previously verified size {size} has a different root now"
-                    );
-                }
+            if let Some((size, root)) = prev_root
+                && builder.size() == size
+                && builder.root() != root
+            {
+                bail!(
+                    "server rewrote history: the tree of the previously verified size {size} has a different root now"
+                );
             }
         }
     }

@@ -352,12 +352,11 @@ fn self_signed_tls_prints_its_fingerprint() {
     assert_eq!(fp.len(), 32 * 3 - 1);
     let url = url.unwrap();
     let cert = dir.path().join("tls/self-signed.pem");
-    let ok = poll(|| {
+    poll(|| {
         let out =
             Command::new("curl").args(["-s", "--cacert"]).arg(&cert).arg(format!("{url}/healthz")).output().ok()?;
         (out.stdout == b"ok\n").then_some(())
     });
-    let _ = ok;
     // The certificate on the wire has the printed fingerprint.
     let out =
         Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(&cert).output().unwrap();

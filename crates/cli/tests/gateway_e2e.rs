@@ -107,7 +107,7 @@ fn events(url: &str, reader: &str) -> Vec<Value> {
     let reader = Some(reader);
     let mut out = Vec::new();
     loop {
-        let (status, body) = get_as(&format!("{url}/v1/logs/db/entries?start={}", out.len()), reader.as_deref());
+        let (status, body) = get_as(&format!("{url}/v1/logs/db/entries?start={}", out.len()), reader);
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let Some(entries) = body["entries"].as_array().filter(|e| status == 200 && !e.is_empty()) else { break };
         for e in entries {
@@ -174,7 +174,7 @@ fn wait_for(url: &str, reader: &str, what: &str, mut pred: impl FnMut(&[Value]) 
     }
 }
 
-fn find<'a>(ev: &'a [Value], pred: impl Fn(&Value) -> bool) -> Vec<&'a Value> {
+fn find(ev: &[Value], pred: impl Fn(&Value) -> bool) -> Vec<&Value> {
     ev.iter().filter(|e| pred(e)).collect()
 }
 

@@ -290,15 +290,15 @@ fn check_endpoint<V: View>(c: &mut Check, ep: Option<&V>, p: &EndpointPaths) {
     if !ep.is_object() {
         return c.err(p.root, "must be an object");
     }
-    if let Some(ip) = check_string(c, ep.get("ip"), p.ip, false, 64) {
-        if ip.parse::<std::net::IpAddr>().is_err() {
-            c.err(p.ip, format!("{ip:?} is not an IPv4 or IPv6 address"));
-        }
+    if let Some(ip) = check_string(c, ep.get("ip"), p.ip, false, 64)
+        && ip.parse::<std::net::IpAddr>().is_err()
+    {
+        c.err(p.ip, format!("{ip:?} is not an IPv4 or IPv6 address"));
     }
-    if let Some(port) = ep.get("port") {
-        if !port.as_u64().is_some_and(|port| port <= 65535) {
-            c.err(p.port, "must be an integer from 0 to 65535");
-        }
+    if let Some(port) = ep.get("port")
+        && port.as_u64().is_none_or(|port| port > 65535)
+    {
+        c.err(p.port, "must be an integer from 0 to 65535");
     }
     check_string(c, ep.get("hostname"), p.hostname, false, 255);
 }
@@ -373,16 +373,16 @@ pub fn check<V: View>(obj: &V) -> Result<i64, Vec<FieldError>> {
         }
     }
     let time = check_time(&mut c, obj.get("time"));
-    if let Some(a) = check_string(&mut c, obj.get("activity"), "activity", true, MAX_ACTIVITY_BYTES) {
-        if !a.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:/".contains(&b)) {
-            c.err("activity", "only letters, digits and . _ - : / are allowed");
-        }
+    if let Some(a) = check_string(&mut c, obj.get("activity"), "activity", true, MAX_ACTIVITY_BYTES)
+        && !a.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:/".contains(&b))
+    {
+        c.err("activity", "only letters, digits and . _ - : / are allowed");
     }
     check_actor(&mut c, obj.get("actor"));
-    if let Some(s) = check_string(&mut c, obj.get("status"), "status", true, 16) {
-        if !STATUSES.contains(&s) {
-            c.err("status", format!("{s:?} is not one of success, failure, unknown"));
-        }
+    if let Some(s) = check_string(&mut c, obj.get("status"), "status", true, 16)
+        && !STATUSES.contains(&s)
+    {
+        c.err("status", format!("{s:?} is not one of success, failure, unknown"));
     }
     check_string(&mut c, obj.get("status_detail"), "status_detail", false, 4096);
     check_string(&mut c, obj.get("message"), "message", false, MAX_EVENT_BYTES);
@@ -398,10 +398,10 @@ pub fn check<V: View>(obj: &V) -> Result<i64, Vec<FieldError>> {
             c.err(f, "must be an object");
         }
     }
-    if let Some(t) = obj.get("targets") {
-        if !t.is_array_of_objects() {
-            c.err("targets", "must be an array of objects");
-        }
+    if let Some(t) = obj.get("targets")
+        && !t.is_array_of_objects()
+    {
+        c.err("targets", "must be an array of objects");
     }
     check_endpoint(&mut c, obj.get("src_endpoint"), &SRC);
     check_endpoint(&mut c, obj.get("dst_endpoint"), &DST);

@@ -126,7 +126,7 @@ pub enum ScramError {
     Rejected,
 }
 
-fn attr<'a>(part: Option<&'a str>, name: char) -> Result<&'a str, ScramError> {
+fn attr(part: Option<&str>, name: char) -> Result<&str, ScramError> {
     part.and_then(|p| p.strip_prefix(name))
         .and_then(|p| p.strip_prefix('='))
         .ok_or_else(|| ScramError::Malformed(format!("expected attribute '{name}='")))

@@ -202,12 +202,12 @@ fn fatal(code: &str, text: &str) -> Vec<u8> {
 /// Reads one typed message during the handshake.
 async fn read_frame(io: &mut Stream, buf: &mut Vec<u8>, max: usize) -> Result<(u8, Vec<u8>), String> {
     loop {
-        if let Some((tag, len)) = wire::header(buf, max).map_err(|e| e.0)? {
-            if buf.len() >= len {
-                let body = buf[5..len].to_vec();
-                buf.drain(..len);
-                return Ok((tag, body));
-            }
+        if let Some((tag, len)) = wire::header(buf, max).map_err(|e| e.0)?
+            && buf.len() >= len
+        {
+            let body = buf[5..len].to_vec();
+            buf.drain(..len);
+            return Ok((tag, body));
         }
         buf.reserve(READ_BUFFER_BYTES);
         if io.read_buf(buf).await.map_err(|e| e.to_string())? == 0 {
@@ -678,10 +678,8 @@ async fn proxy(ctx: &Ctx, client: Stream, upstream: Stream, buf: Vec<u8>) -> End
 /// decoded by their type when it is a common one, else as hex.
 fn render_param(value: Option<&[u8]>, binary: bool, oid: u32) -> Event {
     let Some(v) = value else { return Node::Null };
-    if binary {
-        if let Some(s) = decode_binary(v, oid) {
-            return s.into();
-        }
+    if binary && let Some(s) = decode_binary(v, oid) {
+        return s.into();
     }
     let cut = &v[..v.len().min(MAX_EVENT_PARAM_BYTES)];
     let mut s = if binary && !is_text_oid(oid) {
@@ -1087,11 +1085,12 @@ async fn upstream_direction(
         buf.drain(..used);
         if !s.events.is_empty() {
             let durable = ctx.gw.config.mode == AuditMode::FailClosed;
-            if let Err(e) = ctx.gw.sink.submit(std::mem::take(&mut s.events), durable).await {
-                if durable && !s.audited.is_empty() {
-                    tracing::warn!(session = %ctx.sid, error = %e, "statements refused: the audit log is unavailable");
-                    refuse_all(track, &mut s, &e);
-                }
+            if let Err(e) = ctx.gw.sink.submit(std::mem::take(&mut s.events), durable).await
+                && durable
+                && !s.audited.is_empty()
+            {
+                tracing::warn!(session = %ctx.sid, error = %e, "statements refused: the audit log is unavailable");
+                refuse_all(track, &mut s, &e);
             }
         }
         if !s.pending.is_empty() {
@@ -1235,10 +1234,10 @@ fn on_upstream(ctx: &Ctx, track: &Mutex<Track>, tag: u8, frame: &[u8], out: &mut
             out.extend_from_slice(frame);
             if let Some(Pending::Exec(e)) = t.inflight.front_mut() {
                 e.tags.push(label);
-                if e.protocol == "extended" {
-                    if let Some(Pending::Exec(e)) = t.inflight.pop_front() {
-                        finish(ctx, &e, false, events);
-                    }
+                if e.protocol == "extended"
+                    && let Some(Pending::Exec(e)) = t.inflight.pop_front()
+                {
+                    finish(ctx, &e, false, events);
                 }
             }
         }
@@ -1266,10 +1265,10 @@ fn on_upstream(ctx: &Ctx, track: &Mutex<Track>, tag: u8, frame: &[u8], out: &mut
             };
             if let Some(Pending::Exec(e)) = t.inflight.front_mut() {
                 e.error = Some((code, message));
-                if e.protocol == "extended" {
-                    if let Some(Pending::Exec(e)) = t.inflight.pop_front() {
-                        finish(ctx, &e, false, events);
-                    }
+                if e.protocol == "extended"
+                    && let Some(Pending::Exec(e)) = t.inflight.pop_front()
+                {
+                    finish(ctx, &e, false, events);
                 }
             }
         }

@@ -219,7 +219,7 @@ fn flatten(doc: &mut TantivyDocument, f: &Fields, path: &mut String, v: &Node<'_
             let agg = AGG_FIELDS.contains(&path.as_str());
             // A value in a field's own keyword column shows that it
             // exists; no token is needed for that.
-            if !query::ALWAYS_PRESENT.contains(&path.as_str()) && !(agg && text.is_some()) {
+            if !(query::ALWAYS_PRESENT.contains(&path.as_str()) || agg && text.is_some()) {
                 doc.add_text(f.has, path.as_str());
             }
             // Free text is tokenised into its own field; times are matched
@@ -334,8 +334,13 @@ impl tantivy::collector::Collector for TopByIndex {
             Some(c) => Some(c.clone()),
             None => reader.fast_fields().u64("index").ok(),
         };
-        let mut s =
-            TopByIndexSegment { limit: self.limit, newest_first: self.newest_first, below: None, column, heap: Default::default() };
+        let mut s = TopByIndexSegment {
+            limit: self.limit,
+            newest_first: self.newest_first,
+            below: None,
+            column,
+            heap: Default::default(),
+        };
         s.below = self.after.map(|c| s.key(c));
         Ok(s)
     }
@@ -411,11 +416,11 @@ impl LogIndex {
     /// buffers (more memory means fewer, larger segments to merge).
     pub fn open_with(dir: &Path, log_size: u64, threads: usize, memory_bytes: usize) -> Result<LogIndex, IndexError> {
         let boot = unsynced::boot_id();
-        if let Some(b) = &boot {
-            if let unsynced::Marker::OpenOtherBoot(old) = unsynced::read_marker(dir, b) {
-                tracing::warn!(dir = %dir.display(), boot = old, "index was open when the machine went down; rebuilding");
-                std::fs::remove_dir_all(dir)?;
-            }
+        if let Some(b) = &boot
+            && let unsynced::Marker::OpenOtherBoot(old) = unsynced::read_marker(dir, b)
+        {
+            tracing::warn!(dir = %dir.display(), boot = old, "index was open when the machine went down; rebuilding");
+            std::fs::remove_dir_all(dir)?;
         }
         match Self::try_open(dir, threads, memory_bytes, boot.as_deref()) {
             Ok(ix) if ix.indexed()? <= log_size => return Ok(ix),
@@ -746,10 +751,10 @@ impl LogIndex {
                 ))
             }
             Value_::Range(lo, hi) => {
-                if field == "time" {
-                    if let Some(q) = self.time_terms(lo, hi, now_ns)? {
-                        return Ok(q);
-                    }
+                if field == "time"
+                    && let Some(q) = self.time_terms(lo, hi, now_ns)?
+                {
+                    return Ok(q);
                 }
                 if let Some(tf) = time_field {
                     let b = |b: &Bound| -> Result<StdBound<Term>, IndexError> {

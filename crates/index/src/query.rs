@@ -293,16 +293,15 @@ impl Parser<'_> {
         if field && w == "*" {
             return Ok(Value_::Exists);
         }
-        if field {
-            if let Some((net, bits)) = w.split_once('/') {
-                if let (Ok(ip), Ok(bits)) = (net.parse::<IpAddr>(), bits.parse::<u8>()) {
-                    let max = if ip.is_ipv4() { 32 } else { 128 };
-                    if bits > max {
-                        return err(start, format!("prefix length {bits} is over {max}"));
-                    }
-                    return Ok(Value_::Cidr(ip, bits));
-                }
+        if field
+            && let Some((net, bits)) = w.split_once('/')
+            && let (Ok(ip), Ok(bits)) = (net.parse::<IpAddr>(), bits.parse::<u8>())
+        {
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            if bits > max {
+                return err(start, format!("prefix length {bits} is over {max}"));
             }
+            return Ok(Value_::Cidr(ip, bits));
         }
         if w.contains(['*', '?']) {
             return Ok(Value_::Wildcard(w));

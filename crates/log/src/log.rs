@@ -321,7 +321,7 @@ impl State {
 
     /// Adds one durable entry to the tree.
     pub(crate) fn push_leaf(&mut self, leaf: Hash) {
-        if self.size % TILE_WIDTH == 0 {
+        if self.size.is_multiple_of(TILE_WIDTH) {
             self.tail.clear();
         }
         self.tail.push(leaf);
@@ -343,7 +343,7 @@ impl State {
     /// segment.
     fn push_raw(&mut self, offset: u64, leaf: Hash, record_len: u64) {
         let seg = self.segments.last_mut().expect("a segment to append to");
-        if self.size % TILE_WIDTH == 0 {
+        if self.size.is_multiple_of(TILE_WIDTH) {
             self.bundles.push(Loc::Raw { segment: seg.first, offset });
         }
         seg.end = offset + record_len;
@@ -1004,7 +1004,7 @@ fn plan_pieces(
     let mut cur = Piece { segment: current.first, new: false, offset: current.end, bytes: 0..0, count: 0 };
     let mut index = first_index;
     for len in lens {
-        if index % TILE_WIDTH == 0 && index - cur.segment >= segment_entries.max(1) {
+        if index.is_multiple_of(TILE_WIDTH) && index - cur.segment >= segment_entries.max(1) {
             let at = cur.bytes.end;
             let done = std::mem::replace(
                 &mut cur,
@@ -1357,15 +1357,15 @@ fn recover(
             tracing::warn!(origin = %config.origin, file, offset, bytes = file_len - offset, reason, "cutting torn write from end of entries");
             s.truncate(&file, offset).map_err(io_ctx("truncating torn entries"))?;
         }
-        if let Some(&next) = segments.get(k + 1) {
-            if index != next {
-                return Err(OpenError::Corrupt {
-                    file,
-                    index,
-                    offset: r.state.segments.last().map_or(0, |s| s.end),
-                    reason: format!("the segment ends at entry {index}, but the next one starts at entry {next}"),
-                });
-            }
+        if let Some(&next) = segments.get(k + 1)
+            && index != next
+        {
+            return Err(OpenError::Corrupt {
+                file,
+                index,
+                offset: r.state.segments.last().map_or(0, |s| s.end),
+                reason: format!("the segment ends at entry {index}, but the next one starts at entry {next}"),
+            });
         }
     }
     let Replay { state, stored_count, fresh, next_cp, .. } = r;
@@ -1463,13 +1463,13 @@ fn load_checkpoints(
             if checkpoint.origin != config.origin {
                 return Err(bad(format!("origin {:?}, expected {:?}", checkpoint.origin, config.origin)));
             }
-            if let Some(prev) = out.last() {
-                if checkpoint.size <= prev.checkpoint.size {
-                    return Err(bad(format!(
-                        "size {} does not grow from the previous {}",
-                        checkpoint.size, prev.checkpoint.size
-                    )));
-                }
+            if let Some(prev) = out.last()
+                && checkpoint.size <= prev.checkpoint.size
+            {
+                return Err(bad(format!(
+                    "size {} does not grow from the previous {}",
+                    checkpoint.size, prev.checkpoint.size
+                )));
             }
             out.push(SignedCheckpoint { checkpoint, note: note.to_string() });
             Ok(())

@@ -138,9 +138,9 @@ fn take_image(s: &mut State) -> BTreeMap<String, Vec<u8>> {
             // the kept bytes: zeroed (unwritten blocks) or garbage.
             let keep = (next(&mut s.rng) % (unsynced.len() as u64 + 1)) as usize;
             let mut tail = unsynced[..keep].to_vec();
-            if !tail.is_empty() && next(&mut s.rng) % 2 == 0 {
+            if !tail.is_empty() && next(&mut s.rng).is_multiple_of(2) {
                 let start = (next(&mut s.rng) % tail.len() as u64) as usize;
-                let zero = next(&mut s.rng) % 2 == 0;
+                let zero = next(&mut s.rng).is_multiple_of(2);
                 for b in &mut tail[start..] {
                     *b = if zero { 0 } else { next(&mut s.rng) as u8 };
                 }

@@ -185,10 +185,10 @@ impl Storage for FsStorage {
         let mut out = Vec::new();
         for e in std::fs::read_dir(&self.dir)? {
             let e = e?;
-            if e.file_type()?.is_file() {
-                if let Ok(name) = e.file_name().into_string() {
-                    out.push(name);
-                }
+            if e.file_type()?.is_file()
+                && let Ok(name) = e.file_name().into_string()
+            {
+                out.push(name);
             }
         }
         Ok(out)

@@ -360,10 +360,10 @@ fn read_checkpoints(s: &dyn Storage, origin: &str, verifier: &NoteVerifier) -> R
             if cp.origin != origin {
                 return Err(fail(format!("origin {:?}, expected {origin:?}", cp.origin)));
             }
-            if let Some(prev) = out.last() {
-                if cp.size <= prev.size {
-                    return Err(fail(format!("size {} does not grow from {}", cp.size, prev.size)));
-                }
+            if let Some(prev) = out.last()
+                && cp.size <= prev.size
+            {
+                return Err(fail(format!("size {} does not grow from {}", cp.size, prev.size)));
             }
             out.push(cp);
             Ok(())

@@ -181,10 +181,10 @@ pub async fn entry_range(
             (None, Some(true)) => log.checkpoint().map(|c| c.checkpoint.size),
             _ => None,
         };
-        if let Some(n) = proof_at {
-            if n < end || n > size {
-                return Err(ApiError::bad_request(format!("tree_size {n} must cover the range and be at most {size}")));
-            }
+        if let Some(n) = proof_at
+            && (n < end || n > size)
+        {
+            return Err(ApiError::bad_request(format!("tree_size {n} must cover the range and be at most {size}")));
         }
         let mut out = Vec::new();
         for (i, e) in log.entries(start, end)?.iter().enumerate() {

@@ -65,10 +65,11 @@ impl Sources {
     pub fn seen(&self, source: &str, seqs: &[(String, Option<u64>)]) {
         let now = SystemTime::now();
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_SOURCES && !map.contains_key(source) {
-            if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_seen_at).map(|(k, _)| k.clone()) {
-                map.remove(&oldest);
-            }
+        if map.len() >= MAX_SOURCES
+            && !map.contains_key(source)
+            && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_seen_at).map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
         }
         let s = map.entry(source.to_string()).or_insert(SourceStats {
             first_seen: now,

@@ -201,6 +201,19 @@ fn sanitize_activity(s: &str) -> String {
     a
 }
 
+/// The answer to an export: partial success when records were rejected,
+/// encoded as the request was (protobuf, or OTLP/JSON).
+pub fn encode_response(rejected: usize, error_message: &str, as_json: bool) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
+    let resp = ExportLogsServiceResponse {
+        partial_success: (rejected > 0).then(|| ExportLogsPartialSuccess {
+            rejected_log_records: rejected as i64,
+            error_message: error_message.to_string(),
+        }),
+    };
+    if as_json { serde_json::to_vec(&resp).expect("a response serialises") } else { resp.encode_to_vec() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,17 +256,4 @@ mod tests {
         assert!(decode_protobuf(&[0xff, 0xff, 0xff]).is_err());
         assert!(decode_json(b"{\"resourceLogs\": 5}").is_err());
     }
-}
-
-/// The answer to an export: partial success when records were rejected,
-/// encoded as the request was (protobuf, or OTLP/JSON).
-pub fn encode_response(rejected: usize, error_message: &str, as_json: bool) -> Vec<u8> {
-    use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
-    let resp = ExportLogsServiceResponse {
-        partial_success: (rejected > 0).then(|| ExportLogsPartialSuccess {
-            rejected_log_records: rejected as i64,
-            error_message: error_message.to_string(),
-        }),
-    };
-    if as_json { serde_json::to_vec(&resp).expect("a response serialises") } else { resp.encode_to_vec() }
 }

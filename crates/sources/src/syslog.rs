@@ -484,10 +484,10 @@ pub enum Frame {
 impl Framer {
     /// Adds received bytes.
     pub fn push(&mut self, data: &[u8]) {
-        if self.octet_counting.is_none() {
-            if let Some(&b) = data.first() {
-                self.octet_counting = Some(b.is_ascii_digit());
-            }
+        if self.octet_counting.is_none()
+            && let Some(&b) = data.first()
+        {
+            self.octet_counting = Some(b.is_ascii_digit());
         }
         self.buf.extend_from_slice(data);
     }

@@ -136,7 +136,7 @@ impl Tile {
             for index in 0..n / TILE_WIDTH {
                 out.push(Tile { kind: TileKind::Hashes { level }, index, width: TILE_WIDTH as u16 });
             }
-            if n % TILE_WIDTH != 0 {
+            if !n.is_multiple_of(TILE_WIDTH) {
                 out.push(Tile {
                     kind: TileKind::Hashes { level },
                     index: n / TILE_WIDTH,
@@ -154,7 +154,7 @@ impl Tile {
         let mut out: Vec<Tile> = (0..size / TILE_WIDTH)
             .map(|index| Tile { kind: TileKind::Entries, index, width: TILE_WIDTH as u16 })
             .collect();
-        if size % TILE_WIDTH != 0 {
+        if !size.is_multiple_of(TILE_WIDTH) {
             out.push(Tile { kind: TileKind::Entries, index: size / TILE_WIDTH, width: (size % TILE_WIDTH) as u16 });
         }
         out
@@ -218,7 +218,7 @@ pub fn decode_bundle(bytes: &[u8]) -> Result<Vec<&[u8]>, TileDataError> {
 
 /// Splits a hash tile into its hashes.
 pub fn decode_hash_tile(bytes: &[u8]) -> Result<Vec<Hash>, TileDataError> {
-    if bytes.len() % HASH_SIZE != 0 {
+    if !bytes.len().is_multiple_of(HASH_SIZE) {
         return Err(TileDataError::BadHashTile(bytes.len()));
     }
     Ok(bytes.chunks(HASH_SIZE).map(|c| Hash::from_slice(c).expect("chunk is 32 bytes")).collect())

@@ -68,7 +68,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         }
         Sub::List { data } => {
             let store = TokenStore::open(&data)?;
-            println!("{:<14} {:<24} {:<8} {:<24} {:<12} {}", "ID", "NAME", "ROLE", "LOGS", "EXPIRES", "STATE");
+            println!("{:<14} {:<24} {:<8} {:<24} {:<12} STATE", "ID", "NAME", "ROLE", "LOGS", "EXPIRES");
             for r in store.records()? {
                 let logs = match &r.scope {
                     Scope::All => "*".to_string(),

@@ -196,7 +196,7 @@ pub fn event(user: &str, n: u64) -> Value {
         "time": "2026-11-27T09:00:00Z",
         "activity": "db.query",
         "actor": {"user": {"name": user}},
-        "status": if n % 7 == 0 { "failure" } else { "success" },
+        "status": if n.is_multiple_of(7) { "failure" } else { "success" },
         "src_endpoint": {"ip": "10.0.0.1", "port": 5000 + n % 1000},
         "message": format!("SELECT {n}"),
     })
