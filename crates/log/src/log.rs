@@ -3,7 +3,7 @@
 
 use std::io;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
@@ -52,6 +52,12 @@ pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
 pub const ENTRIES_PREALLOCATE_BYTES: u64 = 256 * 1024;
 /// Block size the zeroed space is rounded to.
 const PREALLOCATE_ALIGN_BYTES: u64 = 4096;
+/// An append commits on its own thread only if no commit ended within this
+/// long, and the last commit held one append: appends that follow each
+/// other this closely, or that the writer thread found several at a time,
+/// are a busy log, whose writer thread gathers more of them into each
+/// commit (its wake-up is that gathering window).
+pub const DIRECT_COMMIT_IDLE: std::time::Duration = std::time::Duration::from_micros(50);
 /// The writer starts a new entries segment at the first bundle boundary
 /// after the current one holds this many entries. Only whole segments are
 /// compressed into the bundles file and then removed, so this is about how
@@ -240,6 +246,22 @@ struct Request {
     reply: oneshot::Sender<Result<Range<u64>, AppendError>>,
 }
 
+/// Counts an append in progress until dropped (also when its future is).
+struct Appending<'a>(&'a AtomicUsize);
+
+impl<'a> Appending<'a> {
+    fn enter(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::AcqRel);
+        Appending(n)
+    }
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Where the entries of one bundle are stored.
 #[derive(Clone, Copy, Debug)]
 enum Loc {
@@ -367,6 +389,16 @@ struct Inner {
     /// Set by the first storage failure that leaves the files in an unknown
     /// state; appends are refused from then on.
     failed: Mutex<Option<String>>,
+    /// Serialises commits: the writer thread's, and those an appending task
+    /// makes itself when nothing else is queued (see [`Log::append_hashed`]).
+    committing: Mutex<()>,
+    /// Appends in progress through [`Log::append_hashed`].
+    appending: AtomicUsize,
+    /// When the log was opened, and when the last commit ended (ns after).
+    opened: std::time::Instant,
+    last_commit_ns: AtomicU64,
+    /// How many appends the last commit grouped.
+    last_commit_requests: AtomicUsize,
     /// Serialises checkpoint signing.
     signing: Mutex<()>,
     /// Serialises compaction, and holds the failure that stopped it.
@@ -377,6 +409,7 @@ struct Inner {
 #[derive(Default)]
 struct Stats {
     commits: AtomicU64,
+    direct_commits: AtomicU64,
     entries: AtomicU64,
     bytes: AtomicU64,
     fsync_ns: AtomicU64,
@@ -388,6 +421,9 @@ pub struct LogStats {
     /// Group commits, each one write and one fsync of the last segment (two
     /// when a new segment starts).
     pub commits: u64,
+    /// Of those, commits an appending task made itself, not the writer
+    /// thread (see [`Log::append_hashed`]).
+    pub direct_commits: u64,
     /// Entries appended.
     pub entries: u64,
     /// Entry bytes appended.
@@ -424,6 +460,11 @@ impl Log {
             signer,
             state: RwLock::new(state),
             failed: Mutex::new(None),
+            committing: Mutex::new(()),
+            appending: AtomicUsize::new(0),
+            opened: std::time::Instant::now(),
+            last_commit_ns: AtomicU64::new(0),
+            last_commit_requests: AtomicUsize::new(0),
             signing: Mutex::new(()),
             compacting: Mutex::new(None),
             stats: Stats::default(),
@@ -478,11 +519,38 @@ impl Log {
     }
 
     /// [`Log::append`], also returning the leaf hash of each entry.
+    ///
+    /// When this is the only append in progress, no commit is running or
+    /// ended within [`DIRECT_COMMIT_IDLE`], the last commit held one append,
+    /// and the caller runs on a multi-threaded runtime, the caller commits
+    /// its entries itself (inside `block_in_place`, so the runtime's other tasks
+    /// move to another thread meanwhile). That saves the two thread
+    /// hand-offs, to the writer thread and back, on a path bound by fsync
+    /// latency. With appends from several tasks at once, everything goes
+    /// through the writer thread, which groups them into one commit: a
+    /// commit of one caller's entries alone would cost an fsync of its own.
     pub async fn append_hashed<E: AsRef<[u8]>>(&self, entries: &[E]) -> Result<(Range<u64>, Vec<Hash>), AppendError> {
         let prepared = Self::prepare(entries)?;
         let leaves = prepared.leaves.clone();
-        let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or(AppendError::Closed)?;
+        let _counted = Appending::enter(&self.inner.appending);
+        let idle = self.inner.opened.elapsed().as_nanos() as u64
+            > self.inner.last_commit_ns.load(Ordering::Relaxed) + DIRECT_COMMIT_IDLE.as_nanos() as u64;
+        let alone = idle
+            && self.inner.last_commit_requests.load(Ordering::Relaxed) <= 1
+            && self.inner.appending.load(Ordering::Acquire) == 1
+            && tx.capacity() == tx.max_capacity();
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if alone && multi_thread {
+            if let Ok(_guard) = self.inner.committing.try_lock() {
+                let (count, bytes) = (prepared.leaves.len(), prepared.records.len());
+                let first = tokio::task::block_in_place(|| commit(&self.inner, &[&prepared], count, bytes))?;
+                self.inner.stats.direct_commits.fetch_add(1, Ordering::Relaxed);
+                return Ok((first..first + count as u64, leaves));
+            }
+        }
+        let (reply, rx) = oneshot::channel();
         match tx.try_send(Request { prepared, reply }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(AppendError::Closed),
@@ -858,6 +926,7 @@ impl Log {
         let s = &self.inner.stats;
         LogStats {
             commits: s.commits.load(Ordering::Relaxed),
+            direct_commits: s.direct_commits.load(Ordering::Relaxed),
             entries: s.entries.load(Ordering::Relaxed),
             bytes: s.bytes.load(Ordering::Relaxed),
             fsync_ns: s.fsync_ns.load(Ordering::Relaxed),
@@ -960,7 +1029,12 @@ fn writer_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
             bytes += r.prepared.records.len();
             batch.push(r);
         }
-        match commit(&inner, &batch, count, bytes) {
+        let result = {
+            let _guard = inner.committing.lock().unwrap_or_else(|e| e.into_inner());
+            let prepared: Vec<&Prepared> = batch.iter().map(|r| &r.prepared).collect();
+            commit(&inner, &prepared, count, bytes)
+        };
+        match result {
             Ok(mut next) => {
                 for r in batch {
                     let n = r.prepared.leaves.len() as u64;
@@ -1054,7 +1128,7 @@ fn write_piece(storage: &dyn Storage, piece: &Piece, records: &[u8]) -> io::Resu
 /// segment boundary), then publishes them. Returns the index of the first
 /// entry. Nothing is published, and so nothing acknowledged, unless every
 /// fsync succeeded.
-fn commit(inner: &Inner, batch: &[Request], count: usize, bytes: usize) -> Result<u64, AppendError> {
+fn commit(inner: &Inner, batch: &[&Prepared], count: usize, bytes: usize) -> Result<u64, AppendError> {
     if let Some(f) = inner.failed.lock().unwrap_or_else(|e| e.into_inner()).clone() {
         return Err(AppendError::Failed(f));
     }
@@ -1064,16 +1138,16 @@ fn commit(inner: &Inner, batch: &[Request], count: usize, bytes: usize) -> Resul
     };
     let joined;
     let records: &[u8] = if batch.len() == 1 {
-        &batch[0].prepared.records
+        &batch[0].records
     } else {
         let mut buf = Vec::with_capacity(bytes);
         for r in batch {
-            buf.extend_from_slice(&r.prepared.records);
+            buf.extend_from_slice(&r.records);
         }
         joined = buf;
         &joined
     };
-    let lens = batch.iter().flat_map(|r| r.prepared.lens.iter().copied());
+    let lens = batch.iter().flat_map(|r| r.lens.iter().copied());
     let pieces = plan_pieces(lens, first_index, current, inner.config.segment_entries);
     let storage = &*inner.storage;
     for (k, piece) in pieces.iter().enumerate() {
@@ -1115,15 +1189,14 @@ fn commit(inner: &Inner, batch: &[Request], count: usize, bytes: usize) -> Resul
     // rebuilds, so they are written but not synced per batch.
     let mut raw = Vec::with_capacity(count * HASH_SIZE);
     for r in batch {
-        for h in &r.prepared.leaves {
+        for h in &r.leaves {
             raw.extend_from_slice(&h.0);
         }
     }
     let hashes = storage.append(HASHES_FILE, &raw);
     {
         let mut st = inner.state.write().unwrap_or_else(|e| e.into_inner());
-        let mut entries =
-            batch.iter().flat_map(|r| r.prepared.leaves.iter().zip(&r.prepared.lens)).map(|(h, l)| (*h, *l));
+        let mut entries = batch.iter().flat_map(|r| r.leaves.iter().zip(&r.lens)).map(|(h, l)| (*h, *l));
         for piece in &pieces {
             if piece.new {
                 st.segments.push(Segment { first: piece.segment, end: HEADER_SIZE_BYTES });
@@ -1136,6 +1209,8 @@ fn commit(inner: &Inner, batch: &[Request], count: usize, bytes: usize) -> Resul
         }
     }
     inner.stats.commits.fetch_add(1, Ordering::Relaxed);
+    inner.last_commit_ns.store(inner.opened.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    inner.last_commit_requests.store(batch.len(), Ordering::Relaxed);
     inner.stats.entries.fetch_add(count as u64, Ordering::Relaxed);
     inner.stats.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     if let Err(e) = hashes {

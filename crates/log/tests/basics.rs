@@ -114,3 +114,82 @@ fn concurrent_appends_share_fsyncs_and_all_land() {
     drop(log);
     verify(&*storage).unwrap();
 }
+
+/// On a multi-threaded runtime an append commits on the caller's thread
+/// when nothing else is queued, and through the writer thread otherwise.
+/// Both kinds interleave: every entry gets exactly one index, reads back
+/// as appended, and survives a reopen.
+#[test]
+fn appends_committed_by_their_task_and_by_the_writer_interleave() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(Arc::new(FsStorage::open(dir.path()).unwrap())));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+    let tasks = 6u64;
+    let per_task = 120u64;
+    let results = rt.block_on(async {
+        // Alone, and not right after another commit, an append commits on
+        // its own thread; right after one, it goes through the writer.
+        let mut all = Vec::new();
+        for k in 0..10u64 {
+            let batch = vec![format!("{{\"alone\":{k}}}").into_bytes()];
+            let (range, _) = log.append_hashed(&batch).await.unwrap();
+            all.push((range, batch));
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(log.stats().direct_commits, 10, "{:?}", log.stats());
+        for k in 0..10u64 {
+            let batch = vec![format!("{{\"next\":{k}}}").into_bytes()];
+            let (range, _) = log.append_hashed(&batch).await.unwrap();
+            all.push((range, batch));
+        }
+        assert!(log.stats().direct_commits <= 15, "back to back, most go through the writer: {:?}", log.stats());
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    for k in 0..per_task {
+                        // One to three entries, each naming its task and number.
+                        let n = 1 + (t + k) % 3;
+                        let batch: Vec<Vec<u8>> =
+                            (0..n).map(|j| format!("{{\"t\":{t},\"k\":{k},\"j\":{j}}}").into_bytes()).collect();
+                        let (range, leaves) = log.append_hashed(&batch).await.unwrap();
+                        assert_eq!(range.end - range.start, n);
+                        assert_eq!(leaves, batch.iter().map(|e| leaf_hash(e)).collect::<Vec<_>>());
+                        out.push((range, batch));
+                        if k % 7 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        for h in handles {
+            all.extend(h.await.unwrap());
+        }
+        all
+    });
+    let stats = log.stats();
+    assert!(stats.direct_commits < stats.commits, "no append went through the writer thread: {stats:?}");
+    // Every index taken exactly once, each holding what was appended there.
+    let mut by_index = std::collections::BTreeMap::new();
+    for (range, batch) in &results {
+        for (i, e) in range.clone().zip(batch) {
+            assert!(by_index.insert(i, e.clone()).is_none(), "index {i} given twice");
+        }
+    }
+    let total = by_index.len() as u64;
+    assert_eq!(by_index.keys().copied().collect::<Vec<_>>(), (0..total).collect::<Vec<_>>());
+    assert_eq!(log.size(), total);
+    for (i, e) in &by_index {
+        assert_eq!(&log.entry(*i).unwrap(), e);
+    }
+    drop(rt);
+    drop(Arc::try_unwrap(log).ok().expect("no other owner"));
+    let log = open(Arc::new(FsStorage::open(dir.path()).unwrap()));
+    assert_eq!(log.size(), total);
+    for (i, e) in &by_index {
+        assert_eq!(&log.entry(*i).unwrap(), e);
+    }
+}

@@ -33,6 +33,43 @@ fn failed_fsync_refuses_appends_until_reopen() {
     verify(&*storage).unwrap();
 }
 
+/// The same through an append that commits on its own task (an idle log
+/// on a multi-threaded runtime), and a full disk there too.
+#[test]
+fn faults_in_a_commit_made_by_the_appending_task() {
+    let storage = Arc::new(SimStorage::new(12));
+    let log = open(storage.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+    rt.block_on(async {
+        let pause = || tokio::time::sleep(std::time::Duration::from_millis(2));
+        log.append_hashed(&[b"a".to_vec()]).await.unwrap();
+        pause().await;
+        storage.fail(FaultOp::Append, 0);
+        let err = log.append_hashed(&[b"full".to_vec()]).await.unwrap_err();
+        assert!(matches!(err, AppendError::Io(_)), "{err}");
+        assert_eq!(log.size(), 1);
+        pause().await;
+        log.append_hashed(&[b"b".to_vec()]).await.unwrap();
+        pause().await;
+        storage.fail(FaultOp::Sync, 0);
+        let err = log.append_hashed(&[b"c".to_vec()]).await.unwrap_err();
+        assert!(matches!(err, AppendError::Failed(ref m) if m.contains("fsync")), "{err}");
+        pause().await;
+        assert!(matches!(log.append_hashed(&[b"d".to_vec()]).await, Err(AppendError::Failed(_))));
+    });
+    assert_eq!(log.size(), 2, "nothing after the failed fsync is visible");
+    assert!(log.stats().direct_commits >= 2, "{:?}", log.stats());
+    assert_eq!((log.entry(0).unwrap(), log.entry(1).unwrap()), (b"a".to_vec(), b"b".to_vec()));
+    drop(log);
+    // An entry whose fsync failed was never acknowledged; the disk may
+    // still have kept it. What was acknowledged is there.
+    let log = open(storage.clone());
+    assert!((2..=3).contains(&log.size()), "{}", log.size());
+    assert_eq!((log.entry(0).unwrap(), log.entry(1).unwrap()), (b"a".to_vec(), b"b".to_vec()));
+    drop(log);
+    verify(&*storage).unwrap();
+}
+
 #[test]
 fn full_disk_write_is_undone_and_log_carries_on() {
     let storage = Arc::new(SimStorage::new(12));
