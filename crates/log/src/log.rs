@@ -542,13 +542,14 @@ impl Log {
             && tx.capacity() == tx.max_capacity();
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if alone && multi_thread {
-            if let Ok(_guard) = self.inner.committing.try_lock() {
-                let (count, bytes) = (prepared.leaves.len(), prepared.records.len());
-                let first = tokio::task::block_in_place(|| commit(&self.inner, &[&prepared], count, bytes))?;
-                self.inner.stats.direct_commits.fetch_add(1, Ordering::Relaxed);
-                return Ok((first..first + count as u64, leaves));
-            }
+        if alone
+            && multi_thread
+            && let Ok(_guard) = self.inner.committing.try_lock()
+        {
+            let (count, bytes) = (prepared.leaves.len(), prepared.records.len());
+            let first = tokio::task::block_in_place(|| commit(&self.inner, &[&prepared], count, bytes))?;
+            self.inner.stats.direct_commits.fetch_add(1, Ordering::Relaxed);
+            return Ok((first..first + count as u64, leaves));
         }
         let (reply, rx) = oneshot::channel();
         match tx.try_send(Request { prepared, reply }) {

@@ -24,7 +24,7 @@ struct World {
 
 /// One life of the log: reopen the image, check it, append until the plug
 /// is pulled, and return the new image.
-fn life(world: &mut World, round: u64, seed: u64, threads: usize) {
+fn life(world: &mut World, round: u64, seed: u64, threads: usize, via_runtime: bool) {
     let storage = Arc::new(SimStorage::from_image(std::mem::take(&mut world.image), seed ^ round));
     let log = Arc::new(open_small_segments(storage.clone()));
     let size = log.size();
@@ -45,16 +45,27 @@ fn life(world: &mut World, round: u64, seed: u64, threads: usize) {
     storage.crash_after(rng.below(120));
     let attempted = Arc::new(Mutex::new(HashSet::new()));
     let acked = Arc::new(Mutex::new(Vec::new()));
+    // With `via_runtime`, submitters append through a multi-threaded
+    // runtime, with pauses, so that many of their appends commit on their
+    // own thread (an idle log), interleaved with the writer thread's.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_time().build().unwrap();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let (log, attempted, acked) = (log.clone(), attempted.clone(), acked.clone());
             let mut rng = Rng(rng.next() | 1);
+            let handle = rt.handle().clone();
             std::thread::spawn(move || {
                 for n in 0..60 {
                     let batch: Vec<Vec<u8>> =
                         (0..1 + rng.below(12)).map(|k| entry(&format!("r{round}t{t}n{n}k{k}"), &mut rng)).collect();
                     attempted.lock().unwrap().extend(batch.iter().cloned());
-                    match log.append_blocking(&batch) {
+                    let appended = if via_runtime {
+                        std::thread::sleep(std::time::Duration::from_micros(60 + rng.below(60)));
+                        handle.block_on(log.append_hashed(&batch)).map(|(r, _)| r)
+                    } else {
+                        log.append_blocking(&batch)
+                    };
+                    match appended {
                         Ok(r) => acked.lock().unwrap().extend(r.zip(batch)),
                         Err(_) => return,
                     }
@@ -77,6 +88,7 @@ fn life(world: &mut World, round: u64, seed: u64, threads: usize) {
     for h in handles {
         h.join().unwrap();
     }
+    drop(rt);
     drop(log);
     for (i, e) in acked.lock().unwrap().drain(..) {
         assert!(world.acked.insert(i, e).is_none(), "index {i} acknowledged twice");
@@ -98,10 +110,10 @@ fn life(world: &mut World, round: u64, seed: u64, threads: usize) {
     }
 }
 
-fn run(seed: u64, rounds: u64, threads: usize) {
+fn run(seed: u64, rounds: u64, threads: usize, via_runtime: bool) {
     let mut world = World { image: BTreeMap::new(), acked: BTreeMap::new(), signed: 0 };
     for round in 0..rounds {
-        life(&mut world, round, seed, threads);
+        life(&mut world, round, seed, threads, via_runtime);
     }
     // A final clean reopen verifies.
     let storage = Arc::new(SimStorage::from_image(world.image, seed));
@@ -126,13 +138,22 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]
     fn single_writer_crashes_lose_nothing_acknowledged(seed in any::<u64>(), rounds in 1u64..5) {
-        run(seed, rounds, 1);
+        run(seed, rounds, 1, false);
     }
 }
 
 #[test]
 fn concurrent_writers_crashes_lose_nothing_acknowledged() {
     for seed in 1..=24u64 {
-        run(seed * 0x9E37_79B9, 4, 3);
+        run(seed * 0x9E37_79B9, 4, 3, false);
+    }
+}
+
+/// Submitters that append with pauses through a runtime: many of their
+/// appends commit on their own thread.
+#[test]
+fn direct_commits_crashes_lose_nothing_acknowledged() {
+    for seed in 1..=24u64 {
+        run(seed * 0x2545_F491, 4, 2, true);
     }
 }
