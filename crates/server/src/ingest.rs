@@ -64,9 +64,8 @@ pub const MAX_DRAINED_BODY_BYTES: usize = 16 << 20;
 
 /// The body, up to `limit` bytes. Over it: the rest is drained (up to
 /// [`MAX_DRAINED_BODY_BYTES`]) and the answer is 413.
-async fn collect_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+async fn collect_body(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     use http_body_util::BodyExt;
-    let mut body = body;
     let mut out = Vec::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
