@@ -387,7 +387,6 @@ impl tantivy::collector::SegmentCollector for TopByIndexSegment {
 /// The index of one log.
 pub struct LogIndex {
     dir: PathBuf,
-    index: Index,
     reader: IndexReader,
     /// `None` once closed.
     writer: Mutex<Option<IndexWriter>>,
@@ -396,6 +395,11 @@ pub struct LogIndex {
     unsynced: bool,
     /// The `index` column of each segment of the last searcher.
     index_columns: Mutex<Arc<HashMap<tantivy::index::SegmentId, Column<u64>>>>,
+    /// How many entries the last commit covers, as its payload says: kept
+    /// here because reading it back parses `meta.json` and the whole schema
+    /// (a search answer gives it, and this took longer than the search).
+    /// Set as soon as the commit is made, just before searches see it.
+    indexed: std::sync::atomic::AtomicU64,
 }
 
 fn indexed_count(index: &Index) -> Result<u64, IndexError> {
@@ -460,14 +464,15 @@ impl LogIndex {
             .build();
         let writer: IndexWriter = index.writer_with_options(options)?;
         writer.set_merge_policy(Box::new(BoundedMergePolicy::new(MERGE_MAX_DOCS)));
+        let indexed = indexed_count(&index)?.into();
         Ok(LogIndex {
             dir: dir.to_path_buf(),
-            index,
             reader,
             writer: Mutex::new(Some(writer)),
             fields,
             unsynced: boot.is_some(),
             index_columns: Mutex::new(Arc::new(HashMap::new())),
+            indexed,
         })
     }
 
@@ -492,7 +497,7 @@ impl LogIndex {
 
     /// How many log entries the index covers (entries `0..n`).
     pub fn indexed(&self) -> Result<u64, IndexError> {
-        indexed_count(&self.index)
+        Ok(self.indexed.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Indexes up to `max` new entries of `log` and commits; returns how
@@ -516,6 +521,9 @@ impl LogIndex {
         let mut commit = writer.prepare_commit()?;
         commit.set_payload(&end.to_string());
         commit.commit()?;
+        // Stored before the reload, which can fail, so that the next step
+        // never adds these entries again.
+        self.indexed.store(end, std::sync::atomic::Ordering::Release);
         self.reader.reload()?;
         Ok(end - start)
     }
