@@ -402,6 +402,9 @@ pub struct LogIndex {
     indexed: std::sync::atomic::AtomicU64,
 }
 
+/// A query checked and translated by [`LogIndex::prepare`].
+pub struct Prepared(Box<dyn TQuery>);
+
 fn indexed_count(index: &Index) -> Result<u64, IndexError> {
     let metas = index.load_metas()?;
     Ok(metas.payload.as_deref().and_then(|p| p.parse().ok()).unwrap_or(0))
@@ -539,8 +542,26 @@ impl LogIndex {
         newest_first: bool,
         now_ns: i64,
     ) -> Result<(Vec<u64>, usize), IndexError> {
+        self.search_prepared(&self.prepare(q, now_ns)?, limit, cursor, newest_first)
+    }
+
+    /// Checks `q` against the limits and translates it for this index,
+    /// with relative times taken from `now_ns`. Every error of the query
+    /// itself ([`IndexError::Query`]) comes from here, none from
+    /// [`LogIndex::search_prepared`].
+    pub fn prepare(&self, q: &Query, now_ns: i64) -> Result<Prepared, IndexError> {
         query::check(q).map_err(IndexError::Query)?;
-        let tq = self.translate(q, now_ns)?;
+        Ok(Prepared(self.translate(q, now_ns)?))
+    }
+
+    /// [`LogIndex::search`] of a prepared query.
+    pub fn search_prepared(
+        &self,
+        q: &Prepared,
+        limit: usize,
+        cursor: Option<u64>,
+        newest_first: bool,
+    ) -> Result<(Vec<u64>, usize), IndexError> {
         let searcher = self.reader.searcher();
         // The page and the count in one pass; the collector skips what the
         // cursor already covered. (A range query on the `index` column here
@@ -551,7 +572,7 @@ impl LogIndex {
             after: cursor,
             columns: self.index_columns(&searcher),
         };
-        let (total, hits) = searcher.search(&tq, &(Count, top))?;
+        let (total, hits) = searcher.search(q.0.as_ref(), &(Count, top))?;
         Ok((hits, total))
     }
 

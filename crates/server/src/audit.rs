@@ -74,3 +74,61 @@ pub async fn record(state: &AppState, e: MetaEvent<'_>) -> Result<(), ApiError> 
     })?;
     Ok(())
 }
+
+/// The record of one read, which its handler may make while it works, once
+/// nothing about the request can fail but the server itself.
+///
+/// The authentication middleware hands one to every recorded read. A
+/// handler that awaits [`EarlyRead::record`] beside its own work (with
+/// `tokio::join!`) has its `custos.read` record (success, `HTTP 200`) made
+/// durable while it computes the answer, so the fsync overlaps the work.
+/// The answer is still sent only once the record is durable, and a read that
+/// fails after all gets a second record, of the failure. A handler that does
+/// not is recorded after it answers, with its status, as before.
+pub struct EarlyRead {
+    actor: String,
+    ip: Option<String>,
+    log: Option<String>,
+    message: String,
+    /// How the record made by the handler went, and how long it took.
+    done: std::sync::Mutex<Option<Result<std::time::Duration, ApiError>>>,
+}
+
+impl EarlyRead {
+    pub(crate) fn new(actor: String, ip: Option<String>, log: Option<String>, message: String) -> EarlyRead {
+        EarlyRead { actor, ip, log, message, done: std::sync::Mutex::new(None) }
+    }
+
+    /// The meta-audit event of this read.
+    pub(crate) fn event(&self, success: bool, detail: String) -> MetaEvent<'_> {
+        MetaEvent {
+            activity: match self.message.split_once(' ') {
+                Some((_, path)) if path.starts_with("/v1/tokens") => "custos.token.list",
+                _ => "custos.read",
+            },
+            actor: &self.actor,
+            ip: self.ip.clone(),
+            log: self.log.as_deref(),
+            success,
+            detail,
+            message: self.message.clone(),
+        }
+    }
+
+    /// Records this read as a success and keeps the outcome for the
+    /// middleware. Await it once the request is known to be valid and
+    /// allowed; a second call does nothing.
+    pub async fn record(&self, state: &AppState) {
+        if self.done.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let outcome = record(state, self.event(true, "HTTP 200".into())).await.map(|()| started.elapsed());
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+    }
+
+    /// The outcome of [`EarlyRead::record`], if it was made.
+    pub(crate) fn take(&self) -> Option<Result<std::time::Duration, ApiError>> {
+        self.done.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}

@@ -209,25 +209,31 @@ pub async fn middleware(State(state): State<Arc<AppState>>, mut req: Request, ne
         req.extensions_mut().insert(id.clone());
     }
     let actor = identity.as_ref().map_or("anonymous".to_string(), |i| i.name.clone());
-    let read = recorded_read(&method, &path);
+    let Some(log) = recorded_read(&method, &path) else { return next.run(req).await };
+    let read = Arc::new(audit::EarlyRead::new(actor, ip, log, message));
+    req.extensions_mut().insert(read.clone());
     let resp = next.run(req).await;
-    let Some(log) = read else { return resp };
     let status = resp.status();
-    let e = MetaEvent {
-        activity: if path.starts_with("/v1/tokens") { "custos.token.list" } else { "custos.read" },
-        actor: &actor,
-        ip,
-        log: log.as_deref(),
-        success: status.is_success(),
-        detail: format!("HTTP {}", status.as_u16()),
-        message,
-    };
-    // The read is answered only once it is on record.
+    // The read is answered only once it is on record: made by the handler
+    // while it worked, or now.
     let started = Instant::now();
-    match audit::record(&state, e).await {
-        Ok(()) => {
+    let took = match read.take() {
+        Some(Ok(took)) if status.is_success() => Ok(took),
+        Some(Ok(_)) => {
+            // Recorded as a success, then failed after all: the failure is
+            // recorded too.
+            let detail = format!("HTTP {} (after the read was recorded as a success)", status.as_u16());
+            audit::record(&state, read.event(false, detail)).await.map(|()| started.elapsed())
+        }
+        Some(Err(e)) => Err(e),
+        None => audit::record(&state, read.event(status.is_success(), format!("HTTP {}", status.as_u16())))
+            .await
+            .map(|()| started.elapsed()),
+    };
+    match took {
+        Ok(took) => {
             let mut resp = resp;
-            let (name, mut value) = server_timing("audit", started.elapsed());
+            let (name, mut value) = server_timing("audit", took);
             // One header, so that clients that read only the first see both.
             if let Some(before) = resp.headers().get(&name).and_then(|v| v.to_str().ok()) {
                 let both = format!("{before}, {}", value.to_str().unwrap_or(""));
@@ -289,5 +295,60 @@ mod tests {
         assert_eq!(take(&mut b, "k", 5, t0), Err(1));
         assert!(take(&mut b, "k", 5, t0 + Duration::from_millis(250)).is_ok());
         assert!(take(&mut b, "other", 5, t0).is_ok());
+    }
+
+    /// A handler that records its read early and then succeeds is recorded
+    /// once; one that then fails is recorded twice (the success, then the
+    /// failure); one that never records early is recorded after it answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_recorded_by_their_handler_and_after_it() {
+        use axum::Extension;
+        use axum::routing::get;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(custos_log::LogStore::open(custos_log::StoreConfig::new(dir.path())).unwrap());
+        let state = Arc::new(AppState::new(store.clone(), Default::default(), Default::default()));
+        async fn early(
+            State(state): State<Arc<AppState>>,
+            Extension(read): Extension<Arc<audit::EarlyRead>>,
+            axum::extract::Path(outcome): axum::extract::Path<String>,
+        ) -> StatusCode {
+            read.record(&state).await;
+            if outcome == "works" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+        }
+        let app = axum::Router::new()
+            .route("/v1/logs/a/early/{outcome}", get(early))
+            .route("/v1/logs/a/late", get(|| async { StatusCode::NOT_FOUND }))
+            .layer(axum::middleware::from_fn_with_state(state.clone(), middleware))
+            .with_state(state.clone());
+        for (path, status) in
+            [("/v1/logs/a/early/works", 200), ("/v1/logs/a/early/fails", 503), ("/v1/logs/a/late", 404)]
+        {
+            let req = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+            let resp = tower::ServiceExt::oneshot(app.clone(), req).await.unwrap();
+            assert_eq!(resp.status().as_u16(), status, "{path}");
+            let timing = resp.headers().get("server-timing").and_then(|v| v.to_str().ok()).unwrap_or("");
+            assert!(timing.starts_with("audit;dur="), "{path}: {timing:?}");
+        }
+        let log = store.get(audit::SYSTEM_LOG).unwrap();
+        let records: Vec<(String, String, String)> = log
+            .entries(0, log.size())
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let v: serde_json::Value = serde_json::from_slice(e).unwrap();
+                let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+                (s("message"), s("status"), s("status_detail"))
+            })
+            .collect();
+        let r = |m: &str, st: &str, d: &str| (m.to_string(), st.to_string(), d.to_string());
+        assert_eq!(
+            records,
+            vec![
+                r("GET /v1/logs/a/early/works", "success", "HTTP 200"),
+                r("GET /v1/logs/a/early/fails", "success", "HTTP 200"),
+                r("GET /v1/logs/a/early/fails", "failure", "HTTP 503 (after the read was recorded as a success)"),
+                r("GET /v1/logs/a/late", "failure", "HTTP 404"),
+            ]
+        );
     }
 }

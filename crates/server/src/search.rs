@@ -52,6 +52,11 @@ impl Indexes {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
     }
 
+    /// The index of a log, if it is open already. Never blocks.
+    pub fn get_open(&self, name: &str) -> Option<Arc<LogIndex>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
     /// The index of a log, opened (and, if needed, rebuilt) on first use.
     /// Blocking.
     pub fn get(&self, state: &AppState, name: &str) -> Result<Arc<LogIndex>, ApiError> {
@@ -161,6 +166,7 @@ pub fn build_query(q: Option<&str>, start: Option<&str>, end: Option<&str>) -> R
 pub async fn search(
     State(state): State<Arc<AppState>>,
     id: Option<Extension<Identity>>,
+    read: Option<Extension<Arc<crate::audit::EarlyRead>>>,
     Path(name): Path<String>,
     Query(p): Query<SearchQuery>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -181,13 +187,20 @@ pub async fn search(
         Some(f @ ("ndjson" | "csv")) => return Ok(export(state, name, ext.log.clone(), q, newest_first, f == "csv")),
         Some(f) => return Err(ApiError::bad_request(format!("format {f:?} is not json, ndjson or csv"))),
     }
-    let s = state.clone();
     let log = ext.log.clone();
-    let started = std::time::Instant::now();
-    let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
-        let ix = s.indexes.get(&s, &name)?;
-        let now = custos_event::time::now_nanos();
-        let (hits, total) = ix.search(&q, limit, p.cursor, newest_first, now).map_err(index_error)?;
+    let ix = match state.indexes.get_open(&name) {
+        Some(ix) => ix,
+        None => {
+            let (s, name) = (state.clone(), name.clone());
+            tokio::task::spawn_blocking(move || s.indexes.get(&s, &name))
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string(), 1))??
+        }
+    };
+    let prepared = ix.prepare(&q, custos_event::time::now_nanos()).map_err(index_error)?;
+    let search = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, std::time::Duration), ApiError> {
+        let started = std::time::Instant::now();
+        let (hits, total) = ix.search_prepared(&prepared, limit, p.cursor, newest_first).map_err(index_error)?;
         let mut out = Vec::with_capacity(hits.len());
         for (&index, entry) in hits.iter().zip(log.entries_at(&hits)?) {
             let leaf_hash = B64.encode(custos_tlog::leaf_hash(&entry).0);
@@ -207,11 +220,18 @@ pub async fn search(
             next_cursor: (hits.len() == limit).then(|| hits.last().copied()).flatten(),
             total,
         };
-        serde_json::to_vec(&page).map_err(|e| ApiError::unavailable(e.to_string(), 1))
-    })
-    .await
+        let body = serde_json::to_vec(&page).map_err(|e| ApiError::unavailable(e.to_string(), 1))?;
+        Ok((body, started.elapsed()))
+    });
+    // Valid and allowed: from here only the server can fail, so the read's
+    // record is made durable on this task while the search runs on another
+    // thread.
+    let (body, took) = match &read {
+        Some(Extension(read)) => tokio::join!(read.record(&state), search).1,
+        None => search.await,
+    }
     .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
-    let timing = crate::authn::server_timing("search", started.elapsed());
+    let timing = crate::authn::server_timing("search", took);
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], [timing], body).into_response())
 }
 
