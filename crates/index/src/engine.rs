@@ -303,7 +303,7 @@ struct TopByIndex {
     newest_first: bool,
     /// Only entries after this one in the page order: a cursor.
     after: Option<u64>,
-    columns: Arc<HashMap<tantivy::index::SegmentId, Column<u64>>>,
+    segments: Arc<Segments>,
 }
 
 struct TopByIndexSegment {
@@ -330,7 +330,7 @@ impl tantivy::collector::Collector for TopByIndex {
     type Child = TopByIndexSegment;
 
     fn for_segment(&self, _: u32, reader: &tantivy::SegmentReader) -> tantivy::Result<TopByIndexSegment> {
-        let column = match self.columns.get(&reader.segment_id()) {
+        let column = match self.segments.get(&reader.segment_id()).and_then(|s| s.index.as_ref()) {
             Some(c) => Some(c.clone()),
             None => reader.fast_fields().u64("index").ok(),
         };
@@ -393,17 +393,122 @@ pub struct LogIndex {
     fields: Fields,
     /// Whether commits skip fsync (see [`crate::unsynced`]).
     unsynced: bool,
-    /// The `index` column of each segment of the last searcher.
-    index_columns: Mutex<Arc<HashMap<tantivy::index::SegmentId, Column<u64>>>>,
+    /// The `index` column and time span of each segment of the last
+    /// searcher.
+    segments: Mutex<Arc<Segments>>,
     /// How many entries the last commit covers, as its payload says: kept
     /// here because reading it back parses `meta.json` and the whole schema
     /// (a search answer gives it, and this took longer than the search).
     /// Set as soon as the commit is made, just before searches see it.
     indexed: std::sync::atomic::AtomicU64,
+    /// Segments that searches skipped as outside their time span.
+    skipped: std::sync::atomic::AtomicU64,
 }
 
 /// A query checked and translated by [`LogIndex::prepare`].
-pub struct Prepared(Box<dyn TQuery>);
+pub struct Prepared {
+    query: Box<dyn TQuery>,
+    /// `[lo, hi)` in nanoseconds: every match has its `time` in it.
+    time: (i64, i64),
+}
+
+/// What a search keeps of each segment, by ID.
+type Segments = HashMap<tantivy::index::SegmentId, SegmentInfo>;
+
+/// What a search keeps of one segment.
+struct SegmentInfo {
+    /// Its `index` column: opening it rebuilds its block table.
+    index: Option<Column<u64>>,
+    /// The earliest and latest `time` in it (nanoseconds, inclusive);
+    /// `None` if it has none or the column cannot be read.
+    time: Option<(i64, i64)>,
+}
+
+/// Every time in a search's answers: `[lo, hi)` in nanoseconds.
+const ALL_TIME: (i64, i64) = (i64::MIN, i64::MAX);
+
+/// The span of `time` that every match of `q` lies in, `[lo, hi)` in
+/// nanoseconds, or [`ALL_TIME`]. Conservative: anything it cannot bound,
+/// such as `NOT`, or a time it cannot read, bounds nothing.
+fn required_time(q: &Query, now_ns: i64) -> (i64, i64) {
+    let t = |x: &String| query::resolve_time(x, now_ns);
+    match q {
+        Query::And(qs) => {
+            qs.iter().map(|q| required_time(q, now_ns)).fold(ALL_TIME, |a, b| (a.0.max(b.0), a.1.min(b.1)))
+        }
+        Query::Or(qs) if !qs.is_empty() => {
+            qs.iter().map(|q| required_time(q, now_ns)).fold((i64::MAX, i64::MIN), |a, b| (a.0.min(b.0), a.1.max(b.1)))
+        }
+        Query::Field(f, Value_::Range(lo, hi)) if f == "time" => {
+            let lo = match lo {
+                Bound::Unbounded => Some(i64::MIN),
+                Bound::Included(x) => t(x),
+                Bound::Excluded(x) => t(x).map(|v| v.saturating_add(1)),
+            };
+            let hi = match hi {
+                Bound::Unbounded => Some(i64::MAX),
+                Bound::Included(x) => t(x).map(|v| v.saturating_add(1)),
+                Bound::Excluded(x) => t(x),
+            };
+            lo.zip(hi).unwrap_or(ALL_TIME)
+        }
+        Query::Field(f, Value_::Exact(x) | Value_::Phrase(x)) if f == "time" && x.len() == 10 => {
+            t(x).map_or(ALL_TIME, |day| (day, day.saturating_add(86_400_000_000_000)))
+        }
+        _ => ALL_TIME,
+    }
+}
+
+/// A collector that skips every segment whose times all lie outside the
+/// query's span, without building its scorers: a day's query over 30 days
+/// of log opens the postings of a few segments, not all of them.
+struct Pruned<'a, C> {
+    inner: C,
+    time: (i64, i64),
+    segments: Arc<Segments>,
+    /// Counts the segments skipped.
+    skipped: &'a std::sync::atomic::AtomicU64,
+}
+
+impl<C: tantivy::collector::Collector> tantivy::collector::Collector for Pruned<'_, C> {
+    type Fruit = C::Fruit;
+    type Child = C::Child;
+
+    fn for_segment(&self, ord: u32, reader: &tantivy::SegmentReader) -> tantivy::Result<C::Child> {
+        self.inner.for_segment(ord, reader)
+    }
+
+    fn requires_scoring(&self) -> bool {
+        self.inner.requires_scoring()
+    }
+
+    fn merge_fruits(
+        &self,
+        fruits: Vec<<C::Child as tantivy::collector::SegmentCollector>::Fruit>,
+    ) -> tantivy::Result<C::Fruit> {
+        self.inner.merge_fruits(fruits)
+    }
+
+    fn collect_segment(
+        &self,
+        weight: &dyn tantivy::query::Weight,
+        ord: u32,
+        reader: &tantivy::SegmentReader,
+    ) -> tantivy::Result<<C::Child as tantivy::collector::SegmentCollector>::Fruit> {
+        let (lo, hi) = self.time;
+        let outside = match self.segments.get(&reader.segment_id()) {
+            Some(SegmentInfo { time: Some((min, max)), .. }) => *max < lo || *min >= hi,
+            // Not known: searched.
+            _ => false,
+        };
+        if outside && (lo, hi) != ALL_TIME {
+            use tantivy::collector::SegmentCollector;
+            self.skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(self.inner.for_segment(ord, reader)?.harvest());
+        }
+        self.inner.collect_segment(weight, ord, reader)
+    }
+}
 
 fn indexed_count(index: &Index) -> Result<u64, IndexError> {
     let metas = index.load_metas()?;
@@ -474,8 +579,9 @@ impl LogIndex {
             writer: Mutex::new(Some(writer)),
             fields,
             unsynced: boot.is_some(),
-            index_columns: Mutex::new(Arc::new(HashMap::new())),
+            segments: Mutex::new(Arc::new(HashMap::new())),
             indexed,
+            skipped: 0.into(),
         })
     }
 
@@ -496,6 +602,12 @@ impl LogIndex {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// How many segments searches have skipped, since open, because every
+    /// time in them lies outside the query's.
+    pub fn segments_skipped(&self) -> u64 {
+        self.skipped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many log entries the index covers (entries `0..n`).
@@ -551,7 +663,7 @@ impl LogIndex {
     /// [`LogIndex::search_prepared`].
     pub fn prepare(&self, q: &Query, now_ns: i64) -> Result<Prepared, IndexError> {
         query::check(q).map_err(IndexError::Query)?;
-        Ok(Prepared(self.translate(q, now_ns)?))
+        Ok(Prepared { query: self.translate(q, now_ns)?, time: required_time(q, now_ns) })
     }
 
     /// [`LogIndex::search`] of a prepared query.
@@ -566,34 +678,41 @@ impl LogIndex {
         // The page and the count in one pass; the collector skips what the
         // cursor already covered. (A range query on the `index` column here
         // scanned the whole column of segments holding only newer entries.)
+        let segments = self.segments(&searcher);
         let top = TopByIndex {
             limit: limit.clamp(1, MAX_PAGE_HITS),
             newest_first,
             after: cursor,
-            columns: self.index_columns(&searcher),
+            segments: segments.clone(),
         };
-        let (total, hits) = searcher.search(q.0.as_ref(), &(Count, top))?;
+        let pruned = Pruned { inner: (Count, top), time: q.time, segments, skipped: &self.skipped };
+        let (total, hits) = searcher.search(q.query.as_ref(), &pruned)?;
         Ok((hits, total))
     }
 
-    /// The `index` column of every segment of `searcher`, opened once per
-    /// segment and kept: opening it rebuilds its block table, which took a
-    /// third of the CPU of a selective search on 10 M entries.
-    fn index_columns(&self, searcher: &tantivy::Searcher) -> Arc<HashMap<tantivy::index::SegmentId, Column<u64>>> {
-        let mut cache = self.index_columns.lock().unwrap_or_else(|e| e.into_inner());
+    /// The `index` column and time span of every segment of `searcher`,
+    /// read once per segment and kept: opening the column rebuilds its
+    /// block table, which took a third of the CPU of a selective search on
+    /// 10 M entries.
+    fn segments(&self, searcher: &tantivy::Searcher) -> Arc<Segments> {
+        let mut cache = self.segments.lock().unwrap_or_else(|e| e.into_inner());
         let readers = searcher.segment_readers();
         let current = readers.len() == cache.len() && readers.iter().all(|r| cache.contains_key(&r.segment_id()));
         if !current {
             let mut next = HashMap::with_capacity(readers.len());
             for r in readers {
                 let id = r.segment_id();
-                let column = match cache.get(&id) {
-                    Some(c) => Some(c.clone()),
-                    None => r.fast_fields().u64("index").ok(),
+                let info = match cache.get(&id) {
+                    Some(c) => SegmentInfo { index: c.index.clone(), time: c.time },
+                    None => SegmentInfo {
+                        index: r.fast_fields().u64("index").ok(),
+                        time: r.fast_fields().date("time").ok().and_then(|c| {
+                            (c.values.num_vals() > 0)
+                                .then(|| (c.min_value().into_timestamp_nanos(), c.max_value().into_timestamp_nanos()))
+                        }),
+                    },
                 };
-                if let Some(c) = column {
-                    next.insert(id, c);
-                }
+                next.insert(id, info);
             }
             *cache = Arc::new(next);
         }

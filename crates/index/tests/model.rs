@@ -146,6 +146,18 @@ struct Fixture {
 }
 
 fn fixture(n: usize) -> Fixture {
+    fixture_of(events(42, n))
+}
+
+/// Events in time order, as a log mostly holds them: each segment of the
+/// index then spans a few hours, and time ranges skip the others.
+fn fixture_in_time_order(n: usize) -> Fixture {
+    let mut evs = events(43, n);
+    evs.sort_by_key(|e| custos_event::time::parse_rfc3339(e["time"].as_str().unwrap()).unwrap());
+    fixture_of(evs)
+}
+
+fn fixture_of(events: Vec<Value>) -> Fixture {
     let log = Log::open(
         Arc::new(SimStorage::new(1)),
         LogConfig::new("test/log"),
@@ -153,7 +165,7 @@ fn fixture(n: usize) -> Fixture {
     )
     .unwrap();
     let raw: Vec<Vec<u8>> =
-        events(42, n).iter().map(|e| custos_event::canonical::to_canonical(e).unwrap().into_bytes()).collect();
+        events.iter().map(|e| custos_event::canonical::to_canonical(e).unwrap().into_bytes()).collect();
     log.append_blocking(&raw).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let index = LogIndex::open(dir.path(), log.size()).unwrap();
@@ -204,21 +216,47 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     #[test]
     fn index_matches_brute_force(q in query()) {
-        thread_local! { static F: Fixture = fixture(700); }
-        F.with(|f| {
-            let want = brute(f, &q);
-            prop_assert_eq!(indexed(f, &q), want.clone(), "query {}", q);
-            prop_assert_eq!(f.index.count(&parse(&q).unwrap(), now()).unwrap(), want.len());
-            // Oldest first: the first page is the lowest entry numbers.
-            let (asc, total) = f.index.search(&parse(&q).unwrap(), 50, None, false, now()).unwrap();
-            let mut oldest = want.clone();
-            oldest.sort_unstable();
-            oldest.truncate(50);
-            prop_assert_eq!(asc, oldest, "query {} oldest first", q);
-            prop_assert_eq!(total, want.len());
-            Ok(())
-        })?;
+        thread_local! {
+            static F: Fixture = fixture(700);
+            static S: Fixture = fixture_in_time_order(700);
+        }
+        F.with(|f| check_against_brute_force(f, &q))?;
+        S.with(|f| check_against_brute_force(f, &q))?;
     }
+}
+
+fn check_against_brute_force(f: &Fixture, q: &str) -> Result<(), TestCaseError> {
+    {
+        let want = brute(f, &q);
+        prop_assert_eq!(indexed(f, &q), want.clone(), "query {}", q);
+        prop_assert_eq!(f.index.count(&parse(&q).unwrap(), now()).unwrap(), want.len());
+        // Oldest first: the first page is the lowest entry numbers.
+        let (asc, total) = f.index.search(&parse(&q).unwrap(), 50, None, false, now()).unwrap();
+        let mut oldest = want.clone();
+        oldest.sort_unstable();
+        oldest.truncate(50);
+        prop_assert_eq!(asc, oldest, "query {} oldest first", q);
+        prop_assert_eq!(total, want.len());
+        Ok(())
+    }
+}
+
+/// In a log in time order, a time range skips the segments outside it and
+/// still finds everything in it.
+#[test]
+fn time_ranges_skip_segments_outside_them() {
+    let f = fixture_in_time_order(700);
+    let before = f.index.segments_skipped();
+    for q in ["time:[now-3h TO now]", "status:failure AND time:[now-70h TO now-66h]", "time:2026-11-25"] {
+        assert_eq!(indexed(&f, q), brute(&f, q), "{q}");
+    }
+    assert!(f.index.segments_skipped() > before, "no segment was skipped");
+    // Without a time range, or under NOT, nothing is skipped.
+    let before = f.index.segments_skipped();
+    for q in ["status:failure", "NOT time:[now-3h TO now]", "time:[now-3h TO now] OR status:failure"] {
+        assert_eq!(indexed(&f, q), brute(&f, q), "{q}");
+    }
+    assert_eq!(f.index.segments_skipped(), before);
 }
 
 #[test]
