@@ -226,19 +226,17 @@ proptest! {
 }
 
 fn check_against_brute_force(f: &Fixture, q: &str) -> Result<(), TestCaseError> {
-    {
-        let want = brute(f, &q);
-        prop_assert_eq!(indexed(f, &q), want.clone(), "query {}", q);
-        prop_assert_eq!(f.index.count(&parse(&q).unwrap(), now()).unwrap(), want.len());
-        // Oldest first: the first page is the lowest entry numbers.
-        let (asc, total) = f.index.search(&parse(&q).unwrap(), 50, None, false, now()).unwrap();
-        let mut oldest = want.clone();
-        oldest.sort_unstable();
-        oldest.truncate(50);
-        prop_assert_eq!(asc, oldest, "query {} oldest first", q);
-        prop_assert_eq!(total, want.len());
-        Ok(())
-    }
+    let want = brute(f, q);
+    prop_assert_eq!(indexed(f, q), want.clone(), "query {}", q);
+    prop_assert_eq!(f.index.count(&parse(q).unwrap(), now()).unwrap(), want.len());
+    // Oldest first: the first page is the lowest entry numbers.
+    let (asc, total) = f.index.search(&parse(q).unwrap(), 50, None, false, now()).unwrap();
+    let mut oldest = want.clone();
+    oldest.sort_unstable();
+    oldest.truncate(50);
+    prop_assert_eq!(asc, oldest, "query {} oldest first", q);
+    prop_assert_eq!(total, want.len());
+    Ok(())
 }
 
 /// In a log in time order, a time range skips the segments outside it and
