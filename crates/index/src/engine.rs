@@ -539,6 +539,9 @@ impl LogIndex {
             Ok(ix) => {
                 tracing::warn!(dir = %dir.display(), indexed = ix.indexed()?, log_size, "index is ahead of the log; rebuilding")
             }
+            // Another writer has it open: the index is in use, not damaged,
+            // and deleting it would pull it from under that writer.
+            Err(e @ IndexError::Tantivy(tantivy::TantivyError::LockFailure(..))) => return Err(e),
             Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "index unusable; rebuilding"),
         }
         if dir.exists() {
@@ -674,20 +677,27 @@ impl LogIndex {
         cursor: Option<u64>,
         newest_first: bool,
     ) -> Result<(Vec<u64>, usize), IndexError> {
-        let searcher = self.reader.searcher();
         // The page and the count in one pass; the collector skips what the
         // cursor already covered. (A range query on the `index` column here
         // scanned the whole column of segments holding only newer entries.)
-        let segments = self.segments(&searcher);
-        let top = TopByIndex {
-            limit: limit.clamp(1, MAX_PAGE_HITS),
-            newest_first,
-            after: cursor,
-            segments: segments.clone(),
-        };
-        let pruned = Pruned { inner: (Count, top), time: q.time, segments, skipped: &self.skipped };
-        let (total, hits) = searcher.search(q.query.as_ref(), &pruned)?;
+        let (total, hits) = self.collect(q, |segments| {
+            let top = TopByIndex { limit: limit.clamp(1, MAX_PAGE_HITS), newest_first, after: cursor, segments };
+            (Count, top)
+        })?;
         Ok((hits, total))
+    }
+
+    /// Runs `q` into the collector that `make` builds from the segments'
+    /// kept columns, skipping the segments outside `q`'s time span.
+    fn collect<C: tantivy::collector::Collector>(
+        &self,
+        q: &Prepared,
+        make: impl FnOnce(Arc<Segments>) -> C,
+    ) -> tantivy::Result<C::Fruit> {
+        let searcher = self.reader.searcher();
+        let segments = self.segments(&searcher);
+        let pruned = Pruned { inner: make(segments.clone()), time: q.time, segments, skipped: &self.skipped };
+        searcher.search(q.query.as_ref(), &pruned)
     }
 
     /// The `index` column and time span of every segment of `searcher`,
@@ -732,7 +742,7 @@ impl LogIndex {
     ) -> Result<Vec<(Value, u64)>, IndexError> {
         use tantivy::aggregation::agg_req::Aggregations;
         use tantivy::aggregation::{AggregationCollector, AggregationLimitsGuard};
-        query::check(q).map_err(IndexError::Query)?;
+        let q = self.prepare(q, now_ns)?;
         let req = match (by, interval) {
             (Some(field), None) => {
                 if !AGG_FIELDS.contains(&field) {
@@ -754,7 +764,7 @@ impl LogIndex {
         let aggs: Aggregations = serde_json::from_value(req).map_err(|e| IndexError::Query(e.to_string()))?;
         let limits = AggregationLimitsGuard::new(Some(MAX_AGG_MEMORY_BYTES), Some(MAX_BUCKETS));
         let collector = AggregationCollector::from_aggs(aggs, limits);
-        let res = self.reader.searcher().search(&self.translate(q, now_ns)?, &collector).map_err(|e| match e {
+        let res = self.collect(&q, |_| collector).map_err(|e| match e {
             tantivy::TantivyError::AggregationError(a) => {
                 IndexError::Query(format!("aggregation over its limits: {a}"))
             }
@@ -776,8 +786,7 @@ impl LogIndex {
 
     /// The number of matches.
     pub fn count(&self, q: &Query, now_ns: i64) -> Result<usize, IndexError> {
-        query::check(q).map_err(IndexError::Query)?;
-        Ok(self.reader.searcher().search(&self.translate(q, now_ns)?, &Count)?)
+        Ok(self.collect(&self.prepare(q, now_ns)?, |_| Count)?)
     }
 
     fn translate(&self, q: &Query, now_ns: i64) -> Result<Box<dyn TQuery>, IndexError> {

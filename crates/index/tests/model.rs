@@ -249,6 +249,19 @@ fn time_ranges_skip_segments_outside_them() {
         assert_eq!(indexed(&f, q), brute(&f, q), "{q}");
     }
     assert!(f.index.segments_skipped() > before, "no segment was skipped");
+    // Aggregations skip them too, and count the same.
+    let q = "time:[now-10h TO now]";
+    let want = brute(&f, q);
+    let before = f.index.segments_skipped();
+    let top = f.index.aggregate(&parse(q).unwrap(), Some("actor.user.name"), 10, None, now()).unwrap();
+    let hist = f.index.aggregate(&parse(q).unwrap(), None, 10, Some("1h"), now()).unwrap();
+    assert!(f.index.segments_skipped() > before, "no segment was skipped by aggregations");
+    assert_eq!(top.iter().map(|(_, c)| c).sum::<u64>(), want.len() as u64);
+    assert_eq!(hist.iter().map(|(_, c)| c).sum::<u64>(), want.len() as u64);
+    for (user, count) in &top {
+        let n = want.iter().filter(|&&i| f.entries[i as usize]["actor"]["user"]["name"] == *user).count();
+        assert_eq!(*count, n as u64, "{user}");
+    }
     // Without a time range, or under NOT, nothing is skipped.
     let before = f.index.segments_skipped();
     for q in ["status:failure", "NOT time:[now-3h TO now]", "time:[now-3h TO now] OR status:failure"] {
@@ -367,4 +380,17 @@ fn an_index_open_across_a_machine_crash_is_rebuilt() {
     let g = Fixture { _dir: f._dir, log: f.log, index, entries: f.entries };
     let q = "status:failure";
     assert_eq!(indexed(&g, q), brute(&g, q));
+}
+
+/// An index already open (its writer holds the lock) is in use, not
+/// damaged: opening it again is an error, and it is not deleted.
+#[test]
+fn an_index_open_twice_is_refused_not_rebuilt() {
+    let f = fixture(50);
+    let again = LogIndex::open(f.index.dir(), f.log.size());
+    assert!(again.is_err(), "a second open of a live index succeeded");
+    drop(again);
+    assert_eq!(f.index.indexed().unwrap(), 50);
+    assert_eq!(indexed(&f, "status:failure"), brute(&f, "status:failure"));
+    assert!(f.index.dir().join("meta.json").exists(), "the live index was deleted");
 }

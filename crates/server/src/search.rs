@@ -31,6 +31,10 @@ pub const DEFAULT_PAGE_HITS: usize = 100;
 #[derive(Default)]
 pub struct Indexes {
     map: Mutex<HashMap<String, Arc<LogIndex>>>,
+    /// Held while an index is opened, so that one log's index is never
+    /// opened twice at once (the indexer and a search at start, say): the
+    /// second writer would find the first one's lock.
+    opening: Mutex<()>,
 }
 
 impl Indexes {
@@ -63,10 +67,15 @@ impl Indexes {
         if let Some(ix) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
             return Ok(ix.clone());
         }
+        let _opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ix) = self.get_open(name) {
+            return Ok(ix);
+        }
         let log = state.store.get(name).ok_or_else(|| crate::authn::not_found(name))?;
         let dir = state.store.dir().join("index").join(name);
         let ix = Arc::new(LogIndex::open(&dir, log.size()).map_err(|e| ApiError::unavailable(e.to_string(), 5))?);
-        Ok(self.map.lock().unwrap_or_else(|e| e.into_inner()).entry(name.to_string()).or_insert(ix).clone())
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), ix.clone());
+        Ok(ix)
     }
 }
 
@@ -376,4 +385,28 @@ pub async fn aggregate(
     .await
     .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
     Ok(Json(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The indexer and searches at start ask for the same index at once:
+    /// it is opened once, and every caller gets it.
+    #[test]
+    fn an_index_asked_for_by_many_threads_at_once_is_opened_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(custos_log::LogStore::open(custos_log::StoreConfig::new(dir.path())).unwrap());
+        store.create("a", false).unwrap();
+        let state = AppState::new(store, Default::default(), Default::default());
+        let got: Vec<Result<Arc<LogIndex>, ApiError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| state.indexes.get(&state, "a"))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let first = got[0].as_ref().map_err(|e| e.message.clone()).unwrap().clone();
+        for g in &got {
+            let ix = g.as_ref().map_err(|e| e.message.clone()).unwrap();
+            assert!(Arc::ptr_eq(ix, &first), "two indexes for one log");
+        }
+    }
 }
