@@ -400,6 +400,20 @@ fn slow_and_silent_clients_are_cut_off() {
     let mut answer = String::new();
     let _ = c.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // A body already over the limit (16 MiB) and still arriving when the
+    // time is up: 413, the size being what the client must fix.
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        c,
+        "POST /v1/logs/a/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+        40 << 20
+    )
+    .unwrap();
+    c.write_all(&vec![b' '; 17 << 20]).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     // Headers that never finish: the connection is closed.
     let mut c = std::net::TcpStream::connect(&addr).unwrap();
     c.write_all(b"GET /v1/logs HTTP/1.1\r\nHost: x\r\n").unwrap();

@@ -56,19 +56,33 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// Reads the body, at most `limit` bytes before and after decompression.
 /// How much of a body over the limit is read and thrown away before the
 /// 413 answer, so that a client still sending it gets that answer rather
 /// than a broken connection. A larger body is cut off.
 pub const MAX_DRAINED_BODY_BYTES: usize = 16 << 20;
 
-/// The body, up to `limit` bytes. Over it: the rest is drained (up to
-/// [`MAX_DRAINED_BODY_BYTES`]) and the answer is 413.
-async fn collect_body(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+/// The body, up to `limit` bytes, within `timeout` (408 otherwise). Over
+/// the limit: the rest is drained (up to [`MAX_DRAINED_BODY_BYTES`], within
+/// the same time) and the answer is 413, also if the time runs out first.
+async fn collect_body(mut body: Body, limit: usize, timeout: std::time::Duration) -> Result<Vec<u8>, ApiError> {
     use http_body_util::BodyExt;
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut out = Vec::new();
     let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            // Over the limit and still arriving when the time is up: the
+            // size is what the client must fix.
+            Err(_) if seen > limit => return Err(too_large(limit)),
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("request body did not arrive within {} s", timeout.as_secs()),
+                ));
+            }
+        };
         let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the request body failed: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
         seen = seen.saturating_add(data.len());
@@ -87,21 +101,14 @@ async fn collect_body(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError>
     Ok(out)
 }
 
+/// Reads the body, at most `limit` bytes before and after decompression.
 pub(crate) async fn read_body(
     body: Body,
     headers: &HeaderMap,
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<Vec<u8>, ApiError> {
-    let raw = match tokio::time::timeout(timeout, collect_body(body, limit)).await {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!("request body did not arrive within {} s", timeout.as_secs()),
-            ));
-        }
-    };
+    let raw = collect_body(body, limit, timeout).await?;
     let enc = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim();
     let mut reader: Box<dyn Read> = match enc.to_ascii_lowercase().as_str() {
         "identity" | "" => return Ok(raw.to_vec()),
