@@ -413,6 +413,9 @@ fn search_finds_events_with_proofs() {
         timing.split(", ").any(|t| t.strip_prefix(step).and_then(|d| d.parse::<f64>().ok()).is_some_and(|d| d >= 0.0))
     };
     assert!(ok("search;dur=") && ok("audit;dur="), "{timing:?}");
+    // A wildcard (translated off the runtime's threads).
+    let (_, v) = get_json(&format!("{}/v1/logs/s/search?q=actor.user.name%3Aal*&limit=1", s.url));
+    assert_eq!(v["total"].as_u64(), Some(100), "{v}");
     // CIDR and a syntax error with its position.
     let (_, v) = get_json(&format!("{}/v1/logs/s/search?q=src_endpoint.ip%3A10.0.2.0%2F24&limit=1000", s.url));
     assert_eq!(v["total"].as_u64(), Some((0..300).filter(|n| n % 4 == 2).count() as u64));

@@ -171,6 +171,16 @@ pub fn build_query(q: Option<&str>, start: Option<&str>, end: Option<&str>) -> R
     })
 }
 
+/// Whether a query has a wildcard term anywhere.
+fn has_wildcard(q: &Q) -> bool {
+    match q {
+        Q::And(qs) | Q::Or(qs) => qs.iter().any(has_wildcard),
+        Q::Not(q) => has_wildcard(q),
+        Q::Field(_, v) | Q::Text(v) => matches!(v, Value_::Wildcard(_)),
+        Q::All => false,
+    }
+}
+
 /// `GET /v1/logs/{log}/search`.
 pub async fn search(
     State(state): State<Arc<AppState>>,
@@ -206,7 +216,18 @@ pub async fn search(
                 .map_err(|e| ApiError::unavailable(e.to_string(), 1))??
         }
     };
-    let prepared = ix.prepare(&q, custos_event::time::now_nanos()).map_err(index_error)?;
+    // Translating compiles wildcards into automata, which a long pattern
+    // can make slow: that happens off the runtime's threads.
+    let now = custos_event::time::now_nanos();
+    let prepared = if has_wildcard(&q) {
+        let (ix, q) = (ix.clone(), q.clone());
+        tokio::task::spawn_blocking(move || ix.prepare(&q, now))
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string(), 1))?
+    } else {
+        ix.prepare(&q, now)
+    }
+    .map_err(index_error)?;
     let search = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, std::time::Duration), ApiError> {
         let started = std::time::Instant::now();
         let (hits, total) = ix.search_prepared(&prepared, limit, p.cursor, newest_first).map_err(index_error)?;
