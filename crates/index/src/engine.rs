@@ -405,6 +405,17 @@ pub struct LogIndex {
     skipped: std::sync::atomic::AtomicU64,
 }
 
+/// A wildcard's regular expression as a query. One whose automaton is over
+/// tantivy's size limit is the query's fault (400), not the index's.
+fn wildcard(pattern: &str, field: Field) -> Result<RegexQuery, IndexError> {
+    RegexQuery::from_pattern(pattern, field).map_err(|e| match e {
+        tantivy::TantivyError::InvalidArgument(m) => {
+            IndexError::Query(format!("a wildcard term is too complex to search for: {m}"))
+        }
+        other => IndexError::Tantivy(other),
+    })
+}
+
 /// A query checked and translated by [`LogIndex::prepare`].
 pub struct Prepared {
     query: Box<dyn TQuery>,
@@ -837,7 +848,7 @@ impl LogIndex {
                     _ => Box::new(PhraseQuery::new(toks.iter().map(|t| term(t)).collect())),
                 }
             }
-            Value_::Wildcard(w) => Box::new(RegexQuery::from_pattern(&glob_regex(&w.to_lowercase()), f)?),
+            Value_::Wildcard(w) => Box::new(wildcard(&glob_regex(&w.to_lowercase()), f)?),
             _ => return Err(IndexError::Query("free text takes words, phrases or wildcards".into())),
         })
     }
@@ -893,11 +904,8 @@ impl LogIndex {
             }
             Value_::Exact(x) | Value_::Phrase(x) => Box::new(TermQuery::new(kv(x), IndexRecordOption::Basic)),
             Value_::Wildcard(w) => match agg {
-                Some(af) => Box::new(RegexQuery::from_pattern(&glob_regex(w), af)?),
-                None => Box::new(RegexQuery::from_pattern(
-                    &format!("{}{}", regex_escape(&format!("{field}=")), glob_regex(w)),
-                    f.kv,
-                )?),
+                Some(af) => Box::new(wildcard(&glob_regex(w), af)?),
+                None => Box::new(wildcard(&format!("{}{}", regex_escape(&format!("{field}=")), glob_regex(w)), f.kv)?),
             },
             Value_::Cidr(net, bits) => {
                 let tf = if field == "src_endpoint.ip" { f.src_ip } else { f.dst_ip };
