@@ -181,6 +181,7 @@ fn expiry_revocation_and_meta_audit() {
     let reader = tokens[1].1.clone().unwrap();
     let auditor = tokens[2].1.clone().unwrap();
     assert_eq!(get_as(&format!("{}/v1/logs/a/entries/0", s.url), Some(&reader)).0, 200);
+    assert_eq!(get_as(&format!("{}/v1/logs/a/entries/99999", s.url), Some(&reader)).0, 404);
     // Offline revocation, while the server runs.
     let r = Command::new(bin()).args(["token", "revoke", "--data"]).arg(&data).arg("reader-a").output().unwrap();
     assert!(r.status.success());
@@ -236,6 +237,18 @@ fn expiry_revocation_and_meta_audit() {
             && has("custos.read", "token:auditor", "GET /v1/logs/_custos"))
         .then_some(evs)
     });
+    // Each entry read is recorded once, with its outcome: the found one
+    // while it was read, the missing one after its 404.
+    let outcome = |msg: &str| -> Vec<(String, String)> {
+        events
+            .iter()
+            .filter(|e| e["activity"] == "custos.read" && e["actor"]["user"]["name"] == "token:reader-a")
+            .filter(|e| e["message"] == msg)
+            .map(|e| (e["status"].as_str().unwrap().to_string(), e["status_detail"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    assert_eq!(outcome("GET /v1/logs/a/entries/0"), [("success".to_string(), "HTTP 200".to_string())]);
+    assert_eq!(outcome("GET /v1/logs/a/entries/99999"), [("failure".to_string(), "HTTP 404".to_string())]);
     let failure = events.iter().find(|e| e["activity"] == "custos.auth.failure").unwrap();
     assert_eq!(failure["status"], "failure");
     assert!(

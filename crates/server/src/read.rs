@@ -106,6 +106,7 @@ fn entry_json(index: u64, entry: &[u8]) -> Value {
 pub async fn one_entry(
     State(state): State<Arc<AppState>>,
     id: Option<Extension<Identity>>,
+    read: Option<Extension<Arc<crate::audit::EarlyRead>>>,
     Path((name, index)): Path<(String, String)>,
     Query(q): Query<EntryQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -116,12 +117,12 @@ pub async fn one_entry(
     if index >= size {
         return Err(ApiError::not_found(format!("entry {index} does not exist; the log has {size} entries")));
     }
-    let asked = q.tree_size;
-    let v = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+    let proof = proof_size(&log, q.tree_size, index)?;
+    let work = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         let entry = log.entry(index)?;
         let mut v = entry_json(index, &entry);
         v["log"] = json!(name);
-        match proof_size(&log, asked, index)? {
+        match proof {
             Some((n, note)) => {
                 v["tree_size"] = json!(n);
                 v["inclusion_proof"] = json!(b64s(&log.inclusion_proof(index, n)?));
@@ -134,8 +135,13 @@ pub async fn one_entry(
             }
         }
         Ok(v)
-    })
-    .await
+    });
+    // Valid and allowed: the read's record is made durable while the entry
+    // and its proof are read (see audit::EarlyRead).
+    let v = match &read {
+        Some(Extension(read)) => tokio::join!(read.record(&state), work).1,
+        None => work.await,
+    }
     .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
     Ok(Json(v))
 }
