@@ -403,6 +403,8 @@ pub struct LogIndex {
     indexed: std::sync::atomic::AtomicU64,
     /// Segments that searches skipped as outside their time span.
     skipped: std::sync::atomic::AtomicU64,
+    /// Segments whose matches a search only counted: none could make its page.
+    counted_only: std::sync::atomic::AtomicU64,
 }
 
 /// A wildcard's regular expression as a query. One whose automaton is over
@@ -430,6 +432,8 @@ type Segments = HashMap<tantivy::index::SegmentId, SegmentInfo>;
 struct SegmentInfo {
     /// Its `index` column: opening it rebuilds its block table.
     index: Option<Column<u64>>,
+    /// The lowest and highest entry numbers in it; `None` if unknown.
+    span: Option<(u64, u64)>,
     /// The earliest and latest `time` in it (nanoseconds, inclusive);
     /// `None` if it has none or the column cannot be read.
     time: Option<(i64, i64)>,
@@ -596,6 +600,7 @@ impl LogIndex {
             segments: Mutex::new(Arc::new(HashMap::new())),
             indexed,
             skipped: 0.into(),
+            counted_only: 0.into(),
         })
     }
 
@@ -622,6 +627,12 @@ impl LogIndex {
     /// time in them lies outside the query's.
     pub fn segments_skipped(&self) -> u64 {
         self.skipped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many segments searches have only counted, since open, because
+    /// none of their matches could make the page asked for.
+    pub fn segments_counted_only(&self) -> u64 {
+        self.counted_only.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many log entries the index covers (entries `0..n`).
@@ -688,13 +699,62 @@ impl LogIndex {
         cursor: Option<u64>,
         newest_first: bool,
     ) -> Result<(Vec<u64>, usize), IndexError> {
-        // The page and the count in one pass; the collector skips what the
-        // cursor already covered. (A range query on the `index` column here
-        // scanned the whole column of segments holding only newer entries.)
-        let (total, hits) = self.collect(q, |segments| {
-            let top = TopByIndex { limit: limit.clamp(1, MAX_PAGE_HITS), newest_first, after: cursor, segments };
-            (Count, top)
-        })?;
+        use tantivy::collector::Collector;
+        let limit = limit.clamp(1, MAX_PAGE_HITS);
+        let searcher = self.reader.searcher();
+        let segments = self.segments(&searcher);
+        let weight = q.query.weight(tantivy::query::EnableScoring::disabled_from_searcher(&searcher))?;
+        // The page and the count in one pass over each segment; the
+        // collector skips what the cursor already covered. (A range query on
+        // the `index` column here scanned the whole column of segments
+        // holding only newer entries.)
+        let page = (Count, TopByIndex { limit, newest_first, after: cursor, segments: segments.clone() });
+        let key = |index: u64| if newest_first { index } else { !index };
+        // Keys below this one are on later pages: the cursor's own key.
+        let below = cursor.map_or(u64::MAX, key);
+        // Each segment's keys, lowest and highest: entry numbers grow with
+        // the segment's place in the log, so the segments holding the best
+        // keys go first, and once the page is full, a segment whose best
+        // key cannot make it is only counted (a term's count is its
+        // document frequency: no postings are read).
+        let mut order: Vec<(u32, &tantivy::SegmentReader, (u64, u64))> = searcher
+            .segment_readers()
+            .iter()
+            .enumerate()
+            .map(|(ord, r)| {
+                let keys = match segments.get(&r.segment_id()).and_then(|s| s.span) {
+                    Some((lo, hi)) if newest_first => (lo, hi),
+                    Some((lo, hi)) => (key(hi), key(lo)),
+                    None => (0, u64::MAX),
+                };
+                (ord as u32, r, keys)
+            })
+            .collect();
+        order.sort_by(|a, b| b.2.1.cmp(&a.2.1));
+        let (lo_time, hi_time) = q.time;
+        let mut total = 0usize;
+        let mut hits: Vec<u64> = Vec::new();
+        for (ord, reader, (klo, khi)) in order {
+            let outside = matches!(
+                segments.get(&reader.segment_id()),
+                Some(SegmentInfo { time: Some((min, max)), .. }) if *max < lo_time || *min >= hi_time
+            );
+            if outside && q.time != ALL_TIME {
+                self.skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            let best = khi.min(below.saturating_sub(1));
+            let full = hits.len() == limit;
+            let worst = hits.last().map(|&i| key(i));
+            if klo >= below || (full && worst.is_some_and(|w| best < w)) {
+                self.counted_only.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                total += weight.count(reader)? as usize;
+                continue;
+            }
+            let (count, seg_hits) = page.collect_segment(weight.as_ref(), ord, reader)?;
+            total += count;
+            hits = page.1.merge_fruits(vec![hits, seg_hits])?;
+        }
         Ok((hits, total))
     }
 
@@ -724,8 +784,13 @@ impl LogIndex {
             for r in readers {
                 let id = r.segment_id();
                 let info = match cache.get(&id) {
-                    Some(c) => SegmentInfo { index: c.index.clone(), time: c.time },
+                    Some(c) => SegmentInfo { index: c.index.clone(), span: c.span, time: c.time },
                     None => SegmentInfo {
+                        span: r
+                            .fast_fields()
+                            .u64("index")
+                            .ok()
+                            .and_then(|c| (c.values.num_vals() > 0).then(|| (c.min_value(), c.max_value()))),
                         index: r.fast_fields().u64("index").ok(),
                         time: r.fast_fields().date("time").ok().and_then(|c| {
                             (c.values.num_vals() > 0)

@@ -400,3 +400,15 @@ fn an_index_open_twice_is_refused_not_rebuilt() {
     assert_eq!(indexed(&f, "status:failure"), brute(&f, "status:failure"));
     assert!(f.index.dir().join("meta.json").exists(), "the live index was deleted");
 }
+
+/// A page is filled from the segments holding the newest (or oldest)
+/// entries; the others are only counted, and pages and counts stay exact.
+#[test]
+fn pages_only_count_segments_that_cannot_make_them() {
+    let f = fixture(700);
+    let before = f.index.segments_counted_only();
+    for q in ["status:success", "status:failure", "actor.user.name:alice OR activity:*", "NOT status:failure"] {
+        assert_eq!(indexed(&f, q), brute(&f, q), "{q}");
+    }
+    assert!(f.index.segments_counted_only() > before, "every segment was searched for hits");
+}
