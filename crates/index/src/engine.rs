@@ -730,7 +730,7 @@ impl LogIndex {
                 (ord as u32, r, keys)
             })
             .collect();
-        order.sort_by(|a, b| b.2.1.cmp(&a.2.1));
+        order.sort_by_key(|o| std::cmp::Reverse(o.2.1));
         let (lo_time, hi_time) = q.time;
         let mut total = 0usize;
         let mut hits: Vec<u64> = Vec::new();
