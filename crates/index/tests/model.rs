@@ -157,6 +157,17 @@ fn fixture_in_time_order(n: usize) -> Fixture {
     fixture_of(evs)
 }
 
+/// Events in time order, indexed by two threads that share out each step's
+/// entries (as `custos reindex` does): segments whose runs of entries and
+/// times overlap.
+fn fixture_two_writers(n: usize) -> Fixture {
+    let f = fixture_in_time_order(n);
+    let dir = tempfile::tempdir().unwrap();
+    let index = LogIndex::open_with(dir.path(), f.log.size(), 2, 40 << 20).unwrap();
+    while index.catch_up(&f.log, 60).unwrap() > 0 {}
+    Fixture { _dir: dir, log: f.log, index, entries: f.entries }
+}
+
 fn fixture_of(events: Vec<Value>) -> Fixture {
     let log = Log::open(
         Arc::new(SimStorage::new(1)),
@@ -219,9 +230,11 @@ proptest! {
         thread_local! {
             static F: Fixture = fixture(700);
             static S: Fixture = fixture_in_time_order(700);
+            static T: Fixture = fixture_two_writers(700);
         }
         F.with(|f| check_against_brute_force(f, &q))?;
         S.with(|f| check_against_brute_force(f, &q))?;
+        T.with(|f| check_against_brute_force(f, &q))?;
     }
 }
 
@@ -411,13 +424,9 @@ fn pages_only_count_segments_that_cannot_make_them() {
         assert_eq!(indexed(&f, q), brute(&f, q), "{q}");
     }
     assert!(f.index.segments_counted_only() > before, "every segment was searched for hits");
-    // Segments whose runs of entries overlap (two indexing threads share
-    // out the same steps, as `custos reindex` does): each page still holds
+    // Segments whose runs of entries overlap: each page still holds
     // exactly the right entries.
-    let dir = tempfile::tempdir().unwrap();
-    let index = LogIndex::open_with(dir.path(), f.log.size(), 2, 40 << 20).unwrap();
-    while index.catch_up(&f.log, 60).unwrap() > 0 {}
-    let g = Fixture { _dir: dir, log: f.log, index, entries: f.entries };
+    let g = fixture_two_writers(700);
     for q in ["status:success", "status:failure", "activity:*", "NOT status:failure", "actor.user.name:alice"] {
         assert_eq!(indexed(&g, q), brute(&g, q), "{q} (overlapping segments)");
     }
