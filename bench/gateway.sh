@@ -19,8 +19,7 @@ PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; done; pg_stop 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 pg_start "-c shared_preload_libraries=pgaudit -c max_connections=100"
-psql -q -c "create database app"
-pgbench -i -s 10 -q app >/dev/null 2>&1
+pg_init_app
 
 # The log server with two gateways inside it (events go straight into the
 # log), a token for two standalone gateways (events over HTTP), one person.

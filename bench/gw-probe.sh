@@ -19,8 +19,7 @@ WORK=$(mktemp -d /tmp/custos-gw-probe.XXXXXX)
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; done; pg_stop 2>/dev/null || true; rm -rf "$WORK"' EXIT
 pg_start "-c max_connections=100"
-psql -q -c "create database app"
-pgbench -i -s 10 -q app >/dev/null 2>&1
+pg_init_app
 echo bench-pw | $BIN gateway user bench --users "$WORK/users.json" 2>/dev/null
 PORT=$(free_port); GW=$(free_port)
 cat > "$WORK/serve.toml" <<TOML

@@ -15,3 +15,8 @@ pg_stop() {
   su postgres -c "$PGBIN/pg_ctl -D $PGDIR/data -m fast -w stop" >/dev/null || true
   rm -rf "$PGDIR"
 }
+# The pgbench database `app` at scale 10, which the gateway benchmarks run on.
+pg_init_app() {
+  psql -q -c "create database app"
+  pgbench -i -s 10 -q app >/dev/null 2>&1
+}

@@ -432,11 +432,22 @@ type Segments = HashMap<tantivy::index::SegmentId, SegmentInfo>;
 struct SegmentInfo {
     /// Its `index` column: opening it rebuilds its block table.
     index: Option<Column<u64>>,
-    /// The lowest and highest entry numbers in it; `None` if unknown.
-    span: Option<(u64, u64)>,
     /// The earliest and latest `time` in it (nanoseconds, inclusive);
     /// `None` if it has none or the column cannot be read.
     time: Option<(i64, i64)>,
+}
+
+impl SegmentInfo {
+    /// The lowest and highest entry numbers in it; `None` if unknown.
+    fn span(&self) -> Option<(u64, u64)> {
+        self.index.as_ref().filter(|c| c.values.num_vals() > 0).map(|c| (c.min_value(), c.max_value()))
+    }
+
+    /// Whether every time in it lies outside `[lo, hi)`, so that a search
+    /// whose matches all lie in that span can skip it.
+    fn outside(&self, (lo, hi): (i64, i64)) -> bool {
+        (lo, hi) != ALL_TIME && self.time.is_some_and(|(min, max)| max < lo || min >= hi)
+    }
 }
 
 /// Every time in a search's answers: `[lo, hi)` in nanoseconds.
@@ -510,13 +521,7 @@ impl<C: tantivy::collector::Collector> tantivy::collector::Collector for Pruned<
         ord: u32,
         reader: &tantivy::SegmentReader,
     ) -> tantivy::Result<<C::Child as tantivy::collector::SegmentCollector>::Fruit> {
-        let (lo, hi) = self.time;
-        let outside = match self.segments.get(&reader.segment_id()) {
-            Some(SegmentInfo { time: Some((min, max)), .. }) => *max < lo || *min >= hi,
-            // Not known: searched.
-            _ => false,
-        };
-        if outside && (lo, hi) != ALL_TIME {
+        if self.segments.get(&reader.segment_id()).is_some_and(|s| s.outside(self.time)) {
             use tantivy::collector::SegmentCollector;
             self.skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(self.inner.for_segment(ord, reader)?.harvest());
@@ -722,7 +727,7 @@ impl LogIndex {
             .iter()
             .enumerate()
             .map(|(ord, r)| {
-                let keys = match segments.get(&r.segment_id()).and_then(|s| s.span) {
+                let keys = match segments.get(&r.segment_id()).and_then(SegmentInfo::span) {
                     Some((lo, hi)) if newest_first => (lo, hi),
                     Some((lo, hi)) => (key(hi), key(lo)),
                     None => (0, u64::MAX),
@@ -731,15 +736,10 @@ impl LogIndex {
             })
             .collect();
         order.sort_by_key(|o| std::cmp::Reverse(o.2.1));
-        let (lo_time, hi_time) = q.time;
         let mut total = 0usize;
         let mut hits: Vec<u64> = Vec::new();
         for (ord, reader, (klo, khi)) in order {
-            let outside = matches!(
-                segments.get(&reader.segment_id()),
-                Some(SegmentInfo { time: Some((min, max)), .. }) if *max < lo_time || *min >= hi_time
-            );
-            if outside && q.time != ALL_TIME {
+            if segments.get(&reader.segment_id()).is_some_and(|s| s.outside(q.time)) {
                 self.skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
@@ -784,13 +784,8 @@ impl LogIndex {
             for r in readers {
                 let id = r.segment_id();
                 let info = match cache.get(&id) {
-                    Some(c) => SegmentInfo { index: c.index.clone(), span: c.span, time: c.time },
+                    Some(c) => SegmentInfo { index: c.index.clone(), time: c.time },
                     None => SegmentInfo {
-                        span: r
-                            .fast_fields()
-                            .u64("index")
-                            .ok()
-                            .and_then(|c| (c.values.num_vals() > 0).then(|| (c.min_value(), c.max_value()))),
                         index: r.fast_fields().u64("index").ok(),
                         time: r.fast_fields().date("time").ok().and_then(|c| {
                             (c.values.num_vals() > 0)
