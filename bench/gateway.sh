@@ -4,7 +4,9 @@
 # that records nothing, for what any proxy costs on this machine), and
 # through the gateway in async mode and fail-closed (standalone over HTTP,
 # and inside the server), all in one run; plus the fsync latency of the
-# disk the log lives on, for the fail-closed bound.
+# disk the log lives on, for the fail-closed bound. The `-unix` rows reach
+# PostgreSQL over its Unix socket (a proxy beside the database); clients
+# always connect over TCP.
 # Needs postgresql-15, postgresql-15-pgaudit, pgbouncer (apt-get).
 #   bench/gateway.sh [seconds per run]
 set -euo pipefail
@@ -24,7 +26,7 @@ pg_init_app
 # The log server with two gateways inside it (events go straight into the
 # log), a token for two standalone gateways (events over HTTP), one person.
 echo bench-pw | $BIN gateway user bench --users "$WORK/users.json" 2>/dev/null
-PORT=$(free_port); IN_ASYNC=$(free_port); IN_CLOSED=$(free_port)
+PORT=$(free_port); IN_ASYNC=$(free_port); IN_CLOSED=$(free_port); IN_UNIX=$(free_port)
 cat > "$WORK/serve.toml" <<TOML
 [[gateway]]
 listen = "127.0.0.1:$IN_ASYNC"
@@ -36,6 +38,12 @@ users = "$WORK/users.json"
 listen = "127.0.0.1:$IN_CLOSED"
 upstream = "postgres://postgres@127.0.0.1:$PGPORT/app?sslmode=disable"
 log = "db-inproc-closed"
+users = "$WORK/users.json"
+[[gateway]]
+listen = "127.0.0.1:$IN_UNIX"
+upstream = "postgres://postgres@/app?host=$PGDIR&port=$PGPORT"
+log = "db-inproc-unix"
+audit_mode = "async"
 users = "$WORK/users.json"
 TOML
 $BIN serve --config "$WORK/serve.toml" --data "$WORK/data" --listen 127.0.0.1:$PORT > "$WORK/serve.out" 2> "$WORK/serve.err" &
@@ -56,6 +64,7 @@ chown postgres "$WORK"
 cat > "$WORK/pgb.ini" <<INI
 [databases]
 app = host=127.0.0.1 port=$PGPORT dbname=app user=postgres
+appunix = host=$PGDIR port=$PGPORT dbname=app user=postgres
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $BOUNCER
@@ -79,11 +88,11 @@ start_gw fail-closed; CLOSED=$GWPORT
 
 # One pgbench run: setup script clients -> "tps p50_ms"
 run() {
-  local port=$1 user=$2 script=$3 clients=$4
+  local port=$1 user=$2 script=$3 clients=$4 db=${5:-app}
   local flags=(-n -T "$SECS" -c "$clients" -j "$(( clients < 2 ? clients : 2 ))" -h 127.0.0.1 -p "$port" -U "$user")
   [ "$script" = select ] && flags+=(-S)
   rm -f "$WORK"/pgbench_log.*
-  (cd "$WORK" && PGPASSWORD=bench-pw PGSSLMODE=disable pgbench "${flags[@]}" -l --sampling-rate=0.2 app > "$WORK/pgbench.out" 2>&1) \
+  (cd "$WORK" && PGPASSWORD=bench-pw PGSSLMODE=disable pgbench "${flags[@]}" -l --sampling-rate=0.2 "$db" > "$WORK/pgbench.out" 2>&1) \
     || { cat "$WORK/pgbench.out"; exit 1; }
   local tps p50
   tps=$(awk '/^tps/ {print $3}' "$WORK/pgbench.out")
@@ -109,13 +118,15 @@ for script in select tpcb; do
     read -r t l < <(run $PGPORT postgres $script $clients); printf "%-12s %-8s %7s %10s %9s\n" pgaudit-all $script $clients $t $l | tee -a "$WORK/table"
     psql -q -c "alter system set pgaudit.log = 'none'" -c "select pg_reload_conf()" >/dev/null
     read -r t l < <(run $BOUNCER bench $script $clients); printf "%-12s %-8s %7s %10s %9s\n" pgbouncer $script $clients $t $l | tee -a "$WORK/table"
+    read -r t l < <(run $BOUNCER bench $script $clients appunix); printf "%-12s %-8s %7s %10s %9s\n" pgb-unix $script $clients $t $l | tee -a "$WORK/table"
     read -r t l < <(run $ASYNC bench $script $clients); printf "%-12s %-8s %7s %10s %9s\n" gw-async $script $clients $t $l | tee -a "$WORK/table"
     read -r t l < <(run $CLOSED bench $script $clients); printf "%-12s %-8s %7s %10s %9s\n" gw-closed $script $clients $t $l | tee -a "$WORK/table"
     read -r t l < <(run $IN_ASYNC bench $script $clients); printf "%-12s %-8s %7s %10s %9s\n" in-async $script $clients $t $l | tee -a "$WORK/table"
     read -r t l < <(run $IN_CLOSED bench $script $clients); printf "%-12s %-8s %7s %10s %9s\n" in-closed $script $clients $t $l | tee -a "$WORK/table"
+    read -r t l < <(run $IN_UNIX bench $script $clients); printf "%-12s %-8s %7s %10s %9s\n" in-unix $script $clients $t $l | tee -a "$WORK/table"
   done
 done
-for log in db-async db-fail-closed db-inproc-async db-inproc-closed; do
+for log in db-async db-fail-closed db-inproc-async db-inproc-closed db-inproc-unix; do
   SIZE=$(curl -s -H "Authorization: Bearer $TOKEN" 127.0.0.1:$PORT/v1/logs/$log | python3 -c 'import json,sys; print(json.load(sys.stdin)["size"])')
   echo "$log holds $SIZE events"
 done
@@ -130,7 +141,7 @@ for script in ("select", "tpcb"):
     for c in ("1", "16"):
         base, lat = d[("direct", script, c)]
         pa = d[("pgaudit-all", script, c)][0]
-        for setup in ("pgbouncer", "gw-async", "gw-closed", "in-async", "in-closed"):
+        for setup in ("pgbouncer", "pgb-unix", "gw-async", "gw-closed", "in-async", "in-closed", "in-unix"):
             t, l = d[(setup, script, c)]
             print(f"{script} c={c} {setup}: {100*t/base:.0f}% of direct (pgaudit {100*pa/base:.0f}%), +{1000*(l-lat):.0f} us p50")
         stmts = 1 if script == "select" else 7

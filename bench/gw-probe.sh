@@ -5,6 +5,7 @@
 # "direct TPS@latency gw TPS@latency". vmstat samples go to $OUT.
 #   MODE=async|fail-closed C=clients SECS=seconds SCRIPT=select|tpcb
 #   BIN=path/to/custos (to compare two builds, alternate them)
+#   UPSTREAM=unix: the gateway reaches PostgreSQL over its Unix socket
 #   PERF=1 [PERFARGS="-a"]: perf record of the second gateway run -> $OUT/perf.data
 #   STRACE=1 [STRACEARGS="-c"]: strace of 1 s of the second run -> $OUT/strace.out
 set -euo pipefail
@@ -22,17 +23,19 @@ pg_start "-c max_connections=100"
 pg_init_app
 echo bench-pw | $BIN gateway user bench --users "$WORK/users.json" 2>/dev/null
 PORT=$(free_port); GW=$(free_port)
+UP="postgres://postgres@127.0.0.1:$PGPORT/app?sslmode=disable"
+[ "${UPSTREAM:-tcp}" = unix ] && UP="postgres://postgres@/app?host=$PGDIR&port=$PGPORT"
 cat > "$WORK/serve.toml" <<TOML
 [[gateway]]
 listen = "127.0.0.1:$GW"
-upstream = "postgres://postgres@127.0.0.1:$PGPORT/app?sslmode=disable"
+upstream = "$UP"
 log = "db"
 audit_mode = "$MODE"
 users = "$WORK/users.json"
 TOML
 $BIN serve --config "$WORK/serve.toml" --data "$WORK/data" --listen 127.0.0.1:$PORT > "$WORK/serve.out" 2> "$WORK/serve.err" &
 SPID=$!; PIDS+=($SPID)
-until curl -sf 127.0.0.1:$PORT/healthz >/dev/null; do sleep 0.05; done
+until curl -sf 127.0.0.1:$PORT/healthz >/dev/null; do kill -0 $SPID 2>/dev/null || { cat "$WORK/serve.err"; exit 1; }; sleep 0.05; done
 psql -q -c "create role bench login superuser"
 flags=(-n -T "$SECS" -c ${C:-16} -j 2 -h 127.0.0.1)
 [ "$SCRIPT" = select ] && flags+=(-S)

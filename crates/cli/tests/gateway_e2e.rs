@@ -593,17 +593,25 @@ fn gateway_inside_the_server_takes_custos_tokens_over_tls() {
     let reader = token(&data, "auditor", "test-reader");
     let users = users(dir.path(), &[("alice", "alice-pw", &[])]);
     let port = free_port();
+    // A second gateway reaches PostgreSQL over its Unix socket, as one
+    // beside the database would.
+    let local_port = free_port();
+    let socket_dir = pg.dir.path().display().to_string();
     let config = dir.path().join("custos.toml");
     std::fs::write(
         &config,
         format!(
             "[[gateway]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"postgres://svc:svc-pw@127.0.0.1:{}/app?sslmode=disable\"\n\
              log = \"db\"\nusers = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
-             [[gateway.deny]]\nname = \"readers-read-only\"\nroles = [\"reader\"]\nclasses = [\"write\", \"ddl\"]\n",
+             [[gateway.deny]]\nname = \"readers-read-only\"\nroles = [\"reader\"]\nclasses = [\"write\", \"ddl\"]\n\
+             [[gateway]]\nname = \"local\"\nlisten = \"127.0.0.1:{local_port}\"\n\
+             upstream = \"postgres://svc@/app?host={socket_dir}&port={}\"\nlog = \"db\"\nusers = \"{}\"\n",
             pg.port,
             users.display(),
             pki.path("server.pem"),
-            pki.path("server.key")
+            pki.path("server.key"),
+            pg.port,
+            users.display(),
         ),
     )
     .unwrap();
@@ -626,11 +634,17 @@ fn gateway_inside_the_server_takes_custos_tokens_over_tls() {
     assert!(text(&o).contains("password authentication failed for user \"dora\""), "{}", text(&o));
     let o = psql(port, "alice", "alice-pw", "disable", &["select 'scram inside' as x"], "");
     assert!(text(&o).contains("scram inside"), "{}", text(&o));
+    // inet_server_addr() is NULL only on a Unix-socket connection.
+    let via = "select coalesce(host(inet_server_addr()), 'unix socket') as via, current_user";
+    let o = psql(local_port, "alice", "alice-pw", "disable", &[via], "");
+    assert!(text(&o).contains("unix socket | svc"), "{}", text(&o));
 
-    let ev = wait_for(&server.url, &reader, "alice's session to end", |ev| {
-        ev.iter().any(|e| e["activity"] == "db.disconnect" && user_of(e) == "alice")
+    let ev = wait_for(&server.url, &reader, "alice's two sessions to end", |ev| {
+        ev.iter().filter(|e| e["activity"] == "db.disconnect" && user_of(e) == "alice").count() == 2
     });
-    assert!(ev.iter().all(|e| e["submitter"]["name"] == "gateway:postgres" && e["submitter"]["via"] == "gateway"));
+    let submitter = |e: &Value| e["metadata"]["gateway"]["name"].as_str().map(|n| format!("gateway:{n}"));
+    assert!(ev.iter().all(|e| Some(e["submitter"]["name"].as_str().unwrap().to_string()) == submitter(e)
+        && e["submitter"]["via"] == "gateway"));
     let login = find(&ev, |e| e["activity"] == "db.login" && user_of(e) == "dora" && e["status"] == "success");
     assert_eq!(login[0]["status_detail"], "Custos token over TLS");
     let fails: Vec<&str> =
@@ -642,4 +656,8 @@ fn gateway_inside_the_server_takes_custos_tokens_over_tls() {
     );
     assert!(ev.iter().any(|e| e["metadata"]["gateway"]["denied"] == true && user_of(e) == "dora"));
     assert!(ev.iter().any(|e| e["message"] == "select 'scram inside' as x" && user_of(e) == "alice"));
+    let local = find(&ev, |e| e["message"] == via);
+    assert_eq!(local.len(), 1, "{local:?}");
+    assert_eq!(local[0]["dst_endpoint"]["hostname"], socket_dir.as_str());
+    assert_eq!(local[0]["submitter"]["name"], "gateway:local");
 }

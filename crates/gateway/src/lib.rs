@@ -45,7 +45,8 @@ pub enum AuditMode {
 /// Where and how the gateway connects upstream.
 #[derive(Clone)]
 pub struct Upstream {
-    /// Host name or address.
+    /// Host name or address; or, as in libpq, a directory (starting with
+    /// `/`) holding the upstream's Unix socket.
     pub host: String,
     /// Port.
     pub port: u16,
@@ -57,6 +58,16 @@ pub struct Upstream {
     pub database: Option<String>,
     /// TLS toward the upstream.
     pub tls: tls::UpstreamTls,
+}
+
+impl Upstream {
+    /// The Unix socket to connect to, when `host` is a directory:
+    /// `HOST/.s.PGSQL.PORT`, where PostgreSQL puts it. TLS does not apply
+    /// there (as in libpq), so only `sslmode` `disable` and `prefer` are
+    /// accepted with one.
+    pub fn unix_socket(&self) -> Option<std::path::PathBuf> {
+        self.host.starts_with('/').then(|| std::path::Path::new(&self.host).join(format!(".s.PGSQL.{}", self.port)))
+    }
 }
 
 /// Everything a gateway needs.

@@ -51,7 +51,7 @@ const MAX_APPLICATION_NAME_BYTES: usize = 63;
 const FORWARDED_PARAMS: &[&str] =
     &["client_encoding", "datestyle", "timezone", "extra_float_digits", "intervalstyle", "search_path"];
 
-/// A byte stream: TCP, or TLS over TCP.
+/// A byte stream: TCP, TLS over TCP, or a Unix socket.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 type Stream = Box<dyn Io>;
@@ -422,9 +422,19 @@ async fn timeout_upstream(
         .map_err(|_| format!("no answer within {UPSTREAM_CONNECT_TIMEOUT:?}"))?
 }
 
-/// Opens a TCP (and, per the sslmode, TLS) connection to the upstream.
+/// Opens a TCP (and, per the sslmode, TLS) connection to the upstream, or
+/// a connection to its Unix socket.
 async fn open_upstream(gw: &Gateway) -> Result<Stream, String> {
     let up = &gw.config.upstream;
+    if let Some(path) = up.unix_socket() {
+        if matches!(up.tls.mode, SslMode::Require | SslMode::VerifyFull) {
+            return Err(format!("sslmode {:?} asks for TLS, which a Unix socket does not carry", up.tls.mode));
+        }
+        let unix = tokio::net::UnixStream::connect(&path)
+            .await
+            .map_err(|e| format!("connecting to the Unix socket {}: {e}", path.display()))?;
+        return Ok(Box::new(unix));
+    }
     let tcp = tokio::net::TcpStream::connect((up.host.as_str(), up.port))
         .await
         .map_err(|e| format!("connecting to {}:{}: {e}", up.host, up.port))?;

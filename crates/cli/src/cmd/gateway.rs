@@ -165,19 +165,32 @@ fn parse_upstream(url: &str) -> anyhow::Result<(Upstream, Option<PathBuf>)> {
         Some((h, _)) => (h, None),
         None => (hostpart, None),
     };
-    let (host, port) = match hostport.rsplit_once(':') {
+    let (host, port): (&str, u16) = match hostport.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || p.is_empty() => (h, p.parse().context("upstream port")?),
         _ => (hostport, 5432),
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let mut host = decode(host.trim_start_matches('[').trim_end_matches(']'))?;
+    let mut port = port;
     let mut mode = SslMode::Prefer;
     let mut ca = None;
     for kv in query.split('&').filter(|s| !s.is_empty()) {
         match kv.split_once('=') {
             Some(("sslmode", m)) => mode = SslMode::parse(m).map_err(anyhow::Error::msg)?,
             Some(("sslrootcert", f)) => ca = Some(PathBuf::from(decode(f)?)),
-            _ => bail!("unsupported upstream URL parameter {kv:?} (sslmode, sslrootcert)"),
+            // As in libpq: `host=/run/postgresql` names the directory of a
+            // Unix socket, for a URL with no host of its own.
+            Some(("host", h)) => host = decode(h)?,
+            Some(("port", p)) => port = decode(p)?.parse().context("upstream port")?,
+            _ => bail!("unsupported upstream URL parameter {kv:?} (sslmode, sslrootcert, host, port)"),
         }
+    }
+    if host.is_empty() {
+        bail!("the upstream URL needs a host: postgres://USER@HOST, or a Unix socket directory as ?host=/DIR");
+    }
+    if host.starts_with('/') && matches!(mode, SslMode::Require | SslMode::VerifyFull) {
+        bail!(
+            "the upstream {host} is a Unix socket directory, and TLS does not run over a Unix socket; use sslmode=disable"
+        );
     }
     let password = password.or_else(|| std::env::var("CUSTOS_UPSTREAM_PASSWORD").ok());
     let tls = UpstreamTls::new(mode, ca.as_deref()).map_err(anyhow::Error::msg)?;
@@ -386,5 +399,22 @@ mod tests {
         assert_eq!((u.port, u.database), (5432, None));
         assert!(parse_upstream("mysql://x@y").is_err());
         assert!(parse_upstream("postgres://x@y?bogus=1").is_err());
+    }
+
+    #[test]
+    fn upstream_unix_sockets() {
+        let (u, _) = parse_upstream("postgres://svc@%2Frun%2Fpostgresql:5433/app").unwrap();
+        assert_eq!(u.unix_socket(), Some(PathBuf::from("/run/postgresql/.s.PGSQL.5433")));
+        let (u, _) = parse_upstream("postgres://svc@/app?host=/tmp/pg%20dir&port=6000&sslmode=disable").unwrap();
+        assert_eq!(u.unix_socket(), Some(PathBuf::from("/tmp/pg dir/.s.PGSQL.6000")));
+        assert_eq!(u.database.as_deref(), Some("app"));
+        let (u, _) = parse_upstream("postgres://svc@db.example/app").unwrap();
+        assert_eq!(u.unix_socket(), None);
+        let Err(e) = parse_upstream("postgres://svc@/app?host=/run/postgresql&sslmode=require") else {
+            panic!("accepted")
+        };
+        assert!(e.to_string().contains("TLS does not run over a Unix socket"), "{e}");
+        let Err(e) = parse_upstream("postgres://svc@/app") else { panic!("accepted") };
+        assert!(e.to_string().contains("needs a host"), "{e}");
     }
 }
