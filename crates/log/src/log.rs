@@ -750,6 +750,17 @@ impl Log {
         proof::inclusion_proof(&self.reader(&st), tree_size, index).map_err(proof_err)
     }
 
+    /// The inclusion proofs of the entries `indexes` in the tree of
+    /// `tree_size`, in order. Each proof's lower levels lie inside its
+    /// entry's tile; those are hashed once per tile for all the entries in
+    /// it, rather than once per entry (255 hashes each).
+    pub fn inclusion_proofs(&self, indexes: Range<u64>, tree_size: u64) -> Result<Vec<Vec<Hash>>, ReadError> {
+        let st = self.read_state();
+        check_size(tree_size, st.size)?;
+        let reader = TileCachedReader { inner: self.reader(&st), tiles: std::cell::RefCell::new(Vec::new()) };
+        indexes.map(|i| proof::inclusion_proof(&reader, tree_size, i).map_err(proof_err)).collect()
+    }
+
     /// The consistency proof between two tree sizes.
     pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, ReadError> {
         let st = self.read_state();
@@ -1015,6 +1026,53 @@ impl HashReader for StoredReader<'_> {
         }
         let leaves = self.leaves(index << level, 1 << level)?;
         Ok(tile::subtree_of_run(&leaves))
+    }
+}
+
+/// Tiles whose levels a [`TileCachedReader`] keeps: an entry's own tile,
+/// and the tree's last, partial one, which proofs near the right edge read.
+const CACHED_TILES: usize = 4;
+
+/// A [`StoredReader`] that hashes a tile's lower levels once and keeps
+/// them, for many proofs of entries in few tiles.
+struct TileCachedReader<'a> {
+    inner: StoredReader<'a>,
+    /// (tile, its levels 0..TILE_HEIGHT: leaf hashes, then each level's
+    /// complete pairs), most recently used last.
+    tiles: std::cell::RefCell<Vec<(u64, Vec<Vec<Hash>>)>>,
+}
+
+impl HashReader for TileCachedReader<'_> {
+    type Error = io::Error;
+    fn subtree(&self, level: u32, index: u64) -> io::Result<Hash> {
+        if level >= MEMORY_LEVEL_MIN {
+            return self.inner.subtree(level, index);
+        }
+        let tile = (index << level) / TILE_WIDTH;
+        let offset = (index - tile * (TILE_WIDTH >> level)) as usize;
+        let mut tiles = self.tiles.borrow_mut();
+        let k = match tiles.iter().position(|(t, _)| *t == tile) {
+            Some(k) => k,
+            None => {
+                // Every leaf of the tile that exists: a complete subtree
+                // asked for lies within them.
+                let first = tile * TILE_WIDTH;
+                let mut levels = vec![self.inner.leaves(first, (self.inner.st.size - first).min(TILE_WIDTH))?];
+                for _ in 1..MEMORY_LEVEL_MIN {
+                    let below = levels.last().expect("level 0");
+                    let next = below.chunks_exact(2).map(|p| custos_tlog::hash::node_hash(&p[0], &p[1])).collect();
+                    levels.push(next);
+                }
+                if tiles.len() == CACHED_TILES {
+                    tiles.remove(0);
+                }
+                tiles.push((tile, levels));
+                tiles.len() - 1
+            }
+        };
+        tiles[k].1[level as usize].get(offset).copied().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no subtree at level {level} index {index}"))
+        })
     }
 }
 

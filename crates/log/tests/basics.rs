@@ -47,6 +47,19 @@ fn appends_read_back_with_proofs_across_reopen() {
             verify_inclusion(i, size, &leaf_hash(&all[i as usize]), &p, &root).unwrap();
         }
     }
+    // Proofs of a range, which hash each tile once, against the model,
+    // for tree sizes ending inside a tile and on its edges.
+    for (range, size) in
+        [(0..700, 700), (0..1, 1), (0..2, 2), (0..256, 256), (250..257, 257), (200..300, 300), (0..513, 513)]
+    {
+        let proofs = log.inclusion_proofs(range.clone(), size).unwrap();
+        assert_eq!(proofs.len() as u64, range.end - range.start);
+        for (i, p) in range.zip(&proofs) {
+            assert_eq!(p, &custos_tlog::proof::inclusion_proof(&model, size, i).unwrap(), "entry {i} of {size}");
+        }
+    }
+    assert!(log.inclusion_proofs(0..701, 701).is_err());
+    assert!(log.inclusion_proofs(5..7, 6).is_err(), "an entry beyond the tree size has no proof");
     for (a, b) in [(1u64, 700u64), (256, 700), (300, 513), (699, 700)] {
         let p = log.consistency_proof(a, b).unwrap();
         verify_consistency(a, b, &log.root_at(a).unwrap(), &log.root_at(b).unwrap(), &p).unwrap();

@@ -192,12 +192,13 @@ pub async fn entry_range(
         {
             return Err(ApiError::bad_request(format!("tree_size {n} must cover the range and be at most {size}")));
         }
+        let proofs = proof_at.map(|n| log.inclusion_proofs(start..end, n)).transpose()?;
         let mut out = Vec::new();
         for (i, e) in log.entries(start, end)?.iter().enumerate() {
             let index = start + i as u64;
             let mut v = entry_json(index, e);
-            if let Some(n) = proof_at {
-                v["inclusion_proof"] = json!(b64s(&log.inclusion_proof(index, n)?));
+            if let Some(proofs) = &proofs {
+                v["inclusion_proof"] = json!(b64s(&proofs[i]));
             }
             out.push(v);
         }
