@@ -580,6 +580,8 @@ struct Exec {
     statement_name: String,
     portal: String,
     started: Instant,
+    /// When its outcome arrived.
+    ended: Option<Instant>,
     tags: Vec<String>,
     error: Option<(String, String)>,
     /// Denied or refused: the client gets our error, no outcome event.
@@ -915,6 +917,7 @@ impl ClientSide {
             statement_name: name.into(),
             portal: portal.into(),
             started: Instant::now(),
+            ended: None,
             tags: Vec::new(),
             error: None,
             refused: false,
@@ -1040,7 +1043,8 @@ fn add_outcome(ev: &mut Event, e: &Exec, detail: Option<String>) {
     } else if let Some(d) = detail {
         ev.set("status_detail", d.into());
     }
-    ev.set("duration_ms", (e.started.elapsed().as_secs_f64() * 1000.0).into());
+    let took = e.ended.unwrap_or_else(Instant::now).saturating_duration_since(e.started);
+    ev.set("duration_ms", (took.as_secs_f64() * 1000.0).into());
     let rows: Option<u64> =
         e.tags.iter().filter_map(|t| t.rsplit(' ').next()?.parse::<u64>().ok()).reduce(|a, b| a + b);
     let g = Ctx::gateway_meta(ev);
@@ -1171,7 +1175,7 @@ async fn downstream(ctx: &Ctx, mut ur: tokio::io::ReadHalf<Stream>, cw: &ClientW
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
     let mut out: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
     let mut passthrough = 0usize;
-    let mut events = Vec::new();
+    let mut done = Vec::new();
     loop {
         buf.reserve(READ_BUFFER_BYTES);
         match ur.read_buf(&mut buf).await {
@@ -1216,22 +1220,29 @@ async fn downstream(ctx: &Ctx, mut ur: tokio::io::ReadHalf<Stream>, cw: &ClientW
                 break;
             }
             let frame = &buf[pos..pos + len];
-            on_upstream(ctx, track, tag, frame, &mut out, &mut events);
+            on_upstream(track, tag, frame, &mut out, &mut done);
             pos += len;
         }
         buf.drain(..pos);
         if !out.is_empty() && cw.lock().await.write_all(&out).await.is_err() {
             return End::ClientGone;
         }
-        if !events.is_empty() {
-            let _ = ctx.gw.sink.submit(std::mem::take(&mut events), false).await;
+        // The statements' events are built once the client has its answer:
+        // off the path of every round trip.
+        if !done.is_empty() {
+            let events = done.drain(..).map(|(e, skipped)| outcome_event(ctx, &e, skipped)).collect();
+            let _ = ctx.gw.sink.submit(events, false).await;
         }
     }
 }
 
+/// Finished statements whose outcome event is still to be built, and
+/// whether each was skipped.
+type Done = Vec<(Box<Exec>, bool)>;
+
 /// Handles one inspected upstream message: outcome bookkeeping, and the
 /// rewrite of a refusal's error.
-fn on_upstream(ctx: &Ctx, track: &Mutex<Track>, tag: u8, frame: &[u8], out: &mut Vec<u8>, events: &mut Vec<Event>) {
+fn on_upstream(track: &Mutex<Track>, tag: u8, frame: &[u8], out: &mut Vec<u8>, done: &mut Done) {
     let body = &frame[5..];
     let mut t = track.lock().expect("track lock");
     match tag {
@@ -1247,7 +1258,7 @@ fn on_upstream(ctx: &Ctx, track: &Mutex<Track>, tag: u8, frame: &[u8], out: &mut
                 if e.protocol == "extended"
                     && let Some(Pending::Exec(e)) = t.inflight.pop_front()
                 {
-                    finish(ctx, &e, false, events);
+                    finish(e, false, done);
                 }
             }
         }
@@ -1278,7 +1289,7 @@ fn on_upstream(ctx: &Ctx, track: &Mutex<Track>, tag: u8, frame: &[u8], out: &mut
                 if e.protocol == "extended"
                     && let Some(Pending::Exec(e)) = t.inflight.pop_front()
                 {
-                    finish(ctx, &e, false, events);
+                    finish(e, false, done);
                 }
             }
         }
@@ -1307,10 +1318,10 @@ fn on_upstream(ctx: &Ctx, track: &Mutex<Track>, tag: u8, frame: &[u8], out: &mut
                 match p {
                     Pending::Sync => break,
                     Pending::Exec(e) if e.protocol != "extended" => {
-                        finish(ctx, &e, false, events);
+                        finish(e, false, done);
                         break;
                     }
-                    Pending::Exec(e) => finish(ctx, &e, true, events),
+                    Pending::Exec(e) => finish(e, true, done),
                 }
             }
         }
@@ -1318,9 +1329,10 @@ fn on_upstream(ctx: &Ctx, track: &Mutex<Track>, tag: u8, frame: &[u8], out: &mut
     }
 }
 
-fn finish(ctx: &Ctx, e: &Exec, skipped: bool, events: &mut Vec<Event>) {
+fn finish(mut e: Box<Exec>, skipped: bool, done: &mut Done) {
     if !e.refused {
-        events.push(outcome_event(ctx, e, skipped));
+        e.ended = Some(Instant::now());
+        done.push((e, skipped));
     }
 }
 
