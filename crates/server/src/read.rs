@@ -146,6 +146,33 @@ pub async fn one_entry(
     Ok(Json(v))
 }
 
+/// A range of entries, as answered (fields in the order `json!` gives
+/// them elsewhere: sorted). The proof fields are there only when asked for.
+#[derive(serde::Serialize)]
+pub struct RangePage {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint: Option<Option<String>>,
+    end: u64,
+    entries: Vec<RangeEntry>,
+    log: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root: Option<String>,
+    start: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tree_size: Option<u64>,
+}
+
+/// One entry of a [`RangePage`].
+#[derive(serde::Serialize)]
+struct RangeEntry {
+    entry: String,
+    event: Box<serde_json::value::RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inclusion_proof: Option<Vec<String>>,
+    index: u64,
+    leaf_hash: String,
+}
+
 /// Query of range reads.
 #[derive(Deserialize)]
 pub struct RangeQuery {
@@ -164,7 +191,7 @@ pub async fn entry_range(
     id: Option<Extension<Identity>>,
     Path(name): Path<String>,
     Query(q): Query<RangeQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RangePage>, ApiError> {
     let ext = readable(&state, id, &name).await?;
     let log = ext.log.clone();
     let size = log.size();
@@ -181,7 +208,7 @@ pub async fn entry_range(
             end - start
         )));
     }
-    let v = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+    let v = tokio::task::spawn_blocking(move || -> Result<RangePage, ApiError> {
         let proof_at = match (q.tree_size, q.proofs) {
             (Some(n), _) => Some(n),
             (None, Some(true)) => log.checkpoint().map(|c| c.checkpoint.size),
@@ -192,23 +219,26 @@ pub async fn entry_range(
         {
             return Err(ApiError::bad_request(format!("tree_size {n} must cover the range and be at most {size}")));
         }
-        let proofs = proof_at.map(|n| log.inclusion_proofs(start..end, n)).transpose()?;
-        let mut out = Vec::new();
-        for (i, e) in log.entries(start, end)?.iter().enumerate() {
-            let index = start + i as u64;
-            let mut v = entry_json(index, e);
-            if let Some(proofs) = &proofs {
-                v["inclusion_proof"] = json!(b64s(&proofs[i]));
-            }
-            out.push(v);
+        let mut proofs = proof_at.map(|n| log.inclusion_proofs(start..end, n)).transpose()?.map(Vec::into_iter);
+        let mut entries = Vec::with_capacity((end - start) as usize);
+        for (i, e) in log.entries(start, end)?.into_iter().enumerate() {
+            let leaf_hash = B64.encode(custos_tlog::leaf_hash(&e).0);
+            let entry = String::from_utf8_lossy(&e).into_owned();
+            // The entry is the canonical JSON of its event: it goes into
+            // the answer as it is, checked but not rebuilt.
+            let event = serde_json::value::RawValue::from_string(entry.clone())
+                .unwrap_or_else(|_| serde_json::value::RawValue::from_string("null".into()).expect("valid JSON"));
+            let inclusion_proof = proofs.as_mut().map(|p| b64s(&p.next().expect("one proof per entry")));
+            entries.push(RangeEntry { entry, event, inclusion_proof, index: start + i as u64, leaf_hash });
         }
-        let mut v = json!({"log": name, "start": start, "end": end, "entries": out});
-        if let Some(n) = proof_at {
-            v["tree_size"] = json!(n);
-            v["root"] = json!(B64.encode(log.root_at(n)?.0));
-            v["checkpoint"] = json!(log.checkpoint().filter(|c| c.checkpoint.size == n).map(|c| c.note));
-        }
-        Ok(v)
+        let (root, checkpoint) = match proof_at {
+            Some(n) => (
+                Some(B64.encode(log.root_at(n)?.0)),
+                Some(log.checkpoint().filter(|c| c.checkpoint.size == n).map(|c| c.note)),
+            ),
+            None => (None, None),
+        };
+        Ok(RangePage { checkpoint, end, entries, log: name, root, start, tree_size: proof_at })
     })
     .await
     .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
