@@ -508,3 +508,83 @@ fn search_finds_events_with_proofs() {
     let s = Server::start(dir.path(), &[]);
     assert_eq!(search(&s)["hits"], found["hits"]);
 }
+
+/// `custos export` pages through the entries API into a bundle that
+/// `custos verify --bundle` checks with the verifier key alone; a changed
+/// entry, a changed proof or another key is caught and named.
+#[test]
+fn exported_bundles_verify_offline_and_changes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let events: Vec<Value> = (0..1300).map(|n| event("carol", n)).collect();
+    let (st, r) = post(&s.events_url("audit"), "application/x-ndjson", ndjson(&events), &[]);
+    assert_eq!(st, 200, "{r}");
+    poll(|| {
+        let (_, info) = get_json(&format!("{}/v1/logs/audit", s.url));
+        (info["checkpoint"]["size"] == 1300).then_some(())
+    });
+    let token = token_for(&s.url).unwrap_or_default();
+    let export = |args: &[&str]| {
+        Command::new(bin())
+            .args(["export", "--url", &s.url, "--log", "audit"])
+            .args(args)
+            .env("CUSTOS_TOKEN", &token)
+            .env("CUSTOS_LOG", "error")
+            .output()
+            .unwrap()
+    };
+    let verify = |path: &std::path::Path, key: &str| {
+        let o = Command::new(bin()).args(["verify", "--key", key, "--bundle"]).arg(path).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    // Two pages of the entries API (1,000 each), starting off a tile edge.
+    let good = dir.path().join("audit.bundle.json");
+    let o = export(&["--start", "100", "--end", "1250", "--out", good.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("exported 1150 entries of audit proven against checkpoint size 1300"), "{stderr}");
+    let (code, out) = verify(&good, &s.verifier_key);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("OK ") && out.contains("1150 entries proven") && out.contains("size 1300"), "{out}");
+    let bundle: Value = serde_json::from_slice(&std::fs::read(&good).unwrap()).unwrap();
+    let entries = bundle["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1150);
+    assert!(entries.iter().enumerate().all(|(i, e)| e["index"] == 100 + i as u64));
+    let e700: Value = serde_json::from_str(entries[600]["entry"].as_str().unwrap()).unwrap();
+    assert_eq!(e700["message"], "SELECT 700");
+
+    // One changed byte of one entry, then one changed proof hash.
+    let tampered = |f: &dyn Fn(&mut Value)| {
+        let mut b = bundle.clone();
+        f(&mut b);
+        let path = dir.path().join("tampered.bundle.json");
+        std::fs::write(&path, serde_json::to_vec(&b).unwrap()).unwrap();
+        path
+    };
+    let path = tampered(&|b| {
+        let e = b["entries"][600]["entry"].as_str().unwrap().replace("SELECT 700", "SELECT 701");
+        b["entries"][600]["entry"] = e.into();
+    });
+    let (code, out) = verify(&path, &s.verifier_key);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("FAIL") && out.contains("entry 700: inclusion proof"), "{out}");
+    let path = tampered(&|b| {
+        let p = &mut b["entries"][3]["inclusion_proof"][2];
+        let flipped = p.as_str().unwrap().replacen(|c: char| c.is_ascii_alphabetic(), "A", 1);
+        let flipped = if flipped == p.as_str().unwrap() { flipped.replacen('A', "B", 1) } else { flipped };
+        *p = flipped.into();
+    });
+    let (code, out) = verify(&path, &s.verifier_key);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("entry 103"), "{out}");
+    // Another log's key does not open the checkpoint.
+    let other = Command::new(bin()).args(["keygen", "--name", "elsewhere"]).output().unwrap();
+    let other = String::from_utf8(other.stdout).unwrap().lines().nth(1).unwrap().to_string();
+    let (code, out) = verify(&good, &other);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("checkpoint signature"), "{out}");
+    // Past the latest checkpoint there is nothing to prove against.
+    let o = export(&["--start", "0", "--end", "5000"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("outside the latest checkpoint's 1300 entries"));
+}
