@@ -588,3 +588,77 @@ fn exported_bundles_verify_offline_and_changes_are_named() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("outside the latest checkpoint's 1300 entries"));
 }
+
+/// The README's walk-through with the CLI: `custos demo`, `custos send`
+/// (arguments, then NDJSON on standard input with `--wait-checkpoint`)
+/// and `custos search` over the demo's failed-login burst.
+#[test]
+fn the_readme_walkthrough_with_demo_send_and_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let token = token_for(&s.url).unwrap_or_default();
+    let custos = |args: &[&str], stdin: Option<&str>| {
+        let mut c = Command::new(bin())
+            .args(args)
+            .args(["--url", &s.url])
+            .env("CUSTOS_TOKEN", &token)
+            .env("CUSTOS_LOG", "error")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = c.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        drop(input);
+        let o = c.wait_with_output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), text)
+    };
+
+    let (code, out, all) = custos(&["demo", "--log", "demo"], None);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(out.starts_with("wrote 2000 demo events to log \"demo\""), "{out}");
+
+    let one = r#"{"time":"2026-11-27T09:00:00Z","activity":"user.login","actor":{"user":{"name":"alice"}},"status":"failure","uid":"login-42"}"#;
+    let two =
+        r#"{"time":"2026-11-27T09:00:01Z","activity":"db.query","actor":{"user":{"name":"bob"}},"status":"success"}"#;
+    let (code, out, all) = custos(&["send", "--log", "prod", one, two], None);
+    assert_eq!(code, Some(0), "{all}");
+    let receipts: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(receipts.iter().map(|r| r["index"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1], "{out}");
+    let (code, out, all) = custos(&["send", "--log", "prod", "--wait-checkpoint"], Some(&format!("{two}\n")));
+    assert_eq!(code, Some(0), "{all}");
+    let r: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(r["index"], 2, "{out}");
+    let verifier = custos_tlog::note::NoteVerifier::parse(&s.verifier_key).unwrap();
+    let cp = custos_tlog::Checkpoint::parse(verifier.open(r["checkpoint"].as_str().unwrap()).unwrap()).unwrap();
+    let proof: Vec<_> = r["inclusion_proof"].as_array().unwrap().iter().map(hash).collect();
+    custos_tlog::proof::verify_inclusion(2, cp.size, &hash(&r["leaf_hash"]), &proof, &cp.root).unwrap();
+    let (code, _, all) = custos(&["send", "--log", "prod", r#"{"activity":"x"}"#], None);
+    assert_ne!(code, Some(0), "an event without a time is refused: {all}");
+    assert!(all.contains("HTTP 400") && all.contains("time"), "{all}");
+
+    // The demo's burst: 20 failed logins from 203.0.113.66 in every 500
+    // events, 80 in all, once the index has them.
+    let q = "src_endpoint.ip:203.0.113.0/24 AND status:failure";
+    poll(|| {
+        let (st, v) = get_json(&format!("{}/v1/logs/demo/search?q=status%3Afailure&limit=1", s.url));
+        (st == 200 && v["indexed"] == 2000).then_some(())
+    });
+    let (code, out, all) =
+        custos(&["search", q, "--log", "demo", "--since", "24h", "--limit", "0", "--output", "ndjson"], None);
+    assert_eq!(code, Some(0), "{all}");
+    let hits: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(hits.len(), 80, "{all}");
+    assert!(hits.iter().all(|h| h.to_string().contains("203.0.113.66")), "{out}");
+    let (code, out, all) = custos(&["search", q, "--log", "demo", "--since", "24h"], None);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(
+        out.lines().filter(|l| l.contains("203.0.113.66")).count() == 50,
+        "the default page of 50, as a table: {out}"
+    );
+    let (code, _, all) = custos(&["search", "status:(failure", "--log", "demo"], None);
+    assert_ne!(code, Some(0));
+    assert!(all.contains("HTTP 400") && all.contains("position"), "{all}");
+}
