@@ -1038,7 +1038,7 @@ const CACHED_TILES: usize = 4;
 struct TileCachedReader<'a> {
     inner: StoredReader<'a>,
     /// (tile, its levels 0..TILE_HEIGHT: leaf hashes, then each level's
-    /// complete pairs), most recently used last.
+    /// complete pairs), least recently used first.
     tiles: std::cell::RefCell<Vec<(u64, Vec<Vec<Hash>>)>>,
 }
 
@@ -1051,8 +1051,11 @@ impl HashReader for TileCachedReader<'_> {
         let tile = (index << level) / TILE_WIDTH;
         let offset = (index - tile * (TILE_WIDTH >> level)) as usize;
         let mut tiles = self.tiles.borrow_mut();
-        let k = match tiles.iter().position(|(t, _)| *t == tile) {
-            Some(k) => k,
+        match tiles.iter().position(|(t, _)| *t == tile) {
+            Some(k) => {
+                let used = tiles.remove(k);
+                tiles.push(used);
+            }
             None => {
                 // Every leaf of the tile that exists: a complete subtree
                 // asked for lies within them.
@@ -1067,10 +1070,10 @@ impl HashReader for TileCachedReader<'_> {
                     tiles.remove(0);
                 }
                 tiles.push((tile, levels));
-                tiles.len() - 1
             }
-        };
-        tiles[k].1[level as usize].get(offset).copied().ok_or_else(|| {
+        }
+        let (_, levels) = tiles.last().expect("the tile was just used");
+        levels[level as usize].get(offset).copied().ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, format!("no subtree at level {level} index {index}"))
         })
     }
