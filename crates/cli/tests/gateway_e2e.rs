@@ -636,7 +636,7 @@ fn gateway_inside_the_server_takes_custos_tokens_over_tls() {
     assert!(text(&o).contains("scram inside"), "{}", text(&o));
     // inet_server_addr() is NULL only on a Unix-socket connection.
     let via = "select coalesce(host(inet_server_addr()), 'unix socket') as via, current_user";
-    let o = psql(local_port, "alice", "alice-pw", "disable", &[via], "");
+    let o = psql(local_port, "alice", "alice-pw", "disable", &[via, "select pg_sleep(0.3)"], "");
     assert!(text(&o).contains("unix socket | svc"), "{}", text(&o));
 
     let ev = wait_for(&server.url, &reader, "alice's two sessions to end", |ev| {
@@ -660,4 +660,26 @@ fn gateway_inside_the_server_takes_custos_tokens_over_tls() {
     assert_eq!(local.len(), 1, "{local:?}");
     assert_eq!(local[0]["dst_endpoint"]["hostname"], socket_dir.as_str());
     assert_eq!(local[0]["submitter"]["name"], "gateway:local");
+
+    // "Which statements took longer than a quarter of a second?": durations
+    // have fractions of a millisecond and compare as numbers. Fail-closed,
+    // a statement's outcome is its own event, tied to it by session and seq.
+    let q = "duration_ms:%3E250%20AND%20activity:db.query.result%20AND%20actor.user.name:alice";
+    let slow = poll(|| {
+        let (st, body) = get_as(&format!("{}/v1/logs/db/search?q={q}", server.url), Some(&reader));
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        (st == 200 && v["total"].as_u64() > Some(0)).then_some(v)
+    });
+    assert_eq!(slow["total"], 1, "{slow}");
+    let result = &slow["hits"][0]["event"];
+    let ms = result["duration_ms"].as_f64().unwrap();
+    assert!(ms > 250.0 && ms.fract() != 0.0, "{ms}");
+    let g = &result["metadata"]["gateway"];
+    let statement = find(&ev, |e| {
+        e["activity"] == "db.query"
+            && e["metadata"]["gateway"]["session"] == g["session"]
+            && e["metadata"]["gateway"]["seq"] == g["seq"]
+    });
+    assert_eq!(statement.len(), 1, "{result}");
+    assert_eq!(statement[0]["message"], "select pg_sleep(0.3)");
 }

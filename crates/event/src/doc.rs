@@ -121,6 +121,16 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// Any number as `f64`, like `serde_json::Value::as_f64`.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Node::Num(Num::U(u)) => Some(*u as f64),
+            Node::Num(Num::I(i)) => Some(*i as f64),
+            Node::Num(Num::F(x)) => Some(*x),
+            _ => None,
+        }
+    }
+
     /// The number as `i64`, like `serde_json::Value::as_i64`.
     pub fn as_i64(&self) -> Option<i64> {
         match self {

@@ -32,7 +32,7 @@ use tantivy::schema::{
 };
 use tantivy::{DateTime, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
-use crate::query::{self, Bound, NUMERIC_FIELDS, Query, Value_};
+use crate::query::{self, Bound, DECIMAL_FIELDS, NUMERIC_FIELDS, Query, Value_};
 
 /// Memory the index writer may use before flushing a segment.
 pub const WRITER_MEMORY_BYTES: usize = 24 << 20;
@@ -152,6 +152,7 @@ struct Fields {
     src_ip: Field,
     dst_ip: Field,
     nums: Vec<(&'static str, Field)>,
+    decimals: Vec<(&'static str, Field)>,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -176,6 +177,7 @@ fn schema() -> (Schema, Fields) {
         src_ip: b.add_ip_addr_field("src_ip", ip.clone()),
         dst_ip: b.add_ip_addr_field("dst_ip", ip),
         nums: NUMERIC_FIELDS.iter().map(|p| (*p, b.add_u64_field(&format!("n.{p}"), num.clone()))).collect(),
+        decimals: DECIMAL_FIELDS.iter().map(|p| (*p, b.add_f64_field(&format!("d.{p}"), num.clone()))).collect(),
     };
     (b.build(), f)
 }
@@ -277,6 +279,13 @@ fn document(f: &Fields, index: u64, entry: &[u8]) -> TantivyDocument {
         for v in query::values_at(&e, path) {
             if let Some(n) = v.as_u64() {
                 doc.add_u64(*field, n);
+            }
+        }
+    }
+    for (path, field) in &f.decimals {
+        for v in query::values_at(&e, path) {
+            if let Some(n) = v.as_f64() {
+                doc.add_f64(*field, n);
             }
         }
     }
@@ -1001,6 +1010,20 @@ impl LogIndex {
                             x.parse::<u64>()
                                 .map(|n| Term::from_field_u64(*nf, n))
                                 .map_err(|_| IndexError::Query(format!("{x:?} is not a number")))
+                        };
+                        Ok(match b {
+                            Bound::Unbounded => StdBound::Unbounded,
+                            Bound::Included(x) => StdBound::Included(t(x)?),
+                            Bound::Excluded(x) => StdBound::Excluded(t(x)?),
+                        })
+                    };
+                    Box::new(RangeQuery::new(b(lo)?, b(hi)?))
+                } else if let Some((_, df)) = f.decimals.iter().find(|(p, _)| *p == field) {
+                    let b = |b: &Bound| -> Result<StdBound<Term>, IndexError> {
+                        let t = |x: &String| {
+                            query::decimal(x)
+                                .map(|n| Term::from_field_f64(*df, n))
+                                .ok_or_else(|| IndexError::Query(format!("{x:?} is not a number")))
                         };
                         Ok(match b {
                             Bound::Unbounded => StdBound::Unbounded,

@@ -347,9 +347,18 @@ pub fn resolve_time(s: &str, now_ns: i64) -> Option<i64> {
 
 /// Fields holding times, compared as instants.
 pub const TIME_FIELDS: &[&str] = &["time", "received_at"];
-/// Fields compared as numbers in ranges; other fields compare as text.
+/// Fields compared as whole numbers in ranges; other fields compare as
+/// text.
 pub const NUMERIC_FIELDS: &[&str] =
-    &["src_endpoint.port", "dst_endpoint.port", "class_uid", "category_uid", "status_code", "seq", "duration_ms"];
+    &["src_endpoint.port", "dst_endpoint.port", "class_uid", "category_uid", "status_code", "seq"];
+/// Fields compared as decimal numbers in ranges: the gateway's durations,
+/// say, have fractions of a millisecond.
+pub const DECIMAL_FIELDS: &[&str] = &["duration_ms"];
+
+/// A range bound on a [`DECIMAL_FIELDS`] field: a finite number.
+pub fn decimal(x: &str) -> Option<f64> {
+    x.parse::<f64>().ok().filter(|n| n.is_finite())
+}
 /// Fields CIDR matches work on.
 pub const IP_FIELDS: &[&str] = &["src_endpoint.ip", "dst_endpoint.ip"];
 /// Paths every sealed event has (required by the schema, or set by the
@@ -396,6 +405,9 @@ pub fn check(q: &Query) -> Result<(), String> {
                         }
                         if NUMERIC_FIELDS.contains(&f.as_str()) && x.parse::<u64>().is_err() {
                             return Err(format!("{x:?} is not a whole number for {f}"));
+                        }
+                        if DECIMAL_FIELDS.contains(&f.as_str()) && decimal(x).is_none() {
+                            return Err(format!("{x:?} is not a number for {f}"));
                         }
                     }
                 }
@@ -502,6 +514,9 @@ fn cmp_bound(field: &str, v: &Value, b: &Bound, lower: bool, now_ns: i64) -> boo
     } else if NUMERIC_FIELDS.contains(&field) {
         let (Some(a), Ok(b)) = (v.as_u64(), x.parse::<u64>()) else { return false };
         a.cmp(&b)
+    } else if DECIMAL_FIELDS.contains(&field) {
+        let Some(ord) = v.as_f64().zip(decimal(x)).and_then(|(a, b)| a.partial_cmp(&b)) else { return false };
+        ord
     } else {
         let Some(a) = scalar_text(v) else { return false };
         a.as_str().cmp(x.as_str())

@@ -68,6 +68,9 @@ fn events(seed: u64, n: usize) -> Vec<Value> {
                 5 => e["resource"] = json!({"name": ["a", "b"]}),
                 _ => {}
             }
+            // Durations as the gateway records them, whole and fractional
+            // (from the entry number, leaving the random stream as it was).
+            e["duration_ms"] = if i % 3 == 0 { json!(i % 40) } else { json!((i % 40) as f64 / 4.0 + 0.125) };
             e
         })
         .collect()
@@ -123,6 +126,11 @@ fn term() -> impl Strategy<Value = String> {
         Just("targets.name:{* TO dave}".to_string()),
         Just("class_uid:3001".to_string()),
         Just("class_uid:{3000 TO 3002}".to_string()),
+        Just("duration_ms:>2.5".to_string()),
+        Just("duration_ms:[1.125 TO 7]".to_string()),
+        Just("duration_ms:{0 TO 5.125}".to_string()),
+        Just("duration_ms:<=3".to_string()),
+        Just("duration_ms:2.625".to_string()),
     ]
 }
 
@@ -313,6 +321,26 @@ fn rebuilt_and_damaged_indexes_answer_the_same() {
     assert_eq!(indexed(&h, q), want);
 }
 
+/// `duration_ms` ranges compare numbers with their fractions, checked
+/// against the numbers themselves, not the evaluator.
+#[test]
+fn durations_with_fractions_compare_as_numbers() {
+    let f = fixture(200);
+    let ms = |i: u64| f.entries[i as usize]["duration_ms"].as_f64().unwrap();
+    for (q, want) in [
+        ("duration_ms:>2.5", &(|d: f64| d > 2.5) as &dyn Fn(f64) -> bool),
+        ("duration_ms:[1.125 TO 7]", &|d| (1.125..=7.0).contains(&d)),
+        ("duration_ms:<9.375", &|d| d < 9.375),
+        ("duration_ms:>=9.625", &|d| d >= 9.625),
+    ] {
+        let hits = indexed(&f, q);
+        let expected: Vec<u64> = (0..f.entries.len() as u64).rev().filter(|&i| want(ms(i))).collect();
+        assert!(!expected.is_empty() && expected.len() < f.entries.len(), "{q} splits the fixture");
+        assert!(expected.iter().any(|&i| ms(i).fract() != 0.0), "{q} matches fractional durations");
+        assert_eq!(hits, expected, "{q}");
+    }
+}
+
 #[test]
 fn bad_queries_are_refused_with_a_reason() {
     let f = fixture(10);
@@ -321,6 +349,8 @@ fn bad_queries_are_refused_with_a_reason() {
         ("actor.user.name:10.0.0.0/8", "CIDR"),
         ("time:[yesterday TO now]", "not a time"),
         ("src_endpoint.port:>abc", "whole number"),
+        ("duration_ms:>abc", "not a number"),
+        ("duration_ms:<inf", "not a number"),
     ] {
         let e = f.index.search(&parse(q).unwrap(), 10, None, true, now()).unwrap_err().to_string();
         assert!(e.contains(msg), "{q}: {e}");
