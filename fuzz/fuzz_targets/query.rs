@@ -24,7 +24,7 @@ fn fixture() -> &'static Fixture {
             "time": "2026-11-20T10:00:00Z", "activity": "user.login", "status": "failure",
             "actor": {"user": {"name": "alice"}, "session": {"uid": "s1"}},
             "src_endpoint": {"ip": "10.1.2.3", "port": 22}, "message": "Permission denied for root",
-            "targets": [{"name": "root"}], "class_uid": 3002,
+            "targets": [{"name": "root"}], "class_uid": 3002, "duration_ms": 12.5,
         });
         let log = custos_log::Log::open(
             Arc::new(custos_log::sim::SimStorage::new(1)),

@@ -285,7 +285,8 @@ fn document(f: &Fields, index: u64, entry: &[u8]) -> TantivyDocument {
     for (path, field) in &f.decimals {
         for v in query::values_at(&e, path) {
             if let Some(n) = v.as_f64() {
-                doc.add_f64(*field, n);
+                // -0 as 0, as range bounds are (query::decimal).
+                doc.add_f64(*field, n + 0.0);
             }
         }
     }

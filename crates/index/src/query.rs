@@ -355,9 +355,10 @@ pub const NUMERIC_FIELDS: &[&str] =
 /// say, have fractions of a millisecond.
 pub const DECIMAL_FIELDS: &[&str] = &["duration_ms"];
 
-/// A range bound on a [`DECIMAL_FIELDS`] field: a finite number.
+/// A range bound on a [`DECIMAL_FIELDS`] field: a finite number, with
+/// -0 as 0 (they compare equal, but the index orders their bits apart).
 pub fn decimal(x: &str) -> Option<f64> {
-    x.parse::<f64>().ok().filter(|n| n.is_finite())
+    x.parse::<f64>().ok().filter(|n| n.is_finite()).map(|n| n + 0.0)
 }
 /// Fields CIDR matches work on.
 pub const IP_FIELDS: &[&str] = &["src_endpoint.ip", "dst_endpoint.ip"];
