@@ -34,14 +34,30 @@ fn failed_fsync_refuses_appends_until_reopen() {
 }
 
 /// The same through an append that commits on its own task (an idle log
-/// on a multi-threaded runtime), and a full disk there too.
+/// on a multi-threaded runtime), and a full disk there too. Whether an
+/// append commits on its task depends on timing (the log must have been
+/// idle for `DIRECT_COMMIT_IDLE`), which a loaded machine can upset: every
+/// run must be correct, and the scenario is repeated, a few times at most,
+/// until its good appends did commit on their tasks.
 #[test]
 fn faults_in_a_commit_made_by_the_appending_task() {
+    for attempt in 1..=5 {
+        if fault_scenario_on_the_appending_task() >= 2 {
+            return;
+        }
+        eprintln!("attempt {attempt}: the appends went through the writer thread; again");
+    }
+    panic!("no run committed its appends on their own tasks");
+}
+
+/// Runs the scenario; returns how many appends committed on their task.
+fn fault_scenario_on_the_appending_task() -> u64 {
     let storage = Arc::new(SimStorage::new(12));
     let log = open(storage.clone());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
     rt.block_on(async {
         let pause = || tokio::time::sleep(std::time::Duration::from_millis(2));
+        pause().await;
         log.append_hashed(&[b"a".to_vec()]).await.unwrap();
         pause().await;
         storage.fail(FaultOp::Append, 0);
@@ -58,7 +74,7 @@ fn faults_in_a_commit_made_by_the_appending_task() {
         assert!(matches!(log.append_hashed(&[b"d".to_vec()]).await, Err(AppendError::Failed(_))));
     });
     assert_eq!(log.size(), 2, "nothing after the failed fsync is visible");
-    assert!(log.stats().direct_commits >= 2, "{:?}", log.stats());
+    let direct = log.stats().direct_commits;
     assert_eq!((log.entry(0).unwrap(), log.entry(1).unwrap()), (b"a".to_vec(), b"b".to_vec()));
     drop(log);
     // An entry whose fsync failed was never acknowledged; the disk may
@@ -68,6 +84,7 @@ fn faults_in_a_commit_made_by_the_appending_task() {
     assert_eq!((log.entry(0).unwrap(), log.entry(1).unwrap()), (b"a".to_vec(), b"b".to_vec()));
     drop(log);
     verify(&*storage).unwrap();
+    direct
 }
 
 #[test]
