@@ -992,47 +992,23 @@ impl LogIndex {
                     return Ok(q);
                 }
                 if let Some(tf) = time_field {
-                    let b = |b: &Bound| -> Result<StdBound<Term>, IndexError> {
-                        let t = |x: &String| {
-                            query::resolve_time(x, now_ns)
-                                .map(|ns| Term::from_field_date(tf, date(ns)))
-                                .ok_or_else(|| IndexError::Query(format!("{x:?} is not a time")))
-                        };
-                        Ok(match b {
-                            Bound::Unbounded => StdBound::Unbounded,
-                            Bound::Included(x) => StdBound::Included(t(x)?),
-                            Bound::Excluded(x) => StdBound::Excluded(t(x)?),
-                        })
-                    };
-                    Box::new(RangeQuery::new(b(lo)?, b(hi)?))
+                    typed_range(lo, hi, |x| {
+                        query::resolve_time(x, now_ns)
+                            .map(|ns| Term::from_field_date(tf, date(ns)))
+                            .ok_or_else(|| IndexError::Query(format!("{x:?} is not a time")))
+                    })?
                 } else if let Some((_, nf)) = f.nums.iter().find(|(p, _)| *p == field) {
-                    let b = |b: &Bound| -> Result<StdBound<Term>, IndexError> {
-                        let t = |x: &String| {
-                            x.parse::<u64>()
-                                .map(|n| Term::from_field_u64(*nf, n))
-                                .map_err(|_| IndexError::Query(format!("{x:?} is not a number")))
-                        };
-                        Ok(match b {
-                            Bound::Unbounded => StdBound::Unbounded,
-                            Bound::Included(x) => StdBound::Included(t(x)?),
-                            Bound::Excluded(x) => StdBound::Excluded(t(x)?),
-                        })
-                    };
-                    Box::new(RangeQuery::new(b(lo)?, b(hi)?))
+                    typed_range(lo, hi, |x| {
+                        x.parse::<u64>()
+                            .map(|n| Term::from_field_u64(*nf, n))
+                            .map_err(|_| IndexError::Query(format!("{x:?} is not a number")))
+                    })?
                 } else if let Some((_, df)) = f.decimals.iter().find(|(p, _)| *p == field) {
-                    let b = |b: &Bound| -> Result<StdBound<Term>, IndexError> {
-                        let t = |x: &String| {
-                            query::decimal(x)
-                                .map(|n| Term::from_field_f64(*df, n))
-                                .ok_or_else(|| IndexError::Query(format!("{x:?} is not a number")))
-                        };
-                        Ok(match b {
-                            Bound::Unbounded => StdBound::Unbounded,
-                            Bound::Included(x) => StdBound::Included(t(x)?),
-                            Bound::Excluded(x) => StdBound::Excluded(t(x)?),
-                        })
-                    };
-                    Box::new(RangeQuery::new(b(lo)?, b(hi)?))
+                    typed_range(lo, hi, |x| {
+                        query::decimal(x)
+                            .map(|n| Term::from_field_f64(*df, n))
+                            .ok_or_else(|| IndexError::Query(format!("{x:?} is not a number")))
+                    })?
                 } else {
                     // Keyword order: the tokens of this field lie between
                     // "field=" and "field>" ('>' follows '=').
@@ -1225,6 +1201,22 @@ impl tantivy::query::Scorer for TimeFilterScorer {
     fn score(&mut self) -> tantivy::Score {
         self.inner.score()
     }
+}
+
+/// A range on a typed column, each bound made a term by `term`.
+fn typed_range(
+    lo: &Bound,
+    hi: &Bound,
+    term: impl Fn(&String) -> Result<Term, IndexError>,
+) -> Result<Box<dyn TQuery>, IndexError> {
+    let b = |b: &Bound| -> Result<StdBound<Term>, IndexError> {
+        Ok(match b {
+            Bound::Unbounded => StdBound::Unbounded,
+            Bound::Included(x) => StdBound::Included(term(x)?),
+            Bound::Excluded(x) => StdBound::Excluded(term(x)?),
+        })
+    };
+    Ok(Box::new(RangeQuery::new(b(lo)?, b(hi)?)))
 }
 
 fn cidr_bounds(net: IpAddr, bits: u8) -> (Ipv6Addr, Ipv6Addr) {
