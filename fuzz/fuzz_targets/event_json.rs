@@ -1,6 +1,7 @@
 //! Any bytes as an ingest request body line: parse (with the borrowed
 //! parser the server uses, and with serde_json), validate, seal. Never
-//! panics; both parsers accept the same inputs; a sealed event always
+//! panics; both parsers accept the same inputs (but for one member name
+//! serde_json reserves); a sealed event always
 //! re-parses to the same JSON, and is sealed the same way by both paths
 //! (unless it repeats a member, which only the borrowed parser can see).
 #![no_main]
@@ -8,6 +9,12 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let node = custos_event::doc::parse(data);
+    // serde_json gives one member name a private meaning, and reads or
+    // refuses it its own way; the server's parser refuses it
+    // (doc::RESERVED_MEMBER_NAME).
+    if node.as_ref().is_err_and(|e| e.what.contains("is reserved")) {
+        return;
+    }
     let value = serde_json::from_slice::<serde_json::Value>(data);
     assert_eq!(node.is_ok(), value.is_ok(), "the parsers disagree on {:?}", String::from_utf8_lossy(data));
     let (Ok(node), Ok(v)) = (node, value) else { return };

@@ -201,6 +201,13 @@ fn bad_inputs_are_rejected_and_nothing_is_stored() {
         ("text/plain", good.to_string(), 415, "application/x-ndjson"),
         ("application/json", "[]".into(), 400, "no events"),
         ("application/json", "42".into(), 400, "JSON object"),
+        // A member name serde_json gives a private meaning (found by fuzzing).
+        (
+            "application/x-ndjson",
+            format!("{good}\n{}", merge(&good, json!({"x": {"$serde_json::private::RawValue": "[1]"}}))),
+            400,
+            "is reserved",
+        ),
     ];
     for (ct, body, want, msg) in cases {
         let (st, r) = post(&s.events_url("b"), ct, &body, &[]);

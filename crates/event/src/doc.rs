@@ -256,6 +256,15 @@ impl ParseError {
     }
 }
 
+/// A member name refused anywhere in a document. serde_json, with the
+/// `raw_value` feature the server uses, gives it a private meaning: an
+/// object whose first member has this name is read back as the JSON text
+/// in its value, or refused. An event holding it would read back
+/// differently, or not at all, in every tool built on serde_json (`custos
+/// search`, say), so it is refused at the door. Found by the `event_json`
+/// fuzz target.
+pub const RESERVED_MEMBER_NAME: &str = "$serde_json::private::RawValue";
+
 /// Parses exactly one JSON value, with optional whitespace around it.
 pub fn parse(input: &[u8]) -> Result<Node<'_>, ParseError> {
     let text = match std::str::from_utf8(input) {
@@ -331,7 +340,14 @@ impl<'a> Parser<'a> {
             if self.peek() != Some(b'"') {
                 return Err(self.err("expected a string key"));
             }
+            let at = self.i;
             let k = self.string()?;
+            if k == RESERVED_MEMBER_NAME {
+                return Err(ParseError {
+                    offset: at,
+                    what: "the member name \"$serde_json::private::RawValue\" is reserved",
+                });
+            }
             self.ws();
             if self.peek() != Some(b':') {
                 return Err(self.err("expected ':'"));
@@ -605,6 +621,22 @@ mod tests {
         assert_eq!(parse(deep.as_bytes()).unwrap_err().what, "nested too deeply");
         let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
         assert!(parse(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn the_reserved_member_name_is_refused_where_it_stands() {
+        for (s, at) in [
+            (r#"{"$serde_json::private::RawValue":"1"}"#, 1),
+            (r#"{"a":{"b":1,"$serde_json::private::RawValue":{}}}"#, 12),
+            // Escaped, it is the same name.
+            (r#"[{"$serde_json::private::RawValue":0}]"#, 2),
+        ] {
+            let e = parse(s.as_bytes()).unwrap_err();
+            assert_eq!(e.offset, at, "{s}: {e}");
+            assert!(e.what.contains("reserved"), "{e}");
+        }
+        // As a value it is an ordinary string.
+        assert!(parse(br#"{"k":"$serde_json::private::RawValue"}"#).is_ok());
     }
 
     #[test]
