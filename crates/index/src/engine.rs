@@ -475,24 +475,29 @@ fn required_time(q: &Query, now_ns: i64) -> (i64, i64) {
         Query::Or(qs) if !qs.is_empty() => {
             qs.iter().map(|q| required_time(q, now_ns)).fold((i64::MAX, i64::MIN), |a, b| (a.0.min(b.0), a.1.max(b.1)))
         }
-        Query::Field(f, Value_::Range(lo, hi)) if f == "time" => {
-            let lo = match lo {
-                Bound::Unbounded => Some(i64::MIN),
-                Bound::Included(x) => t(x),
-                Bound::Excluded(x) => t(x).map(|v| v.saturating_add(1)),
-            };
-            let hi = match hi {
-                Bound::Unbounded => Some(i64::MAX),
-                Bound::Included(x) => t(x).map(|v| v.saturating_add(1)),
-                Bound::Excluded(x) => t(x),
-            };
-            lo.zip(hi).unwrap_or(ALL_TIME)
-        }
+        Query::Field(f, Value_::Range(lo, hi)) if f == "time" => time_span(lo, hi, now_ns).unwrap_or(ALL_TIME),
         Query::Field(f, Value_::Exact(x) | Value_::Phrase(x)) if f == "time" && x.len() == 10 => {
             t(x).map_or(ALL_TIME, |day| (day, day.saturating_add(86_400_000_000_000)))
         }
         _ => ALL_TIME,
     }
+}
+
+/// `[lo, hi)` in nanoseconds of a range on a time field, an open side
+/// being `i64::MIN` or `i64::MAX`; or the bound that is not a time.
+fn time_span<'b>(lo: &'b Bound, hi: &'b Bound, now_ns: i64) -> Result<(i64, i64), &'b String> {
+    let t = |x: &'b String| query::resolve_time(x, now_ns).ok_or(x);
+    let lo = match lo {
+        Bound::Unbounded => i64::MIN,
+        Bound::Included(x) => t(x)?,
+        Bound::Excluded(x) => t(x)?.saturating_add(1),
+    };
+    let hi = match hi {
+        Bound::Unbounded => i64::MAX,
+        Bound::Included(x) => t(x)?.saturating_add(1),
+        Bound::Excluded(x) => t(x)?,
+    };
+    Ok((lo, hi))
 }
 
 /// A collector that skips every segment whose times all lie outside the
@@ -1039,20 +1044,10 @@ impl LogIndex {
 impl LogIndex {
     /// `[lo, hi)` of a bounded range on `time`, in nanoseconds.
     fn ns_bounds(lo: &Bound, hi: &Bound, now_ns: i64) -> Result<Option<(i64, i64)>, IndexError> {
-        let t = |x: &String| {
-            query::resolve_time(x, now_ns).ok_or_else(|| IndexError::Query(format!("{x:?} is not a time")))
-        };
-        let lo = match lo {
-            Bound::Unbounded => return Ok(None),
-            Bound::Included(x) => t(x)?,
-            Bound::Excluded(x) => t(x)?.saturating_add(1),
-        };
-        let hi = match hi {
-            Bound::Unbounded => return Ok(None),
-            Bound::Included(x) => t(x)?.saturating_add(1),
-            Bound::Excluded(x) => t(x)?,
-        };
-        Ok(Some((lo, hi)))
+        if matches!(lo, Bound::Unbounded) || matches!(hi, Bound::Unbounded) {
+            return Ok(None);
+        }
+        time_span(lo, hi, now_ns).map(Some).map_err(|x| IndexError::Query(format!("{x:?} is not a time")))
     }
 
     /// A bounded range on `time` as a union of whole days, whole hours and

@@ -90,6 +90,14 @@ fn proof_size(log: &Log, asked: Option<u64>, index: u64) -> Result<Option<(u64, 
     }
 }
 
+/// An entry as the event it holds, in an answer: the canonical JSON it is,
+/// checked but not rebuilt; `null` if it is not JSON text.
+pub(crate) fn stored_event(text: Option<String>) -> Box<serde_json::value::RawValue> {
+    use serde_json::value::RawValue;
+    text.and_then(|t| RawValue::from_string(t).ok())
+        .unwrap_or_else(|| RawValue::from_string("null".into()).expect("valid JSON"))
+}
+
 fn entry_json(index: u64, entry: &[u8]) -> Value {
     let text = String::from_utf8_lossy(entry).to_string();
     let event: Value = serde_json::from_slice(entry).unwrap_or(Value::Null);
@@ -224,10 +232,7 @@ pub async fn entry_range(
         for (i, e) in log.entries(start, end)?.into_iter().enumerate() {
             let leaf_hash = B64.encode(custos_tlog::leaf_hash(&e).0);
             let entry = String::from_utf8_lossy(&e).into_owned();
-            // The entry is the canonical JSON of its event: it goes into
-            // the answer as it is, checked but not rebuilt.
-            let event = serde_json::value::RawValue::from_string(entry.clone())
-                .unwrap_or_else(|_| serde_json::value::RawValue::from_string("null".into()).expect("valid JSON"));
+            let event = stored_event(Some(entry.clone()));
             let inclusion_proof = proofs.as_mut().map(|p| b64s(&p.next().expect("one proof per entry")));
             entries.push(RangeEntry { entry, event, inclusion_proof, index: start + i as u64, leaf_hash });
         }

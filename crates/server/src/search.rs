@@ -64,8 +64,8 @@ impl Indexes {
     /// The index of a log, opened (and, if needed, rebuilt) on first use.
     /// Blocking.
     pub fn get(&self, state: &AppState, name: &str) -> Result<Arc<LogIndex>, ApiError> {
-        if let Some(ix) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
-            return Ok(ix.clone());
+        if let Some(ix) = self.get_open(name) {
+            return Ok(ix);
         }
         let _opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ix) = self.get_open(name) {
@@ -234,12 +234,7 @@ pub async fn search(
         let mut out = Vec::with_capacity(hits.len());
         for (&index, entry) in hits.iter().zip(log.entries_at(&hits)?) {
             let leaf_hash = B64.encode(custos_tlog::leaf_hash(&entry).0);
-            // An entry is the canonical JSON of its event: it goes into the
-            // answer as it is, checked but not rebuilt.
-            let event = String::from_utf8(entry)
-                .ok()
-                .and_then(|s| serde_json::value::RawValue::from_string(s).ok())
-                .unwrap_or_else(|| serde_json::value::RawValue::from_string("null".into()).expect("valid JSON"));
+            let event = crate::read::stored_event(String::from_utf8(entry).ok());
             out.push(Hit { event, index, leaf_hash });
         }
         let page = Page {
