@@ -74,6 +74,8 @@ struct Parser<'a> {
     pos: usize,
     clauses: usize,
     depth: usize,
+    /// Inside `field:( … )`: the field every bare value is matched on.
+    group: Option<String>,
 }
 
 fn err<T>(position: usize, message: impl Into<String>) -> Result<T, ParseError> {
@@ -85,7 +87,7 @@ pub fn parse(s: &str) -> Result<Query, ParseError> {
     if s.len() > MAX_QUERY_BYTES {
         return err(MAX_QUERY_BYTES, format!("query is longer than {MAX_QUERY_BYTES} bytes"));
     }
-    let mut p = Parser { s, pos: 0, clauses: 0, depth: 0 };
+    let mut p = Parser { s, pos: 0, clauses: 0, depth: 0, group: None };
     p.skip_ws();
     if p.pos == s.len() {
         return Ok(Query::All);
@@ -176,24 +178,17 @@ impl Parser<'_> {
             return err(start, "expected a term, found the end of the query");
         }
         if self.rest().starts_with('(') {
-            self.depth += 1;
-            if self.depth > MAX_DEPTH {
-                return err(start, format!("parentheses nested deeper than {MAX_DEPTH}"));
-            }
-            self.pos += 1;
-            let q = self.or()?;
-            self.skip_ws();
-            if !self.rest().starts_with(')') {
-                return err(self.pos, "expected ')'");
-            }
-            self.pos += 1;
-            self.depth -= 1;
-            return Ok(q);
+            return self.parenthesised();
         }
         if self.rest().starts_with(')') {
             return err(start, "unexpected ')'");
         }
         self.count()?;
+        if let Some(field) = &self.group {
+            // `field:(a OR b*)`: every value inside is one of the field's.
+            let field = field.clone();
+            return Ok(Query::Field(field, self.value(true)?));
+        }
         // A field name is a dotted path followed by ':'.
         let name_len = self
             .rest()
@@ -205,10 +200,33 @@ impl Parser<'_> {
                 return err(start, format!("bad field name {field:?}"));
             }
             self.pos += name_len + 1;
+            if self.rest().starts_with('(') {
+                self.group = Some(field);
+                let q = self.parenthesised();
+                self.group = None;
+                return q;
+            }
             let value = self.value(true)?;
             return Ok(Query::Field(field, value));
         }
         Ok(Query::Text(self.value(false)?))
+    }
+
+    /// `( query )`, the parser at its `(`.
+    fn parenthesised(&mut self) -> Result<Query, ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return err(self.pos, format!("parentheses nested deeper than {MAX_DEPTH}"));
+        }
+        self.pos += 1;
+        let q = self.or()?;
+        self.skip_ws();
+        if !self.rest().starts_with(')') {
+            return err(self.pos, "expected ')'");
+        }
+        self.pos += 1;
+        self.depth -= 1;
+        Ok(q)
     }
 
     fn word(&mut self) -> Result<String, ParseError> {
@@ -627,6 +645,33 @@ mod tests {
             ("port:{1 TO *]", f("port", Value_::Range(Bound::Excluded("1".into()), Bound::Unbounded))),
             ("src_endpoint.ip:10.0.0.0/8", f("src_endpoint.ip", Value_::Cidr("10.0.0.0".parse().unwrap(), 8))),
             ("denied", Query::Text(ex("denied"))),
+            // A field group: each value inside is matched on the field.
+            (
+                "actor.user.name:(alice OR bo*) -status:(failure)",
+                Query::And(vec![
+                    Query::Or(vec![
+                        f("actor.user.name", ex("alice")),
+                        f("actor.user.name", Value_::Wildcard("bo*".into())),
+                    ]),
+                    Query::Not(Box::new(f("status", ex("failure")))),
+                ]),
+            ),
+            (
+                "uid:(\"s1:2\" OR (s1:3 AND NOT [a TO b])) x",
+                Query::And(vec![
+                    Query::Or(vec![
+                        f("uid", Value_::Phrase("s1:2".into())),
+                        Query::And(vec![
+                            f("uid", ex("s1:3")),
+                            Query::Not(Box::new(f(
+                                "uid",
+                                Value_::Range(Bound::Included("a".into()), Bound::Included("b".into())),
+                            ))),
+                        ]),
+                    ]),
+                    Query::Text(ex("x")),
+                ]),
+            ),
             ("\"root login\"", Query::Text(Value_::Phrase("root login".into()))),
         ];
         for (q, want) in cases {
@@ -645,6 +690,9 @@ mod tests {
             ("a:1 )", 4),
             ("ip:10.0.0.0/40", 3),
             ("a:[1 TO 2", 9),
+            ("a:(1 OR 2", 9),
+            ("a:()", 3),
+            ("a:(1 OR )", 8),
         ] {
             let e = parse(q).unwrap_err();
             assert_eq!(e.position, pos, "{q}: {e}");

@@ -131,6 +131,12 @@ fn term() -> impl Strategy<Value = String> {
         Just("duration_ms:{0 TO 5.125}".to_string()),
         Just("duration_ms:<=3".to_string()),
         Just("duration_ms:2.625".to_string()),
+        // Field groups.
+        (0..5usize, 0..5usize).prop_map(|(a, b)| format!("actor.user.name:({} OR {}*)", USERS[a], &USERS[b][..2])),
+        (0..4usize).prop_map(|i| format!("activity:(NOT {} AND *.*)", ACTIVITIES[i])),
+        (0..5u64, 1..5u64).prop_map(|(a, b)| format!("src_endpoint.port:(>={} -[{} TO *])", a * 1000, (a + b) * 1000)),
+        Just("targets.name:(\"alice\" OR (mallory))".to_string()),
+        Just("time:(2026-11-26 OR [now-6h TO now])".to_string()),
     ]
 }
 
