@@ -16,6 +16,35 @@ pub fn agent() -> ureq::Agent {
         .into()
 }
 
+/// An agent for answers streamed for as long as they last (exports): no
+/// bound on the whole exchange, but on the wait for each part of it.
+pub fn streaming_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_recv_response(Some(Duration::from_secs(120)))
+        .timeout_per_read(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+/// GET whose 200 answer is copied to `out` as it arrives; any other
+/// answer is an error naming the server's message.
+pub fn get_to(agent: &ureq::Agent, url: &str, out: &mut impl std::io::Write) -> anyhow::Result<u64> {
+    let mut resp = auth(agent.get(url)).call().with_context(|| format!("requesting {url}"))?;
+    let status = resp.status().as_u16();
+    if status != 200 {
+        let body = resp.body_mut().with_config().limit(1 << 20).read_to_vec().unwrap_or_default();
+        let msg = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+        bail!("HTTP {status}: {msg}");
+    }
+    let mut body = resp.body_mut().as_reader();
+    std::io::copy(&mut body, out).with_context(|| format!("reading {url} (the answer stopped part way)"))
+}
+
 fn read(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>, url: &str) -> anyhow::Result<(u16, Vec<u8>)> {
     let mut resp = resp.with_context(|| format!("requesting {url}"))?;
     let status = resp.status().as_u16();

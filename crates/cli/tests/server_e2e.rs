@@ -471,7 +471,18 @@ fn search_finds_events_with_proofs() {
         .unwrap();
     let csv = String::from_utf8(out.stdout).unwrap();
     assert_eq!(csv.lines().count(), want.len() + 1, "{csv}");
-    assert!(csv.starts_with("index,time,actor,activity,status,source,resource"));
+    assert!(csv.starts_with("index,time,actor.user.name,activity,status,src_endpoint.ip,resource.name,leaf_hash\n"));
+    // A page as CSV reads like the whole export: the same columns, and the
+    // rows the server streamed, in the same order.
+    let page = Command::new(bin())
+        .args(["search", "actor.user.name:alice AND status:failure", "--url", &s.url, "--log", "s", "--output", "csv"])
+        .args(["--limit", "3"])
+        .env("CUSTOS_TOKEN", s.admin_token.as_deref().unwrap())
+        .output()
+        .unwrap();
+    assert!(page.status.success(), "{page:?}");
+    let page = String::from_utf8(page.stdout).unwrap();
+    assert_eq!(page.lines().collect::<Vec<_>>(), csv.lines().take(4).collect::<Vec<_>>());
     // Searches are reads: on record in _custos, each once. Valid pages are
     // recorded as successes while they run; the one syntax error as a
     // failure after its 400.
@@ -489,6 +500,20 @@ fn search_finds_events_with_proofs() {
         searches.iter().map(|e| (e["status"].as_str().unwrap(), e["status_detail"].as_str().unwrap())).collect();
     assert_eq!(details.iter().filter(|d| **d == ("failure", "HTTP 400")).count(), 1, "{details:?}");
     assert!(details.iter().all(|d| *d == ("success", "HTTP 200") || *d == ("failure", "HTTP 400")), "{details:?}");
+    // Every hit needs a format that streams; a failed search prints no header.
+    let table = Command::new(bin())
+        .args(["search", "status:failure", "--url", &s.url, "--log", "s", "--limit", "0"])
+        .env("CUSTOS_TOKEN", s.admin_token.as_deref().unwrap())
+        .output()
+        .unwrap();
+    assert!(!table.status.success() && String::from_utf8_lossy(&table.stderr).contains("--output ndjson or csv"));
+    let bad = Command::new(bin())
+        .args(["search", "status:(failure", "--url", &s.url, "--log", "s", "--output", "csv"])
+        .env("CUSTOS_TOKEN", s.admin_token.as_deref().unwrap())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success() && bad.stdout.is_empty(), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("position 15"), "{bad:?}");
     // `custos reindex` refuses a data directory a server has open.
     let reindex = || Command::new(bin()).args(["reindex", "--data"]).arg(dir.path()).output().unwrap();
     let busy = reindex();

@@ -45,6 +45,7 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
+/// Table columns: a heading and the field shown.
 const COLUMNS: [(&str, &str); 7] = [
     ("index", "index"),
     ("time", "time"),
@@ -55,8 +56,16 @@ const COLUMNS: [(&str, &str); 7] = [
     ("resource", "resource.name"),
 ];
 
+/// CSV columns: those of the server's CSV export (`format=csv`), so that a
+/// page and a whole export read alike.
+const CSV_COLUMNS: [&str; 8] =
+    ["index", "time", "actor.user.name", "activity", "status", "src_endpoint.ip", "resource.name", "leaf_hash"];
+
 fn cell(hit: &Value, path: &str) -> String {
-    let v = if path == "index" { &hit["index"] } else { path.split('.').fold(&hit["event"], |v, k| &v[k]) };
+    let v = match path {
+        "index" | "leaf_hash" => &hit[path],
+        _ => path.split('.').fold(&hit["event"], |v, k| &v[k]),
+    };
     match v {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
@@ -73,7 +82,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if !["table", "json", "ndjson", "csv"].contains(&a.output.as_str()) {
         bail!("--output must be table, json, ndjson or csv");
     }
-    let agent = http::agent();
+    if a.limit == 0 && !["ndjson", "csv"].contains(&a.output.as_str()) {
+        bail!("--limit 0 (every hit) needs --output ndjson or csv, which stream in constant memory");
+    }
     let want = if a.limit == 0 { usize::MAX } else { a.limit };
     let mut base = format!("{}/v1/logs/{}/search?q={}", a.url.trim_end_matches('/'), a.log, enc(&a.query));
     if let Some(s) = &a.since {
@@ -84,9 +95,14 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     let out = std::io::stdout();
     let mut out = out.lock();
-    if a.output == "csv" {
-        writeln!(out, "{}", COLUMNS.map(|c| c.0).join(","))?;
+    if a.limit == 0 {
+        // Every hit: the server streams them, in one read of the log.
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+        http::get_to(&http::streaming_agent(), &format!("{base}&format={}", a.output), &mut out)?;
+        out.flush()?;
+        return Ok(0);
     }
+    let agent = http::agent();
     let (mut hits, mut got, mut cursor) = (Vec::new(), 0usize, None::<u64>);
     let mut total: u64;
     loop {
@@ -100,13 +116,16 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         if status != 200 {
             bail!("HTTP {status}: {}", v["error"].as_str().unwrap_or(""));
         }
+        if a.output == "csv" && cursor.is_none() {
+            writeln!(out, "{}", CSV_COLUMNS.join(","))?;
+        }
         total = v["total"].as_u64().unwrap_or(0);
         for h in v["hits"].as_array().cloned().unwrap_or_default() {
             got += 1;
             match a.output.as_str() {
                 // Streamed, so that exporting every hit needs no memory.
                 "ndjson" => writeln!(out, "{h}")?,
-                "csv" => writeln!(out, "{}", COLUMNS.map(|c| csv_field(&cell(&h, c.1))).join(","))?,
+                "csv" => writeln!(out, "{}", CSV_COLUMNS.map(|c| csv_field(&cell(&h, c))).join(","))?,
                 _ => hits.push(h),
             }
         }
