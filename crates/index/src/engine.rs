@@ -410,7 +410,10 @@ pub struct LogIndex {
     /// here because reading it back parses `meta.json` and the whole schema
     /// (a search answer gives it, and this took longer than the search).
     /// Set as soon as the commit is made, just before searches see it.
-    indexed: std::sync::atomic::AtomicU64,
+    committed: std::sync::atomic::AtomicU64,
+    /// How many entries searches see: `committed`, once the reader was
+    /// reloaded after the commit.
+    visible: std::sync::atomic::AtomicU64,
     /// Segments that searches skipped as outside their time span.
     skipped: std::sync::atomic::AtomicU64,
     /// Segments whose matches a search only counted: none could make its page.
@@ -610,7 +613,7 @@ impl LogIndex {
             .build();
         let writer: IndexWriter = index.writer_with_options(options)?;
         writer.set_merge_policy(Box::new(BoundedMergePolicy::new(MERGE_MAX_DOCS)));
-        let indexed = indexed_count(&index)?.into();
+        let indexed = indexed_count(&index)?;
         Ok(LogIndex {
             dir: dir.to_path_buf(),
             reader,
@@ -618,7 +621,8 @@ impl LogIndex {
             fields,
             unsynced: boot.is_some(),
             segments: Mutex::new(Arc::new(HashMap::new())),
-            indexed,
+            committed: indexed.into(),
+            visible: indexed.into(),
             skipped: 0.into(),
             counted_only: 0.into(),
         })
@@ -655,9 +659,10 @@ impl LogIndex {
         self.counted_only.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// How many log entries the index covers (entries `0..n`).
+    /// How many log entries searches see (entries `0..n`): a search begun
+    /// after this returned `n` finds every match among them.
     pub fn indexed(&self) -> Result<u64, IndexError> {
-        Ok(self.indexed.load(std::sync::atomic::Ordering::Acquire))
+        Ok(self.visible.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Indexes up to `max` new entries of `log` and commits; returns how
@@ -665,7 +670,7 @@ impl LogIndex {
     pub fn catch_up(&self, log: &Log, max: u64) -> Result<u64, IndexError> {
         let mut guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let writer = guard.as_mut().ok_or_else(|| IndexError::Io(std::io::Error::other("the index is closed")))?;
-        let start = self.indexed()?;
+        let start = self.committed.load(std::sync::atomic::Ordering::Acquire);
         let end = log.size().min(start + max);
         if end <= start {
             return Ok(0);
@@ -683,8 +688,9 @@ impl LogIndex {
         commit.commit()?;
         // Stored before the reload, which can fail, so that the next step
         // never adds these entries again.
-        self.indexed.store(end, std::sync::atomic::Ordering::Release);
+        self.committed.store(end, std::sync::atomic::Ordering::Release);
         self.reader.reload()?;
+        self.visible.store(end, std::sync::atomic::Ordering::Release);
         Ok(end - start)
     }
 

@@ -19,6 +19,8 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `?wait=checkpoint` waits for a covering checkpoint.
 pub const CHECKPOINT_WAIT: Duration = Duration::from_secs(10);
+/// How long `?wait=searchable` waits for the index to cover new events.
+pub const SEARCHABLE_WAIT: Duration = Duration::from_secs(10);
 
 /// Settings of a running server.
 #[derive(Clone, Debug)]

@@ -19,7 +19,7 @@ use custos_event::{EventError, ServerFields, View};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::{CHECKPOINT_WAIT, MAX_EVENTS_PER_REQUEST};
+use crate::config::{CHECKPOINT_WAIT, MAX_EVENTS_PER_REQUEST, SEARCHABLE_WAIT};
 use crate::error::{ApiError, Problem};
 use crate::state::{AppState, LogExt, Receipt};
 
@@ -27,6 +27,7 @@ use crate::state::{AppState, LogExt, Receipt};
 #[derive(Deserialize, Default)]
 pub struct IngestQuery {
     /// `checkpoint`: wait for a signed checkpoint and return proofs.
+    /// `searchable`: answer once searches find the events.
     wait: Option<String>,
 }
 
@@ -444,10 +445,15 @@ pub async fn post_events(
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let wait_checkpoint = match q.wait.as_deref() {
-        None => false,
-        Some("checkpoint") => true,
-        Some(other) => return Err(ApiError::bad_request(format!("wait={other:?} is not known; use wait=checkpoint"))),
+    let (wait_checkpoint, wait_searchable) = match q.wait.as_deref() {
+        None => (false, false),
+        Some("checkpoint") => (true, false),
+        Some("searchable") => (false, true),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "wait={other:?} is not known; use wait=checkpoint or wait=searchable"
+            )));
+        }
     };
     custos_log::store::validate_log_name(&log, false).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let id = id.map(|Extension(i)| i);
@@ -485,6 +491,16 @@ pub async fn post_events(
     metrics::counter!("custos_ingest_events_total", "log" => log.clone()).increment(count as u64);
     metrics::counter!("custos_ingest_bytes_total", "log" => log.clone()).increment(body_len as u64);
     metrics::histogram!("custos_ingest_latency_seconds").record(started.elapsed().as_secs_f64());
+    if wait_searchable {
+        let need = receipts.iter().map(|(r, _)| r.index + 1).max().unwrap_or(0);
+        if !state.indexes.wait_searchable(&log, need, SEARCHABLE_WAIT).await {
+            return Err(ApiError::unavailable(
+                "events are stored (receipts are valid) but the index did not cover them in time; \
+                 they will be searchable once it catches up",
+                1,
+            ));
+        }
+    }
     if !wait_checkpoint {
         return Ok(receipts_body(&log, &receipts));
     }

@@ -37,6 +37,11 @@ pub struct Indexes {
     /// opened twice at once (the indexer and a search at start, say): the
     /// second writer would find the first one's lock.
     opening: Mutex<()>,
+    /// Set to wake the indexer before its next tick.
+    wake: (Mutex<bool>, std::sync::Condvar),
+    /// Counts the indexer's passes over the logs: a waiter for an index to
+    /// cover some entries looks again after each.
+    passes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Indexes {
@@ -56,6 +61,39 @@ impl Indexes {
     /// (and rebuilds it if it is damaged).
     pub fn forget(&self, name: &str) {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+    }
+
+    /// Asks the indexer to look for new entries now rather than at its next
+    /// tick.
+    pub fn wake_indexer(&self) {
+        *self.wake.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.1.notify_one();
+    }
+
+    /// The indexer's pause between passes: `INDEX_INTERVAL`, or less if
+    /// woken.
+    fn pause(&self) {
+        let woken = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut woken, _) =
+            self.wake.1.wait_timeout_while(woken, INDEX_INTERVAL, |w| !*w).unwrap_or_else(|e| e.into_inner());
+        *woken = false;
+    }
+
+    /// Waits until searches of `log` see its first `size` entries; false if
+    /// that took longer than `within`.
+    pub async fn wait_searchable(&self, log: &str, size: u64, within: Duration) -> bool {
+        let mut passes = self.passes.subscribe();
+        self.wake_indexer();
+        let covered = || self.get_open(log).is_some_and(|ix| ix.indexed().is_ok_and(|n| n >= size));
+        tokio::time::timeout(within, async {
+            while !covered() {
+                if passes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await
+        .is_ok()
     }
 
     /// The index of a log, if it is open already. Never blocks.
@@ -102,7 +140,7 @@ pub fn spawn_indexer(
             // on without pausing; otherwise new entries are picked up every
             // interval.
             if !behind {
-                std::thread::sleep(INDEX_INTERVAL);
+                state.indexes.pause();
             }
             behind = false;
             for (name, log) in state.store.list() {
@@ -123,6 +161,7 @@ pub fn spawn_indexer(
                     let _ = std::fs::remove_dir_all(ix.dir());
                 }
             }
+            state.indexes.passes.send_modify(|n| *n += 1);
         }
     })
 }
@@ -232,6 +271,8 @@ pub async fn search(
     .map_err(index_error)?;
     let search = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, std::time::Duration), ApiError> {
         let started = std::time::Instant::now();
+        // Read before the search, which sees at least these entries.
+        let indexed = ix.indexed().unwrap_or(0);
         let (hits, total) = ix.search_prepared(&prepared, limit, p.cursor, newest_first).map_err(index_error)?;
         let mut out = Vec::with_capacity(hits.len());
         for (&index, entry) in hits.iter().zip(log.entries_at(&hits)?) {
@@ -241,7 +282,7 @@ pub async fn search(
         }
         let page = Page {
             hits: out,
-            indexed: ix.indexed().unwrap_or(0),
+            indexed,
             log: name,
             log_size: log.size(),
             next_cursor: (hits.len() == limit).then(|| hits.last().copied()).flatten(),

@@ -93,8 +93,12 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let url = format!("{}/v1/logs/{}/events", a.url.trim_end_matches('/'), a.log);
     let start = custos_event::time::now_nanos() / 1_000_000 - a.count as i64 * 1500;
     let all = events(a.count, start);
-    for chunk in all.chunks(1000) {
+    let chunks = all.chunks(1000).count();
+    for (i, chunk) in all.chunks(1000).enumerate() {
         let body: Vec<String> = chunk.iter().map(Value::to_string).collect();
+        // The last batch returns once searches find every event, so that a
+        // search right after the demo sees them all.
+        let url = if i + 1 == chunks { format!("{url}?wait=searchable") } else { url.clone() };
         let (status, resp) = http::post(&agent, &url, "application/x-ndjson", body.join("\n").as_bytes())?;
         if status != 200 {
             bail!("HTTP {status}: {}", String::from_utf8_lossy(&resp).trim());

@@ -21,6 +21,9 @@ pub struct Args {
     /// Wait for a signed checkpoint and print proofs with the receipts.
     #[arg(long)]
     wait_checkpoint: bool,
+    /// Answer only once searches find the events.
+    #[arg(long, conflicts_with = "wait_checkpoint")]
+    wait_searchable: bool,
     /// Events as JSON objects. Without any, NDJSON is read from standard
     /// input.
     events: Vec<String>,
@@ -43,7 +46,11 @@ fn post(agent: &ureq::Agent, url: &str, lines: &[String]) -> anyhow::Result<()> 
 /// Runs the command.
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let agent = http::agent();
-    let wait = if a.wait_checkpoint { "?wait=checkpoint" } else { "" };
+    let wait = match (a.wait_checkpoint, a.wait_searchable) {
+        (true, _) => "?wait=checkpoint",
+        (_, true) => "?wait=searchable",
+        _ => "",
+    };
     let url = format!("{}/v1/logs/{}/events{wait}", a.url.trim_end_matches('/'), a.log);
     if !a.events.is_empty() {
         post(&agent, &url, &a.events)?;
