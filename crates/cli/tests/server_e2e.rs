@@ -237,6 +237,18 @@ fn bad_inputs_are_rejected_and_nothing_is_stored() {
     assert_eq!(st, 404);
     let (st, _) = post(&format!("{}?wait=forever", s.events_url("b")), "application/json", good.to_string(), &[]);
     assert_eq!(st, 400);
+    // Query parameters of the wrong type: a JSON answer naming the parameter.
+    for (path, param) in [
+        ("entries?start=x", "start"),
+        ("entries/0?tree_size=-1", "tree_size"),
+        ("consistency?from=a", "from"),
+        ("search?q=x&limit=ten", "limit"),
+        ("aggregate?by=status&top=1e3", "top"),
+    ] {
+        let (st, r) = get_json(&format!("{}/v1/logs/b/{path}", s.url));
+        let msg = r["error"].as_str().unwrap_or_default();
+        assert!(st == 400 && msg.starts_with(&format!("bad query parameter: {param}: ")), "{path}: {st} {r}");
+    }
     assert_eq!(size(), 1);
 }
 

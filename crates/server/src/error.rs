@@ -104,3 +104,27 @@ impl From<custos_log::AppendError> for ApiError {
         }
     }
 }
+
+/// The query string of a request, deserialised like axum's `Query`, but
+/// refused with the JSON error answer, naming the parameter at fault:
+/// `{"error":"bad query parameter: limit: invalid digit found in string"}`.
+pub struct Params<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Params(v)),
+            Err(e) => {
+                let text = e.body_text();
+                let why = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
+                Err(ApiError::bad_request(format!("bad query parameter: {why}")))
+            }
+        }
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::{CHECKPOINT_WAIT, MAX_EVENTS_PER_REQUEST, SEARCHABLE_WAIT};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Params, Problem};
 use crate::state::{AppState, LogExt, Receipt};
 
 /// Query parameters of an ingest request.
@@ -438,7 +438,7 @@ async fn store_sealed(
 pub async fn post_events(
     State(state): State<Arc<AppState>>,
     Path(log): Path<String>,
-    Query(q): Query<IngestQuery>,
+    Params(q): Params<IngestQuery>,
     Extension(peer): Extension<crate::conn::Peer>,
     id: Option<Extension<custos_auth::Identity>>,
     headers: HeaderMap,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::authn::authorize;
 use crate::config::MAX_RANGE_ENTRIES;
-use crate::error::ApiError;
+use crate::error::{ApiError, Params};
 use crate::state::AppState;
 
 fn b64s(hashes: &[custos_tlog::Hash]) -> Vec<String> {
@@ -116,7 +116,7 @@ pub async fn one_entry(
     id: Option<Extension<Identity>>,
     read: Option<Extension<Arc<crate::audit::EarlyRead>>>,
     Path((name, index)): Path<(String, String)>,
-    Query(q): Query<EntryQuery>,
+    Params(q): Params<EntryQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let ext = readable(&state, id, &name).await?;
     let index: u64 = index.parse().map_err(|_| ApiError::bad_request(format!("index {index:?} is not a number")))?;
@@ -198,7 +198,7 @@ pub async fn entry_range(
     State(state): State<Arc<AppState>>,
     id: Option<Extension<Identity>>,
     Path(name): Path<String>,
-    Query(q): Query<RangeQuery>,
+    Params(q): Params<RangeQuery>,
 ) -> Result<Json<RangePage>, ApiError> {
     let ext = readable(&state, id, &name).await?;
     let log = ext.log.clone();
@@ -262,7 +262,7 @@ pub async fn consistency(
     State(state): State<Arc<AppState>>,
     id: Option<Extension<Identity>>,
     Path(name): Path<String>,
-    Query(q): Query<ConsistencyQuery>,
+    Params(q): Params<ConsistencyQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let ext = readable(&state, id, &name).await?;
     let log = &ext.log;

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -18,7 +18,7 @@ use custos_index::query::{self, Bound, Query as Q, Value_};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Params};
 use crate::state::AppState;
 
 /// How often the indexer looks for new entries.
@@ -228,7 +228,7 @@ pub async fn search(
     id: Option<Extension<Identity>>,
     read: Option<Extension<Arc<crate::audit::EarlyRead>>>,
     Path(name): Path<String>,
-    Query(p): Query<SearchQuery>,
+    Params(p): Params<SearchQuery>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let ext = crate::read::readable(&state, id, &name).await?;
@@ -439,7 +439,7 @@ pub async fn aggregate(
     State(state): State<Arc<AppState>>,
     id: Option<Extension<Identity>>,
     Path(name): Path<String>,
-    Query(p): Query<AggregateQuery>,
+    Params(p): Params<AggregateQuery>,
 ) -> Result<Json<Value>, ApiError> {
     crate::read::readable(&state, id, &name).await?;
     let q = build_query(p.q.as_deref(), p.start.as_deref(), p.end.as_deref())?;
