@@ -8,6 +8,7 @@
 #   UPSTREAM=unix: the gateway reaches PostgreSQL over its Unix socket
 #   PERF=1 [PERFARGS="-a"]: perf record of the second gateway run -> $OUT/perf.data
 #   STRACE=1 [STRACEARGS="-c"]: strace of 1 s of the second run -> $OUT/strace.out
+#   KEEP=dir: keep the server's data directory there (the gateway's events)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-10}
@@ -18,7 +19,7 @@ source bench/pg.sh
 OUT=${OUT:-/tmp}
 WORK=$(mktemp -d /tmp/custos-gw-probe.XXXXXX)
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; done; pg_stop 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; wait $p 2>/dev/null || true; done; pg_stop 2>/dev/null || true; [ -n "${KEEP:-}" ] && mv "$WORK/data" "$KEEP"; rm -rf "$WORK"' EXIT
 pg_start "-c max_connections=100"
 pg_init_app
 echo bench-pw | $BIN gateway user bench --users "$WORK/users.json" 2>/dev/null

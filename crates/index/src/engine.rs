@@ -43,6 +43,26 @@ pub const INDEX_BATCH_ENTRIES: u64 = 2000;
 /// million entries at once, after a burst, raised the server's RSS by
 /// about 200 MB. A log of 10 M entries ends with 10 to 20 segments.
 pub const MERGE_MAX_DOCS: u32 = 500_000;
+/// With less free space than this where an index lives, an index that
+/// fails to open or to take new entries is kept as it is rather than
+/// deleted and rebuilt: the failure is most likely the full disk, and the
+/// last commit still answers searches for the entries it covers.
+pub const LOW_DISK_BYTES: u64 = 64 << 20;
+
+/// Whether the filesystem of `dir` (or of its nearest existing parent) has
+/// less than [`LOW_DISK_BYTES`] available; true if that cannot be told.
+pub fn disk_low(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(at) = dir.ancestors().find(|d| d.exists()) else { return true };
+    let Ok(c) = std::ffi::CString::new(at.as_os_str().as_bytes()) else { return true };
+    // SAFETY: `c` is a NUL-terminated path and `st` a writable statvfs that
+    // the call fills in; nothing else is touched.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return true;
+    }
+    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64) < LOW_DISK_BYTES
+}
 
 /// tantivy's `LogMergePolicy`, with every merge cut to at most `max_docs`
 /// documents, and segments of half that or more left alone.
@@ -580,6 +600,9 @@ impl LogIndex {
             // Another writer has it open: the index is in use, not damaged,
             // and deleting it would pull it from under that writer.
             Err(e @ IndexError::Tantivy(tantivy::TantivyError::LockFailure(..))) => return Err(e),
+            // Out of space, a rebuild could not be written either: keep
+            // what there is (searches report how much it covers).
+            Err(e) if disk_low(dir) => return Err(e),
             Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "index unusable; rebuilding"),
         }
         if dir.exists() {
@@ -640,6 +663,13 @@ impl LogIndex {
             unsynced::mark_clean(&self.dir)?;
         }
         Ok(())
+    }
+
+    /// Stops indexing after a failure, keeping the files as they are: the
+    /// writer is dropped (its lock released, so that the index can be
+    /// opened again from its last commit), and searches go on.
+    pub fn release_writer(&self) {
+        drop(self.writer.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 
     /// The directory.

@@ -26,6 +26,16 @@ pub const INDEX_INTERVAL: Duration = Duration::from_millis(500);
 /// Entries indexed per log per step, so that one busy log cannot starve
 /// the others.
 pub const INDEX_STEP_ENTRIES: u64 = 100_000;
+/// Consecutive indexing failures of a log after which, if the disk has
+/// space (`custos_index::engine::disk_low`), its index is deleted and
+/// rebuilt from the log; before that, and on a full disk, the index is
+/// kept as of its last commit and reopened.
+pub const INDEX_FAILURES_BEFORE_REBUILD: u32 = 3;
+/// The wait before indexing a log again after a failure, doubled at each
+/// failure in a row up to [`INDEX_RETRY_MAX`].
+pub const INDEX_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between tries of a failing index.
+pub const INDEX_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Hits per page by default.
 pub const DEFAULT_PAGE_HITS: usize = 100;
 
@@ -135,6 +145,9 @@ pub fn spawn_indexer(
             libc::setpriority(libc::PRIO_PROCESS, 0, 19);
         }
         let mut behind = false;
+        // Logs whose indexing failed: consecutive failures, and when to
+        // try again.
+        let mut trouble: HashMap<String, (u32, std::time::Instant)> = HashMap::new();
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             // A log more than a step behind (a rebuild, a burst) is indexed
             // on without pausing; otherwise new entries are picked up every
@@ -144,26 +157,62 @@ pub fn spawn_indexer(
             }
             behind = false;
             for (name, log) in state.store.list() {
+                if trouble.get(&name).is_some_and(|t| std::time::Instant::now() < t.1) {
+                    continue;
+                }
                 let ix = match state.indexes.get(&state, &name) {
                     Ok(ix) => ix,
                     Err(e) => {
-                        tracing::error!(log = name, error = %e.message, "opening search index failed");
+                        index_failed(&mut trouble, name, None, &e.message);
                         continue;
                     }
                 };
-                let caught_up = ix.catch_up(&log, INDEX_STEP_ENTRIES);
-                behind |= caught_up.as_ref().is_ok_and(|n| *n == INDEX_STEP_ENTRIES);
-                if let Err(e) = caught_up {
-                    // The index is derived data: drop it and rebuild it
-                    // from the log rather than fail on every tick.
-                    tracing::error!(log = name, error = %e, "indexing failed; rebuilding the index from the log");
-                    state.indexes.forget(&name);
-                    let _ = std::fs::remove_dir_all(ix.dir());
+                match ix.catch_up(&log, INDEX_STEP_ENTRIES) {
+                    Ok(n) => {
+                        behind |= n == INDEX_STEP_ENTRIES;
+                        trouble.remove(&name);
+                    }
+                    Err(e) => {
+                        // Searches go on from the last commit; the index is
+                        // opened again from it at the next try.
+                        ix.release_writer();
+                        state.indexes.forget(&name);
+                        index_failed(&mut trouble, name, Some(ix.dir()), &e.to_string());
+                    }
                 }
             }
             state.indexes.passes.send_modify(|n| *n += 1);
         }
     })
+}
+
+/// Counts a failure to open (`dir` None) or to update (`dir` the index's)
+/// the index of `log`, and sets when to try again. Indexing that fails
+/// again and again with space to spare deletes the index, to be rebuilt
+/// from the log: it is derived data.
+fn index_failed(
+    trouble: &mut HashMap<String, (u32, std::time::Instant)>,
+    log: String,
+    dir: Option<&std::path::Path>,
+    error: &str,
+) {
+    let failures = trouble.get(&log).map_or(0, |t| t.0) + 1;
+    let wait = INDEX_RETRY_FIRST.saturating_mul(1 << (failures - 1).min(16)).min(INDEX_RETRY_MAX);
+    match dir {
+        Some(dir) if failures >= INDEX_FAILURES_BEFORE_REBUILD && !custos_index::engine::disk_low(dir) => {
+            tracing::error!(log, error, failures, "indexing failed; rebuilding the index from the log");
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Some(_) => tracing::error!(
+            log,
+            error,
+            failures,
+            retry_secs = wait.as_secs(),
+            "indexing failed; keeping the index as of its last commit and trying again later"
+        ),
+        None => tracing::error!(log, error, failures, retry_secs = wait.as_secs(), "opening search index failed"),
+    }
+    trouble.insert(log, (failures, std::time::Instant::now() + wait));
 }
 
 /// A query the index cannot run is the caller's 400; anything else is the

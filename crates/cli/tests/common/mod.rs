@@ -43,6 +43,12 @@ impl Server {
     /// Starts `custos serve` on `data` with an OS-chosen port and waits
     /// until it answers `/healthz`.
     pub fn start(data: &Path, extra: &[&str]) -> Server {
+        Self::start_with_stderr(data, extra, Stdio::inherit())
+    }
+
+    /// [`Server::start`] with the server's log (warnings and errors) going
+    /// to `stderr`, such as a file the test reads.
+    pub fn start_with_stderr(data: &Path, extra: &[&str], stderr: impl Into<Stdio>) -> Server {
         let listen = if extra.contains(&"--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] };
         let mut child = Command::new(bin())
             .arg("serve")
@@ -53,7 +59,7 @@ impl Server {
             .args(extra)
             .env("CUSTOS_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn custos serve");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
