@@ -4,6 +4,19 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+/// Percent-encodes a query parameter's value.
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Largest answer read into memory.
 const MAX_RESPONSE_BYTES: u64 = 256 << 20;
 

@@ -631,6 +631,48 @@ fn exported_bundles_verify_offline_and_changes_are_named() {
     let o = export(&["--start", "0", "--end", "5000"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("outside the latest checkpoint's 1300 entries"));
+
+    // The hits of a search, each with its proof: events just sent are in
+    // it too, under a checkpoint signed for the export.
+    let more: Vec<Value> = (1300..1310).map(|n| event("carol", n)).collect();
+    let (st, r) =
+        post(&format!("{}?wait=searchable", s.events_url("audit")), "application/x-ndjson", ndjson(&more), &[]);
+    assert_eq!(st, 200, "{r}");
+    let hits = dir.path().join("failures.bundle.json");
+    let o = export(&["--query", "status:failure AND NOT src_endpoint.port:5700", "--out", hits.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let want: Vec<u64> = (0..1310u64).rev().filter(|n| n % 7 == 0 && *n != 700).collect();
+    assert!(
+        stderr.contains(&format!("exported {} search hits of audit proven against checkpoint size 1310", want.len())),
+        "{stderr}"
+    );
+    let (code, out) = verify(&hits, &s.verifier_key);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("{} entries proven", want.len())), "{out}");
+    let bundle: Value = serde_json::from_slice(&std::fs::read(&hits).unwrap()).unwrap();
+    let got: Vec<u64> = bundle["entries"].as_array().unwrap().iter().map(|e| e["index"].as_u64().unwrap()).collect();
+    assert_eq!(got, want);
+    assert_eq!(bundle["search"]["q"], "status:failure AND NOT src_endpoint.port:5700");
+    let path = {
+        let mut b = bundle.clone();
+        let e = b["entries"][0]["entry"].as_str().unwrap().replace("failure", "success");
+        b["entries"][0]["entry"] = e.into();
+        let path = dir.path().join("tampered-hits.bundle.json");
+        std::fs::write(&path, serde_json::to_vec(&b).unwrap()).unwrap();
+        path
+    };
+    let (code, out) = verify(&path, &s.verifier_key);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(&format!("entry {}: inclusion proof", want[0])), "{out}");
+    // A search that matches nothing is an empty bundle, still signed.
+    let none = dir.path().join("none.bundle.json");
+    let o = export(&["--query", "actor.user.name:nobody", "--since", "1h", "--out", none.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exported 0 search hits"), "{o:?}");
+    assert_eq!(verify(&none, &s.verifier_key).0, Some(0));
+    let o = export(&["--query", "status:(failure", "--out", none.to_str().unwrap()]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("position 15"), "{o:?}");
+    assert!(!none.exists(), "a failed export leaves no file");
 }
 
 /// The README's walk-through with the CLI: `custos demo`, `custos send`

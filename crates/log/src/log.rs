@@ -755,10 +755,30 @@ impl Log {
     /// entry's tile; those are hashed once per tile for all the entries in
     /// it, rather than once per entry (255 hashes each).
     pub fn inclusion_proofs(&self, indexes: Range<u64>, tree_size: u64) -> Result<Vec<Vec<Hash>>, ReadError> {
-        let st = self.read_state();
-        check_size(tree_size, st.size)?;
-        let reader = TileCachedReader { inner: self.reader(&st), tiles: std::cell::RefCell::new(Vec::new()) };
-        indexes.map(|i| proof::inclusion_proof(&reader, tree_size, i).map_err(proof_err)).collect()
+        self.proofs_of(indexes, tree_size)
+    }
+
+    /// [`Log::inclusion_proofs`] of any entries, in the order given, such
+    /// as a page of search hits: entries in the same tile (in a row, or
+    /// within a few tiles of each other) share its hashing.
+    pub fn inclusion_proofs_at(&self, indexes: &[u64], tree_size: u64) -> Result<Vec<Vec<Hash>>, ReadError> {
+        self.proofs_of(indexes.iter().copied(), tree_size)
+    }
+
+    /// The state lock is taken for one proof at a time, so that many proofs
+    /// never hold up the writer for longer than one. The cached tiles stay
+    /// valid in between: their complete subtrees never change, and the
+    /// leaves they hold cover `tree_size`, which the log never shrinks below.
+    fn proofs_of(&self, indexes: impl Iterator<Item = u64>, tree_size: u64) -> Result<Vec<Vec<Hash>>, ReadError> {
+        check_size(tree_size, self.size())?;
+        let tiles = std::cell::RefCell::new(Vec::new());
+        indexes
+            .map(|i| {
+                let st = self.read_state();
+                let reader = TileCachedReader { inner: self.reader(&st), tiles: &tiles };
+                proof::inclusion_proof(&reader, tree_size, i).map_err(proof_err)
+            })
+            .collect()
     }
 
     /// The consistency proof between two tree sizes.
@@ -1039,7 +1059,7 @@ struct TileCachedReader<'a> {
     inner: StoredReader<'a>,
     /// (tile, its levels 0..TILE_HEIGHT: leaf hashes, then each level's
     /// complete pairs), least recently used first.
-    tiles: std::cell::RefCell<Vec<(u64, Vec<Vec<Hash>>)>>,
+    tiles: &'a std::cell::RefCell<Vec<(u64, Vec<Vec<Hash>>)>>,
 }
 
 impl HashReader for TileCachedReader<'_> {

@@ -224,3 +224,28 @@ fn range_proofs_over_more_tiles_than_are_kept_match_the_model() {
         }
     }
 }
+
+#[test]
+fn proofs_of_scattered_entries_match_the_model_while_the_log_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(12);
+    let all: Vec<Vec<u8>> = (0..1800).map(|i| entry(&format!("s{i}"), &mut rng)).collect();
+    let log = open(Arc::new(FsStorage::open(dir.path()).unwrap()));
+    log.append_blocking(&all[..1300]).unwrap();
+    let model = MemoryTree::from_leaves(all[..1300].iter().map(|e| leaf_hash(e)));
+    // Newest first, as search hits come, with repeats and jumps back over
+    // more tiles than are kept; and a tree smaller than the log.
+    let hits: Vec<u64> = (0..400u64).map(|k| (k * 7919 + k * k) % 1300).chain([1299, 0, 1299, 256, 255]).collect();
+    for size in [1300u64, 1290] {
+        let want: Vec<_> = hits.iter().filter(|i| **i < size).collect();
+        let indexes: Vec<u64> = want.iter().map(|i| **i).collect();
+        // The log grows meanwhile: proofs against `size` stay the same.
+        log.append_blocking(&all[1300 + (size as usize - 1290) * 25..][..25]).unwrap();
+        let proofs = log.inclusion_proofs_at(&indexes, size).unwrap();
+        assert_eq!(proofs.len(), indexes.len());
+        for (i, p) in indexes.iter().zip(&proofs) {
+            assert_eq!(p, &custos_tlog::proof::inclusion_proof(&model, size, *i).unwrap(), "{i} of {size}");
+        }
+    }
+    assert!(log.inclusion_proofs_at(&[3, 1300], 1300).is_err(), "an entry beyond the tree size has no proof");
+}

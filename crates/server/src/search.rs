@@ -237,8 +237,8 @@ pub struct SearchQuery {
     cursor: Option<u64>,
     /// `desc` (newest first, the default) or `asc`.
     order: Option<String>,
-    /// `json` (a page, the default), or `ndjson` / `csv`: every hit,
-    /// streamed.
+    /// `json` (a page, the default), or `ndjson` / `csv` / `bundle`: every
+    /// hit, streamed; a bundle with inclusion proofs.
     format: Option<String>,
 }
 
@@ -259,6 +259,29 @@ pub fn build_query(q: Option<&str>, start: Option<&str>, end: Option<&str>) -> R
         Q::All => range,
         other => Q::And(vec![other, range]),
     })
+}
+
+/// The opening of a bundle export: a checkpoint that covers the log as it
+/// was when the export was asked for (one is signed now if need be, waiting
+/// up to `CHECKPOINT_WAIT`; failing that, the latest one), and the search.
+async fn bundle_head(
+    state: &AppState,
+    ext: &crate::state::LogExt,
+    name: &str,
+    p: &SearchQuery,
+) -> Result<Export, ApiError> {
+    let target = ext.log.size();
+    let mut rx = ext.checkpoint_size.subscribe();
+    state.checkpoint_now.notify_one();
+    let _ = tokio::time::timeout(crate::config::CHECKPOINT_WAIT, rx.wait_for(|s| *s >= target)).await;
+    let cp = ext.log.checkpoint().ok_or_else(|| ApiError::unavailable("the log has no signed checkpoint yet", 1))?;
+    let search = json!({"q": p.q, "start": p.start, "end": p.end, "order": p.order.as_deref().unwrap_or("desc")});
+    let head = format!(
+        "{{\"format\":\"custos-bundle-v1\",\"log\":{},\"checkpoint\":{},\"search\":{search},\"entries\":[",
+        json!(name),
+        json!(cp.note)
+    );
+    Ok(Export::Bundle { checkpoint_size: cp.checkpoint.size, head: head.into_bytes() })
 }
 
 /// Whether a query has a wildcard term anywhere.
@@ -291,10 +314,15 @@ pub async fn search(
         Some("asc") => false,
         Some(o) => return Err(ApiError::bad_request(format!("order {o:?} is not asc or desc"))),
     };
-    match p.format.as_deref() {
-        None | Some("json") => {}
-        Some(f @ ("ndjson" | "csv")) => return Ok(export(state, name, ext.log.clone(), q, newest_first, f == "csv")),
-        Some(f) => return Err(ApiError::bad_request(format!("format {f:?} is not json, ndjson or csv"))),
+    let kind = match p.format.as_deref() {
+        None | Some("json") => None,
+        Some("ndjson") => Some(Export::Ndjson),
+        Some("csv") => Some(Export::Csv),
+        Some("bundle") => Some(bundle_head(&state, &ext, &name, &p).await?),
+        Some(f) => return Err(ApiError::bad_request(format!("format {f:?} is not json, ndjson, csv or bundle"))),
+    };
+    if let Some(kind) = kind {
+        return Ok(export(state, name, ext.log.clone(), q, newest_first, kind));
     }
     let log = ext.log.clone();
     let ix = match state.indexes.get_open(&name) {
@@ -404,29 +432,56 @@ fn csv_row(out: &mut Vec<u8>, index: u64, leaf: &str, entry: &[u8]) {
     out.extend_from_slice(row.join(",").as_bytes());
 }
 
-/// Streams every hit of `q` as NDJSON or CSV, page by page, in constant
-/// memory. Only entries present when the export started are included.
+/// What an export streams.
+enum Export {
+    Ndjson,
+    Csv,
+    /// A `custos-bundle-v1` bundle (as `custos export` writes and
+    /// `custos verify --bundle` checks): every hit up to the checkpoint
+    /// with its inclusion proof against it. `head` is the bundle's opening,
+    /// up to and including `"entries":[`.
+    Bundle {
+        checkpoint_size: u64,
+        head: Vec<u8>,
+    },
+}
+
+/// Streams every hit of `q`, page by page, in constant memory. Only
+/// entries present when the export started (for a bundle, those its
+/// checkpoint covers) are included.
 fn export(
     state: Arc<AppState>,
     name: String,
     log: Arc<custos_log::Log>,
     q: Q,
     newest_first: bool,
-    csv: bool,
+    kind: Export,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(EXPORT_CHUNKS_IN_FLIGHT);
-    let size_at_start = log.size();
+    let size_at_start = match &kind {
+        Export::Bundle { checkpoint_size, .. } => *checkpoint_size,
+        _ => log.size(),
+    };
+    let content_type = match kind {
+        Export::Ndjson => "application/x-ndjson",
+        Export::Csv => "text/csv; charset=utf-8",
+        Export::Bundle { .. } => "application/json",
+    };
     tokio::task::spawn_blocking(move || {
         let run = || -> Result<(), String> {
             let ix = state.indexes.get(&state, &name).map_err(|e| e.message)?;
             let now = custos_event::time::now_nanos();
             let mut chunk = Vec::with_capacity(EXPORT_CHUNK_BYTES);
-            if csv {
-                chunk.extend_from_slice(CSV_COLUMNS.join(",").as_bytes());
-                chunk.push(b'\n');
+            match &kind {
+                Export::Csv => {
+                    chunk.extend_from_slice(CSV_COLUMNS.join(",").as_bytes());
+                    chunk.push(b'\n');
+                }
+                Export::Bundle { head, .. } => chunk.extend_from_slice(head),
+                Export::Ndjson => {}
             }
-            let mut cursor = None;
+            let (mut cursor, mut first) = (None, true);
             loop {
                 let (hits, _) = ix.search(&q, MAX_PAGE_HITS, cursor, newest_first, now).map_err(|e| e.to_string())?;
                 let Some(last) = hits.last().copied() else { break };
@@ -435,24 +490,53 @@ fn export(
                 // One page's entries read together: each compressed frame
                 // they fall in is decompressed once, not once per hit.
                 let entries = log.entries_at(&kept).map_err(|e| e.to_string())?;
-                for (i, entry) in kept.into_iter().zip(entries) {
-                    let leaf = B64.encode(custos_tlog::leaf_hash(&entry).0);
-                    if csv {
-                        csv_row(&mut chunk, i, &leaf, &entry);
-                    } else {
-                        // The stored canonical JSON as it is, checked but
-                        // not rebuilt; keys in the order `json!` sorts them.
-                        let event = serde_json::from_slice::<&serde_json::value::RawValue>(&entry)
-                            .map_or("null", serde_json::value::RawValue::get);
-                        write!(chunk, r#"{{"event":{event},"index":{i},"leaf_hash":"{leaf}"}}"#)
-                            .expect("writing to a Vec");
+                let mut proofs = match &kind {
+                    // The page's proofs together: hits in one tile share
+                    // the hashing of its lower levels.
+                    Export::Bundle { checkpoint_size, .. } => {
+                        log.inclusion_proofs_at(&kept, *checkpoint_size).map_err(|e| e.to_string())?.into_iter()
                     }
-                    chunk.push(b'\n');
+                    _ => Vec::new().into_iter(),
+                };
+                for (i, entry) in kept.into_iter().zip(entries) {
+                    match &kind {
+                        Export::Csv => {
+                            csv_row(&mut chunk, i, &B64.encode(custos_tlog::leaf_hash(&entry).0), &entry);
+                            chunk.push(b'\n');
+                        }
+                        Export::Ndjson => {
+                            // The stored canonical JSON as it is, checked but
+                            // not rebuilt; keys in the order `json!` sorts them.
+                            let leaf = B64.encode(custos_tlog::leaf_hash(&entry).0);
+                            let event = serde_json::from_slice::<&serde_json::value::RawValue>(&entry)
+                                .map_or("null", serde_json::value::RawValue::get);
+                            write!(chunk, r#"{{"event":{event},"index":{i},"leaf_hash":"{leaf}"}}"#)
+                                .expect("writing to a Vec");
+                            chunk.push(b'\n');
+                        }
+                        Export::Bundle { .. } => {
+                            let proof = proofs.next().ok_or("a proof for every hit")?;
+                            if !std::mem::take(&mut first) {
+                                chunk.push(b',');
+                            }
+                            let entry = String::from_utf8_lossy(&entry);
+                            write!(chunk, "\n{{\"index\":{i},\"entry\":{},\"inclusion_proof\":[", json!(entry))
+                                .expect("writing to a Vec");
+                            for (k, h) in proof.iter().enumerate() {
+                                write!(chunk, "{}\"{}\"", if k == 0 { "" } else { "," }, B64.encode(h.0))
+                                    .expect("writing to a Vec");
+                            }
+                            chunk.extend_from_slice(b"]}");
+                        }
+                    }
                     if chunk.len() >= EXPORT_CHUNK_BYTES {
                         // A closed channel means the client went away.
                         tx.blocking_send(Ok(std::mem::take(&mut chunk))).map_err(|_| "client gone".to_string())?;
                     }
                 }
+            }
+            if let Export::Bundle { .. } = kind {
+                chunk.extend_from_slice(b"\n]}\n");
             }
             if !chunk.is_empty() {
                 tx.blocking_send(Ok(chunk)).map_err(|_| "client gone".to_string())?;
@@ -465,8 +549,7 @@ fn export(
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-    let ct = if csv { "text/csv; charset=utf-8" } else { "application/x-ndjson" };
-    ([(axum::http::header::CONTENT_TYPE, ct)], axum::body::Body::from_stream(stream)).into_response()
+    ([(axum::http::header::CONTENT_TYPE, content_type)], axum::body::Body::from_stream(stream)).into_response()
 }
 
 /// Query of an aggregation.

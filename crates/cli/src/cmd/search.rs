@@ -33,18 +33,6 @@ pub struct Args {
     output: String,
 }
 
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// Table columns: a heading and the field shown.
 const COLUMNS: [(&str, &str); 7] = [
     ("index", "index"),
@@ -86,9 +74,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         bail!("--limit 0 (every hit) needs --output ndjson or csv, which stream in constant memory");
     }
     let want = if a.limit == 0 { usize::MAX } else { a.limit };
-    let mut base = format!("{}/v1/logs/{}/search?q={}", a.url.trim_end_matches('/'), a.log, enc(&a.query));
+    let mut base = format!("{}/v1/logs/{}/search?q={}", a.url.trim_end_matches('/'), a.log, http::enc(&a.query));
     if let Some(s) = &a.since {
-        base.push_str(&format!("&start=now-{}", enc(s)));
+        base.push_str(&format!("&start=now-{}", http::enc(s)));
     }
     if a.oldest_first {
         base.push_str("&order=asc");
