@@ -685,4 +685,14 @@ fn gateway_inside_the_server_takes_custos_tokens_over_tls() {
     let statement = &found["hits"][0]["event"];
     assert_eq!(statement["activity"], "db.query");
     assert_eq!(statement["message"], "select pg_sleep(0.3)");
+    // Both at once, with a field group.
+    let q = format!("uid:(%22{uid}%22%20OR%20%22{uid}:result%22)");
+    let (st, body) = get_as(&format!("{}/v1/logs/db/search?q={q}", server.url), Some(&reader));
+    let both: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((st, &both["total"]), (200, &Value::from(2)), "{both}");
+    // The tables a person touched, counted: dora's denied CREATE TABLE.
+    let (st, body) =
+        get_as(&format!("{}/v1/logs/db/aggregate?by=targets.name&q=actor.user.name:dora", server.url), Some(&reader));
+    let top: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((st, &top["buckets"]), (200, &serde_json::json!([{"key": "t", "count": 1}])), "{top}");
 }

@@ -150,6 +150,9 @@ pub const AGG_FIELDS: &[&str] = &[
     "src_endpoint.hostname",
     "dst_endpoint.hostname",
     "submitter.name",
+    // What was acted on: a statement's tables, a Kubernetes object.
+    "targets.name",
+    "targets.type",
 ];
 /// Buckets an aggregation may return, at most.
 pub const MAX_BUCKETS: u32 = 10_000;
@@ -316,10 +319,15 @@ fn document(f: &Fields, index: u64, entry: &[u8]) -> TantivyDocument {
         }
     }
     for (path, field) in &f.aggs {
-        for v in query::values_at(&e, path) {
-            if let Some(t) = scalar_text(v) {
-                doc.add_text(*field, cut(&t));
-            }
+        // Each value once: an aggregation counts events, and tantivy counts
+        // every value a document holds (a table named twice in a statement).
+        let mut values: Vec<Cow<'_, str>> = query::values_at(&e, path).into_iter().filter_map(scalar_text).collect();
+        if values.len() > 1 {
+            values.sort_unstable();
+            values.dedup_by(|a, b| cut(a) == cut(b));
+        }
+        for t in &values {
+            doc.add_text(*field, cut(t));
         }
     }
     flatten(&mut doc, f, &mut String::new(), &e);

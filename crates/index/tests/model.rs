@@ -55,6 +55,16 @@ fn events(seed: u64, n: usize) -> Vec<Value> {
             }
             if r(4) == 0 {
                 e["targets"] = json!([{"type": "user", "name": USERS[r(5) as usize]}]);
+                // Some with more than one target, and one named twice
+                // (from the entry number, leaving the random stream as it
+                // was).
+                if i % 3 == 0 {
+                    let t = e["targets"][0].clone();
+                    e["targets"].as_array_mut().unwrap().push(json!({"type": "table", "name": "payments.card"}));
+                    if i % 2 == 0 {
+                        e["targets"].as_array_mut().unwrap().push(t);
+                    }
+                }
             }
             // A field with a keyword column of its own, holding a string,
             // a number, an object, an empty object, null, or nothing: its
@@ -418,6 +428,24 @@ fn top_n_and_histogram_equal_brute_force_counts() {
             })
             .count() as u64;
         assert_eq!(*c, brute, "{k}");
+    }
+    // Top targets: events count once per value they hold, even one named
+    // twice in the same event.
+    for q in ["", "status:failure", "targets.type:table"] {
+        let q = parse(q).unwrap();
+        let top = f.index.aggregate(&q, Some("targets.name"), 10, None, now()).unwrap();
+        let mut counts = std::collections::BTreeMap::new();
+        for e in f.entries.iter().filter(|e| matches(&q, e, now())) {
+            let names: std::collections::BTreeSet<&str> =
+                e["targets"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
+            for n in names {
+                *counts.entry(n.to_string()).or_insert(0u64) += 1;
+            }
+        }
+        let got: std::collections::BTreeMap<String, u64> =
+            top.iter().map(|(k, c)| (k.as_str().unwrap().to_string(), *c)).collect();
+        assert_eq!(got, counts, "{q:?}");
+        assert!(counts.contains_key("payments.card"));
     }
     assert!(f.index.aggregate(&q, Some("message"), 3, None, now()).is_err());
     assert!(f.index.aggregate(&q, None, 0, Some("1y"), now()).is_err());
