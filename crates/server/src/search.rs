@@ -275,7 +275,15 @@ async fn bundle_head(
     state.checkpoint_now.notify_one();
     let _ = tokio::time::timeout(crate::config::CHECKPOINT_WAIT, rx.wait_for(|s| *s >= target)).await;
     let cp = ext.log.checkpoint().ok_or_else(|| ApiError::unavailable("the log has no signed checkpoint yet", 1))?;
-    let search = json!({"q": p.q, "start": p.start, "end": p.end, "order": p.order.as_deref().unwrap_or("desc")});
+    // Every entry the checkpoint covers is searched, once the index has it.
+    state.indexes.wait_searchable(name, cp.checkpoint.size, crate::config::SEARCHABLE_WAIT).await;
+    let indexed = state.indexes.get_open(name).and_then(|ix| ix.indexed().ok()).unwrap_or(0);
+    let search = json!({
+        "q": p.q, "start": p.start, "end": p.end, "order": p.order.as_deref().unwrap_or("desc"),
+        // How many entries of the checkpoint the index covered: all of
+        // them unless it lagged for longer than the wait.
+        "searched": indexed.min(cp.checkpoint.size),
+    });
     let head = format!(
         "{{\"format\":\"custos-bundle-v1\",\"log\":{},\"checkpoint\":{},\"search\":{search},\"entries\":[",
         json!(name),
@@ -322,6 +330,11 @@ pub async fn search(
         Some(f) => return Err(ApiError::bad_request(format!("format {f:?} is not json, ndjson, csv or bundle"))),
     };
     if let Some(kind) = kind {
+        if !matches!(kind, Export::Bundle { .. }) {
+            // "Every hit" means every entry present now, once the index has
+            // them (an acknowledged event is searchable within a second).
+            state.indexes.wait_searchable(&name, ext.log.size(), crate::config::SEARCHABLE_WAIT).await;
+        }
         return Ok(export(state, name, ext.log.clone(), q, newest_first, kind));
     }
     let log = ext.log.clone();
