@@ -27,8 +27,8 @@ use tantivy::query::{
     TermQuery,
 };
 use tantivy::schema::{
-    DateOptions, DateTimePrecision, FAST, Field, INDEXED, IndexRecordOption, IpAddrOptions, NumericOptions, STRING,
-    Schema, TEXT,
+    DateOptions, DateTimePrecision, FAST, Field, IndexRecordOption, IpAddrOptions, NumericOptions, Schema,
+    TextFieldIndexing, TextOptions,
 };
 use tantivy::{DateTime, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
@@ -187,16 +187,28 @@ fn schema() -> (Schema, Fields) {
     let date = DateOptions::default().set_fast().set_precision(DateTimePrecision::Nanoseconds);
     let ip = IpAddrOptions::default().set_fast();
     let num = NumericOptions::default().set_fast();
+    // No field keeps fieldnorms (tantivy's STRING, TEXT and INDEXED do):
+    // they serve relevance scoring, and hits are ordered by entry number,
+    // never scored. They cost a byte per entry for every such field, about
+    // a third of the index.
+    let terms = |tokenizer: &str, record: IndexRecordOption| {
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default().set_tokenizer(tokenizer).set_index_option(record).set_fieldnorms(false),
+        )
+    };
+    let keyword = terms("raw", IndexRecordOption::Basic);
+    let words = terms("default", IndexRecordOption::WithFreqsAndPositions);
+    let unit = NumericOptions::default().set_indexed();
     let f = Fields {
-        aggs: AGG_FIELDS.iter().map(|p| (*p, b.add_text_field(&format!("a.{p}"), STRING | FAST))).collect(),
+        aggs: AGG_FIELDS.iter().map(|p| (*p, b.add_text_field(&format!("a.{p}"), keyword.clone() | FAST))).collect(),
         index: b.add_u64_field("index", FAST),
         time: b.add_date_field("time", date.clone()),
-        time_hour: b.add_u64_field("time_hour", INDEXED),
-        time_day: b.add_u64_field("time_day", INDEXED),
+        time_hour: b.add_u64_field("time_hour", unit.clone()),
+        time_day: b.add_u64_field("time_day", unit),
         received_at: b.add_date_field("received_at", date),
-        kv: b.add_text_field("kv", STRING),
-        has: b.add_text_field("has", STRING),
-        text: b.add_text_field("text", TEXT),
+        kv: b.add_text_field("kv", keyword.clone()),
+        has: b.add_text_field("has", keyword),
+        text: b.add_text_field("text", words),
         src_ip: b.add_ip_addr_field("src_ip", ip.clone()),
         dst_ip: b.add_ip_addr_field("dst_ip", ip),
         nums: NUMERIC_FIELDS.iter().map(|p| (*p, b.add_u64_field(&format!("n.{p}"), num.clone()))).collect(),
@@ -319,13 +331,19 @@ fn document(f: &Fields, index: u64, entry: &[u8]) -> TantivyDocument {
         }
     }
     for (path, field) in &f.aggs {
+        let found = query::values_at(&e, path);
+        if found.len() <= 1 {
+            // The common case, with nothing to collect.
+            if let Some(t) = found.first().and_then(|v| scalar_text(v)) {
+                doc.add_text(*field, cut(&t));
+            }
+            continue;
+        }
         // Each value once: an aggregation counts events, and tantivy counts
         // every value a document holds (a table named twice in a statement).
-        let mut values: Vec<Cow<'_, str>> = query::values_at(&e, path).into_iter().filter_map(scalar_text).collect();
-        if values.len() > 1 {
-            values.sort_unstable();
-            values.dedup_by(|a, b| cut(a) == cut(b));
-        }
+        let mut values: Vec<Cow<'_, str>> = found.into_iter().filter_map(scalar_text).collect();
+        values.sort_unstable();
+        values.dedup_by(|a, b| cut(a) == cut(b));
         for t in &values {
             doc.add_text(*field, cut(t));
         }
