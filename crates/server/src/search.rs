@@ -330,12 +330,18 @@ pub async fn search(
         Some(f) => return Err(ApiError::bad_request(format!("format {f:?} is not json, ndjson, csv or bundle"))),
     };
     if let Some(kind) = kind {
-        if !matches!(kind, Export::Bundle { .. }) {
-            // "Every hit" means every entry present now, once the index has
-            // them (an acknowledged event is searchable within a second).
-            state.indexes.wait_searchable(&name, ext.log.size(), crate::config::SEARCHABLE_WAIT).await;
-        }
-        return Ok(export(state, name, ext.log.clone(), q, newest_first, kind));
+        let upto = match kind {
+            Export::Bundle { checkpoint_size, .. } => checkpoint_size,
+            _ => {
+                // "Every hit" means every entry present now, once the index
+                // has them (an acknowledged event is searchable within a
+                // second).
+                let now = ext.log.size();
+                state.indexes.wait_searchable(&name, now, crate::config::SEARCHABLE_WAIT).await;
+                now
+            }
+        };
+        return Ok(export(state, name, ext.log.clone(), q, newest_first, kind, upto));
     }
     let log = ext.log.clone();
     let ix = match state.indexes.get_open(&name) {
@@ -459,9 +465,9 @@ enum Export {
     },
 }
 
-/// Streams every hit of `q`, page by page, in constant memory. Only
-/// entries present when the export started (for a bundle, those its
-/// checkpoint covers) are included.
+/// Streams every hit of `q`, page by page, in constant memory: those among
+/// the first `size_at_start` entries (the log when the export was asked
+/// for; for a bundle, what its checkpoint covers).
 fn export(
     state: Arc<AppState>,
     name: String,
@@ -469,13 +475,10 @@ fn export(
     q: Q,
     newest_first: bool,
     kind: Export,
+    size_at_start: u64,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(EXPORT_CHUNKS_IN_FLIGHT);
-    let size_at_start = match &kind {
-        Export::Bundle { checkpoint_size, .. } => *checkpoint_size,
-        _ => log.size(),
-    };
     let content_type = match kind {
         Export::Ndjson => "application/x-ndjson",
         Export::Csv => "text/csv; charset=utf-8",
