@@ -39,6 +39,9 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Search a log: a table by default, or JSON, NDJSON or CSV.
     Search(cmd::search::Args),
+    /// Count matching events: the most frequent values of a field, or a
+    /// histogram of their times.
+    Top(cmd::top::Args),
     /// Delete the search indexes of a stopped server's data directory and
     /// rebuild them from the logs.
     Reindex(cmd::reindex::Args),
@@ -88,6 +91,7 @@ fn main() {
         Command::Token(a) => cmd::token::run(a),
         Command::Sources(a) => cmd::sources::run(a),
         Command::Search(a) => cmd::search::run(a),
+        Command::Top(a) => cmd::top::run(a),
         Command::Reindex(a) => cmd::reindex::run(a),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Send(a) => cmd::send::run(a),

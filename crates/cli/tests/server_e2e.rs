@@ -764,4 +764,23 @@ fn the_readme_walkthrough_with_demo_send_and_search() {
     let (code, _, all) = custos(&["search", "status:(failure", "--log", "demo"], None);
     assert_ne!(code, Some(0));
     assert!(all.contains("HTTP 400") && all.contains("position"), "{all}");
+
+    // Counts: the burst's source first among failed logins, as the
+    // aggregation API has it; and an hourly histogram of every event.
+    let (code, out, all) = custos(
+        &["top", "activity:user.login AND status:failure", "--log", "demo", "--by", "src_endpoint.ip", "--top", "3"],
+        None,
+    );
+    assert_eq!(code, Some(0), "{all}");
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["SRC_ENDPOINT.IP", "EVENTS"], "{out}");
+    assert_eq!((rows[1][0], rows[1][1]), ("203.0.113.66", "80"), "{out}");
+    assert!(rows.len() <= 4 && rows[1][2].chars().all(|c| c == '#'), "{out}");
+    let (code, out, all) = custos(&["top", "--log", "demo", "--interval", "1h", "--output", "json"], None);
+    assert_eq!(code, Some(0), "{all}");
+    let hist: Value = serde_json::from_str(&out).unwrap();
+    let total: u64 = hist["buckets"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 2000, "{out}");
+    let (code, _, all) = custos(&["top", "--log", "demo", "--by", "message"], None);
+    assert!(code != Some(0) && all.contains("not countable"), "{all}");
 }

@@ -11,4 +11,5 @@ pub mod send;
 pub mod serve;
 pub mod sources;
 pub mod token;
+pub mod top;
 pub mod verify;
