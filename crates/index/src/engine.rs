@@ -266,6 +266,10 @@ fn flatten(doc: &mut TantivyDocument, f: &Fields, path: &mut String, v: &Node<'_
             if query::TEXT_FIELDS.contains(&path.as_str()) || query::TIME_FIELDS.contains(&path.as_str()) || agg {
                 return;
             }
+            // Numbers of a decimal field are matched on its column alone.
+            if matches!(scalar, Node::Num(_)) && query::DECIMAL_FIELDS.contains(&path.as_str()) {
+                return;
+            }
             if let Some(t) = text {
                 doc.add_text(f.kv, format!("{path}={}", cut(&t)));
             }
@@ -1039,7 +1043,24 @@ impl LogIndex {
                     _ => Box::new(EmptyQuery),
                 }
             }
-            Value_::Exact(x) | Value_::Phrase(x) => Box::new(TermQuery::new(kv(x), IndexRecordOption::Basic)),
+            Value_::Exact(x) | Value_::Phrase(x) => {
+                let term: Box<dyn TQuery> = Box::new(TermQuery::new(kv(x), IndexRecordOption::Basic));
+                // A decimal field's numbers are in its column: equal as
+                // numbers, or the text of a value that is not one.
+                match (f.decimals.iter().find(|(p, _)| *p == field), query::decimal(x)) {
+                    (Some((_, df)), Some(n)) => Box::new(BooleanQuery::new(vec![
+                        (Occur::Should, term),
+                        (
+                            Occur::Should,
+                            Box::new(RangeQuery::new(
+                                StdBound::Included(Term::from_field_f64(*df, n)),
+                                StdBound::Included(Term::from_field_f64(*df, n)),
+                            )),
+                        ),
+                    ])),
+                    _ => term,
+                }
+            }
             Value_::Wildcard(w) => match agg {
                 Some(af) => Box::new(wildcard(&glob_regex(w), af)?),
                 None => Box::new(wildcard(&format!("{}{}", regex_escape(&format!("{field}=")), glob_regex(w)), f.kv)?),

@@ -369,8 +369,12 @@ pub const TIME_FIELDS: &[&str] = &["time", "received_at"];
 /// text.
 pub const NUMERIC_FIELDS: &[&str] =
     &["src_endpoint.port", "dst_endpoint.port", "class_uid", "category_uid", "status_code", "seq"];
-/// Fields compared as decimal numbers in ranges: the gateway's durations,
-/// say, have fractions of a millisecond.
+/// Fields whose numbers compare as decimal numbers, in ranges and exact
+/// matches (`duration_ms:2.5` is `duration_ms:2.50`): the gateway's
+/// durations, say, have fractions of a millisecond. Their numbers are in a
+/// column only, with no keyword (nearly every one is distinct); other
+/// values there (text) are keywords as anywhere else, and only they match
+/// wildcards.
 pub const DECIMAL_FIELDS: &[&str] = &["duration_ms"];
 
 /// A range bound on a [`DECIMAL_FIELDS`] field: a finite number, with
@@ -593,8 +597,19 @@ pub fn matches(q: &Query, event: &Value, now_ns: i64) -> bool {
                             .is_some_and(|t| t >= day && t < day + 86_400_000_000_000)
                     })
                 }
+                // Numbers in a decimal field compare as numbers (2.5 is
+                // 2.50); anything else there, as everywhere, as text.
+                Value_::Exact(x) | Value_::Phrase(x) if DECIMAL_FIELDS.contains(&field.as_str()) => {
+                    vals.iter().any(|v| match v {
+                        Value::Number(_) => v.as_f64().zip(decimal(x)).is_some_and(|(a, b)| a == b),
+                        _ => scalar_text(v).as_deref() == Some(x.as_str()),
+                    })
+                }
                 Value_::Exact(x) | Value_::Phrase(x) => {
                     vals.iter().any(|v| scalar_text(v).as_deref() == Some(x.as_str()))
+                }
+                Value_::Wildcard(w) if DECIMAL_FIELDS.contains(&field.as_str()) => {
+                    vals.iter().any(|v| !v.is_number() && scalar_text(v).is_some_and(|s| glob(w, &s)))
                 }
                 Value_::Wildcard(w) => vals.iter().any(|v| scalar_text(v).is_some_and(|s| glob(w, &s))),
                 Value_::Range(lo, hi) => {

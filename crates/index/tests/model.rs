@@ -81,6 +81,10 @@ fn events(seed: u64, n: usize) -> Vec<Value> {
             // Durations as the gateway records them, whole and fractional
             // (from the entry number, leaving the random stream as it was).
             e["duration_ms"] = if i % 3 == 0 { json!(i % 40) } else { json!((i % 40) as f64 / 4.0 + 0.125) };
+            // The schema takes any value there: some text, too.
+            if i % 50 == 7 {
+                e["duration_ms"] = json!(if i % 100 == 7 { "slow" } else { "2.625" });
+            }
             e
         })
         .collect()
@@ -141,6 +145,13 @@ fn term() -> impl Strategy<Value = String> {
         Just("duration_ms:{0 TO 5.125}".to_string()),
         Just("duration_ms:<=3".to_string()),
         Just("duration_ms:2.625".to_string()),
+        Just("duration_ms:2.6250".to_string()),
+        Just("duration_ms:\"5\"".to_string()),
+        Just("duration_ms:5.0".to_string()),
+        Just("duration_ms:slow".to_string()),
+        Just("duration_ms:sl*".to_string()),
+        Just("duration_ms:2.*".to_string()),
+        Just("duration_ms:(1 OR 2.625 OR slow)".to_string()),
         // Field groups.
         (0..5usize, 0..5usize).prop_map(|(a, b)| format!("actor.user.name:({} OR {}*)", USERS[a], &USERS[b][..2])),
         (0..4usize).prop_map(|i| format!("activity:(NOT {} AND *.*)", ACTIVITIES[i])),
@@ -342,7 +353,8 @@ fn rebuilt_and_damaged_indexes_answer_the_same() {
 #[test]
 fn durations_with_fractions_compare_as_numbers() {
     let f = fixture(200);
-    let ms = |i: u64| f.entries[i as usize]["duration_ms"].as_f64().unwrap();
+    // Text durations are in no range.
+    let ms = |i: u64| f.entries[i as usize]["duration_ms"].as_f64().unwrap_or(f64::NAN);
     for (q, want) in [
         ("duration_ms:>2.5", &(|d: f64| d > 2.5) as &dyn Fn(f64) -> bool),
         ("duration_ms:[1.125 TO 7]", &|d| (1.125..=7.0).contains(&d)),
@@ -355,6 +367,21 @@ fn durations_with_fractions_compare_as_numbers() {
         assert!(expected.iter().any(|&i| ms(i).fract() != 0.0), "{q} matches fractional durations");
         assert_eq!(hits, expected, "{q}");
     }
+    // Exact matches compare numbers as numbers, and text as text.
+    let is = |i: u64, v: Value| f.entries[i as usize]["duration_ms"] == v;
+    for (q, want) in [("duration_ms:2.6250", 2.625), ("duration_ms:5", 5.0), ("duration_ms:\"5.0\"", 5.0)] {
+        let expected: Vec<u64> = (0..f.entries.len() as u64).rev().filter(|&i| ms(i) == want).collect();
+        assert!(!expected.is_empty(), "{q}");
+        assert_eq!(indexed(&f, q), expected, "{q}");
+    }
+    let texts: Vec<u64> = (0..f.entries.len() as u64).rev().filter(|&i| is(i, json!("slow"))).collect();
+    assert!(!texts.is_empty());
+    assert_eq!(indexed(&f, "duration_ms:slow"), texts);
+    assert_eq!(indexed(&f, "duration_ms:s*"), texts, "wildcards see text only");
+    assert_eq!(
+        indexed(&f, "duration_ms:2*"),
+        (0..f.entries.len() as u64).rev().filter(|&i| is(i, json!("2.625"))).collect::<Vec<_>>()
+    );
 }
 
 /// -0 is 0 to the evaluator; the index's f64 column orders the two apart
