@@ -48,11 +48,7 @@ pub fn get_to(agent: &ureq::Agent, url: &str, out: &mut impl std::io::Write) -> 
     let status = resp.status().as_u16();
     if status != 200 {
         let body = resp.body_mut().with_config().limit(1 << 20).read_to_vec().unwrap_or_default();
-        let msg = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
-        bail!("HTTP {status}: {msg}");
+        return Err(answer_error(status, &body));
     }
     let mut body = resp.body_mut().as_reader();
     std::io::copy(&mut body, out).with_context(|| format!("reading {url} (the answer stopped part way)"))
@@ -93,6 +89,25 @@ fn auth<B>(req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
 /// GET, returning the status and body.
 pub fn get(agent: &ureq::Agent, url: &str) -> anyhow::Result<(u16, Vec<u8>)> {
     read(auth(agent.get(url)).call(), url)
+}
+
+/// The error of an answer other than 200: `HTTP 400: …` with the
+/// server's `error` message, or the body's text if it has none.
+fn answer_error(status: u16, body: &[u8]) -> anyhow::Error {
+    let msg = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    anyhow::anyhow!("HTTP {status}: {msg}")
+}
+
+/// GET whose answer must be 200 and JSON.
+pub fn get_json(agent: &ureq::Agent, url: &str) -> anyhow::Result<serde_json::Value> {
+    let (status, body) = get(agent, url)?;
+    if status != 200 {
+        return Err(answer_error(status, &body));
+    }
+    serde_json::from_slice(&body).with_context(|| format!("HTTP {status}: not JSON"))
 }
 
 /// GET that must answer 200.

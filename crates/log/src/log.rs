@@ -1053,13 +1053,17 @@ impl HashReader for StoredReader<'_> {
 /// and the tree's last, partial one, which proofs near the right edge read.
 const CACHED_TILES: usize = 4;
 
+/// A tile and its levels 0..TILE_HEIGHT: leaf hashes, then each level's
+/// complete pairs.
+type TileLevels = (u64, Vec<Vec<Hash>>);
+
 /// A [`StoredReader`] that hashes a tile's lower levels once and keeps
 /// them, for many proofs of entries in few tiles.
 struct TileCachedReader<'a> {
     inner: StoredReader<'a>,
     /// (tile, its levels 0..TILE_HEIGHT: leaf hashes, then each level's
     /// complete pairs), least recently used first.
-    tiles: &'a std::cell::RefCell<Vec<(u64, Vec<Vec<Hash>>)>>,
+    tiles: &'a std::cell::RefCell<Vec<TileLevels>>,
 }
 
 impl HashReader for TileCachedReader<'_> {

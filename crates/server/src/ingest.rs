@@ -19,7 +19,7 @@ use custos_event::{EventError, ServerFields, View};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::{CHECKPOINT_WAIT, MAX_EVENTS_PER_REQUEST, SEARCHABLE_WAIT};
+use crate::config::{MAX_EVENTS_PER_REQUEST, SEARCHABLE_WAIT};
 use crate::error::{ApiError, Params, Problem};
 use crate::state::{AppState, LogExt, Receipt};
 
@@ -491,15 +491,14 @@ pub async fn post_events(
     metrics::counter!("custos_ingest_events_total", "log" => log.clone()).increment(count as u64);
     metrics::counter!("custos_ingest_bytes_total", "log" => log.clone()).increment(body_len as u64);
     metrics::histogram!("custos_ingest_latency_seconds").record(started.elapsed().as_secs_f64());
-    if wait_searchable {
-        let need = receipts.iter().map(|(r, _)| r.index + 1).max().unwrap_or(0);
-        if !state.indexes.wait_searchable(&log, need, SEARCHABLE_WAIT).await {
-            return Err(ApiError::unavailable(
-                "events are stored (receipts are valid) but the index did not cover them in time; \
-                 they will be searchable once it catches up",
-                1,
-            ));
-        }
+    // The log's size once every receipt's entry is in it.
+    let need = receipts.iter().map(|(r, _)| r.index + 1).max().unwrap_or(0);
+    if wait_searchable && !state.indexes.wait_searchable(&log, need, SEARCHABLE_WAIT).await {
+        return Err(ApiError::unavailable(
+            "events are stored (receipts are valid) but the index did not cover them in time; \
+             they will be searchable once it catches up",
+            1,
+        ));
     }
     if !wait_checkpoint {
         return Ok(receipts_body(&log, &receipts));
@@ -514,11 +513,7 @@ pub async fn post_events(
             v
         })
         .collect();
-    let need = receipts.iter().map(|(r, _)| r.index + 1).max().unwrap_or(0);
-    let mut rx = ext.checkpoint_size.subscribe();
-    state.checkpoint_now.notify_one();
-    let waited = tokio::time::timeout(CHECKPOINT_WAIT, rx.wait_for(|s| *s >= need)).await;
-    if !matches!(waited, Ok(Ok(_))) {
+    if !state.wait_checkpoint(&ext, need).await {
         return Err(ApiError::unavailable(
             "events are stored (receipts are valid) but no checkpoint covered them in time; retry with the same uids",
             1,

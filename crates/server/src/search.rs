@@ -270,10 +270,8 @@ async fn bundle_head(
     name: &str,
     p: &SearchQuery,
 ) -> Result<Export, ApiError> {
-    let target = ext.log.size();
-    let mut rx = ext.checkpoint_size.subscribe();
-    state.checkpoint_now.notify_one();
-    let _ = tokio::time::timeout(crate::config::CHECKPOINT_WAIT, rx.wait_for(|s| *s >= target)).await;
+    // Failing that, the latest checkpoint is used: newer hits are left out.
+    state.wait_checkpoint(ext, ext.log.size()).await;
     let cp = ext.log.checkpoint().ok_or_else(|| ApiError::unavailable("the log has no signed checkpoint yet", 1))?;
     // Every entry the checkpoint covers is searched, once the index has it.
     state.indexes.wait_searchable(name, cp.checkpoint.size, crate::config::SEARCHABLE_WAIT).await;
@@ -521,12 +519,10 @@ fn export(
                             chunk.push(b'\n');
                         }
                         Export::Ndjson => {
-                            // The stored canonical JSON as it is, checked but
-                            // not rebuilt; keys in the order `json!` sorts them.
+                            // Keys in the order `json!` sorts them.
                             let leaf = B64.encode(custos_tlog::leaf_hash(&entry).0);
-                            let event = serde_json::from_slice::<&serde_json::value::RawValue>(&entry)
-                                .map_or("null", serde_json::value::RawValue::get);
-                            write!(chunk, r#"{{"event":{event},"index":{i},"leaf_hash":"{leaf}"}}"#)
+                            let event = crate::read::stored_event(String::from_utf8(entry).ok());
+                            write!(chunk, r#"{{"event":{},"index":{i},"leaf_hash":"{leaf}"}}"#, event.get())
                                 .expect("writing to a Vec");
                             chunk.push(b'\n');
                         }
@@ -535,9 +531,10 @@ fn export(
                             if !std::mem::take(&mut first) {
                                 chunk.push(b',');
                             }
-                            let entry = String::from_utf8_lossy(&entry);
-                            write!(chunk, "\n{{\"index\":{i},\"entry\":{},\"inclusion_proof\":[", json!(entry))
+                            write!(chunk, "\n{{\"index\":{i},\"entry\":").expect("writing to a Vec");
+                            serde_json::to_writer(&mut chunk, &String::from_utf8_lossy(&entry))
                                 .expect("writing to a Vec");
+                            chunk.extend_from_slice(b",\"inclusion_proof\":[");
                             for (k, h) in proof.iter().enumerate() {
                                 write!(chunk, "{}\"{}\"", if k == 0 { "" } else { "," }, B64.encode(h.0))
                                     .expect("writing to a Vec");

@@ -186,6 +186,16 @@ impl AppState {
         Ok(exts.entry(name.to_string()).or_insert(ext).clone())
     }
 
+    /// Waits until a signed checkpoint of `ext`'s log covers its first
+    /// `size` entries, asking the checkpointer to sign now rather than at
+    /// its next tick; false if none did within `CHECKPOINT_WAIT`.
+    pub async fn wait_checkpoint(&self, ext: &LogExt, size: u64) -> bool {
+        let mut rx = ext.checkpoint_size.subscribe();
+        self.checkpoint_now.notify_one();
+        let waited = tokio::time::timeout(crate::config::CHECKPOINT_WAIT, rx.wait_for(|s| *s >= size)).await;
+        matches!(waited, Ok(Ok(_)))
+    }
+
     /// The extensions built so far.
     pub fn exts(&self) -> Vec<(String, Arc<LogExt>)> {
         self.exts.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect()

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::Value;
 
 use crate::http;
@@ -99,11 +99,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         if let Some(c) = cursor {
             url.push_str(&format!("&cursor={c}"));
         }
-        let (status, body) = http::get(&agent, &url)?;
-        let v: Value = serde_json::from_slice(&body).with_context(|| format!("HTTP {status}: not JSON"))?;
-        if status != 200 {
-            bail!("HTTP {status}: {}", v["error"].as_str().unwrap_or(""));
-        }
+        let v = http::get_json(&agent, &url)?;
         if a.output == "csv" && cursor.is_none() {
             writeln!(out, "{}", CSV_COLUMNS.join(","))?;
         }

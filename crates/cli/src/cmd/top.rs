@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::Value;
 
 use crate::http;
@@ -54,11 +54,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if let Some(s) = &a.since {
         url.push_str(&format!("&start=now-{}", http::enc(s)));
     }
-    let (status, body) = http::get(&http::agent(), &url)?;
-    let v: Value = serde_json::from_slice(&body).with_context(|| format!("HTTP {status}: not JSON"))?;
-    if status != 200 {
-        bail!("HTTP {status}: {}", v["error"].as_str().unwrap_or(""));
-    }
+    let v = http::get_json(&http::agent(), &url)?;
     let mut out = std::io::stdout().lock();
     if a.output == "json" {
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
