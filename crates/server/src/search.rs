@@ -263,14 +263,15 @@ pub fn build_query(q: Option<&str>, start: Option<&str>, end: Option<&str>) -> R
 
 /// The opening of a bundle export: a checkpoint that covers the log as it
 /// was when the export was asked for (one is signed now if need be, waiting
-/// up to `CHECKPOINT_WAIT`; failing that, the latest one), and the search.
+/// up to `CHECKPOINT_WAIT`; failing that, the latest one, and newer hits
+/// are left out), and the search; with the checkpoint's size, up to which
+/// hits are exported.
 async fn bundle_head(
     state: &AppState,
     ext: &crate::state::LogExt,
     name: &str,
     p: &SearchQuery,
-) -> Result<Export, ApiError> {
-    // Failing that, the latest checkpoint is used: newer hits are left out.
+) -> Result<(Export, u64), ApiError> {
     state.wait_checkpoint(ext, ext.log.size()).await;
     let cp = ext.log.checkpoint().ok_or_else(|| ApiError::unavailable("the log has no signed checkpoint yet", 1))?;
     // Every entry the checkpoint covers is searched, once the index has it.
@@ -287,7 +288,16 @@ async fn bundle_head(
         json!(name),
         json!(cp.note)
     );
-    Ok(Export::Bundle { checkpoint_size: cp.checkpoint.size, head: head.into_bytes() })
+    Ok((Export::Bundle { head: head.into_bytes() }, cp.checkpoint.size))
+}
+
+/// The log's size now, once searches see all of it (waiting up to
+/// `SEARCHABLE_WAIT`): "every hit" of an NDJSON or CSV export is every hit
+/// among these entries.
+async fn searchable_now(state: &AppState, ext: &crate::state::LogExt, name: &str) -> u64 {
+    let now = ext.log.size();
+    state.indexes.wait_searchable(name, now, crate::config::SEARCHABLE_WAIT).await;
+    now
 }
 
 /// Whether a query has a wildcard term anywhere.
@@ -320,25 +330,14 @@ pub async fn search(
         Some("asc") => false,
         Some(o) => return Err(ApiError::bad_request(format!("order {o:?} is not asc or desc"))),
     };
-    let kind = match p.format.as_deref() {
+    let exporting = match p.format.as_deref() {
         None | Some("json") => None,
-        Some("ndjson") => Some(Export::Ndjson),
-        Some("csv") => Some(Export::Csv),
+        Some("ndjson") => Some((Export::Ndjson, searchable_now(&state, &ext, &name).await)),
+        Some("csv") => Some((Export::Csv, searchable_now(&state, &ext, &name).await)),
         Some("bundle") => Some(bundle_head(&state, &ext, &name, &p).await?),
         Some(f) => return Err(ApiError::bad_request(format!("format {f:?} is not json, ndjson, csv or bundle"))),
     };
-    if let Some(kind) = kind {
-        let upto = match kind {
-            Export::Bundle { checkpoint_size, .. } => checkpoint_size,
-            _ => {
-                // "Every hit" means every entry present now, once the index
-                // has them (an acknowledged event is searchable within a
-                // second).
-                let now = ext.log.size();
-                state.indexes.wait_searchable(&name, now, crate::config::SEARCHABLE_WAIT).await;
-                now
-            }
-        };
+    if let Some((kind, upto)) = exporting {
         return Ok(export(state, name, ext.log.clone(), q, newest_first, kind, upto));
     }
     let log = ext.log.clone();
@@ -454,11 +453,10 @@ enum Export {
     Ndjson,
     Csv,
     /// A `custos-bundle-v1` bundle (as `custos export` writes and
-    /// `custos verify --bundle` checks): every hit up to the checkpoint
-    /// with its inclusion proof against it. `head` is the bundle's opening,
-    /// up to and including `"entries":[`.
+    /// `custos verify --bundle` checks): every hit with its inclusion
+    /// proof against the checkpoint the export stops at. `head` is the
+    /// bundle's opening, up to and including `"entries":[`.
     Bundle {
-        checkpoint_size: u64,
         head: Vec<u8>,
     },
 }
@@ -507,8 +505,8 @@ fn export(
                 let mut proofs = match &kind {
                     // The page's proofs together: hits in one tile share
                     // the hashing of its lower levels.
-                    Export::Bundle { checkpoint_size, .. } => {
-                        log.inclusion_proofs_at(&kept, *checkpoint_size).map_err(|e| e.to_string())?.into_iter()
+                    Export::Bundle { .. } => {
+                        log.inclusion_proofs_at(&kept, size_at_start).map_err(|e| e.to_string())?.into_iter()
                     }
                     _ => Vec::new().into_iter(),
                 };
