@@ -784,3 +784,53 @@ fn the_readme_walkthrough_with_demo_send_and_search() {
     let (code, _, all) = custos(&["top", "--log", "demo", "--by", "message"], None);
     assert!(code != Some(0) && all.contains("not countable"), "{all}");
 }
+
+/// Searches have a time limit, and only so many run at once: a search past
+/// `--search-timeout-ms` is stopped with a 400 naming the limit, and with
+/// `--searches-at-once 1` concurrent searches wait their turn and all
+/// answer.
+#[test]
+fn searches_run_in_turns_and_within_their_time_limit() {
+    const N: u64 = 300_000;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--search-timeout-ms", "1"]);
+    for chunk in (0..N).collect::<Vec<_>>().chunks(50_000) {
+        let batch: Vec<Value> = chunk.iter().map(|&n| event(&format!("u{}", n % 5000), n)).collect();
+        let (st, r) = post(&s.events_url("big"), "application/x-ndjson", ndjson(&batch), &[]);
+        assert_eq!(st, 200, "{r}");
+    }
+    let search = |url: &str, q: &str| get_json(&format!("{url}/v1/logs/big/search?limit=1&q={q}"));
+    poll_or(|| (search(&s.url, "").1["indexed"].as_u64()? == N).then_some(()), || search(&s.url, "").1.to_string());
+    // Counting every user over 300,000 events takes longer than 1 ms.
+    let by_user = "/v1/logs/big/aggregate?by=actor.user.name&top=10000";
+    let (st, v) = get_json(&format!("{}{by_user}", s.url));
+    assert_eq!(st, 400, "{v}");
+    let msg = v["error"].as_str().unwrap();
+    assert!(msg.contains("limit of 1 ms (search_timeout)"), "{msg}");
+    s.stop();
+
+    let s = Server::start(dir.path(), &["--searches-at-once", "1"]);
+    let url = s.url.clone();
+    let answers: Vec<(u16, Value)> = std::thread::scope(|sc| {
+        let hs: Vec<_> =
+            (0..8)
+                .map(|k| {
+                    let url = url.clone();
+                    sc.spawn(move || {
+                        if k % 2 == 0 { get_json(&format!("{url}{by_user}")) } else { search(&url, "status:failure") }
+                    })
+                })
+                .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (k, (st, v)) in answers.iter().enumerate() {
+        assert_eq!(*st, 200, "{v}");
+        if k % 2 == 0 {
+            let buckets = v["buckets"].as_array().unwrap();
+            assert_eq!(buckets.len(), 5000);
+            assert_eq!(buckets.iter().map(|b| b["count"].as_u64().unwrap()).sum::<u64>(), N);
+        } else {
+            assert_eq!(v["total"].as_u64().unwrap(), N.div_ceil(7));
+        }
+    }
+}

@@ -137,6 +137,11 @@ pub enum IndexError {
     /// The query cannot run.
     #[error("{0}")]
     Query(String),
+    /// The search ran past its deadline (see [`Prepared::until`]), checked
+    /// after each segment: the overrun is one segment's work at most (no
+    /// merge makes one of more than [`MERGE_MAX_DOCS`] entries).
+    #[error("the search ran past its time limit")]
+    TimedOut,
 }
 
 /// Fields that top-N counts work on, each kept as a fast column.
@@ -486,6 +491,21 @@ pub struct Prepared {
     query: Box<dyn TQuery>,
     /// `[lo, hi)` in nanoseconds: every match has its `time` in it.
     time: (i64, i64),
+    /// When to give up, if ever.
+    deadline: Option<std::time::Instant>,
+}
+
+impl Prepared {
+    /// Gives up with [`IndexError::TimedOut`] once `deadline` has passed.
+    pub fn until(mut self, deadline: std::time::Instant) -> Prepared {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Whether the deadline has passed.
+    fn late(&self) -> bool {
+        self.deadline.is_some_and(|d| std::time::Instant::now() >= d)
+    }
 }
 
 /// What a search keeps of each segment, by ID.
@@ -562,6 +582,10 @@ struct Pruned<'a, C> {
     segments: Arc<Segments>,
     /// Counts the segments skipped.
     skipped: &'a std::sync::atomic::AtomicU64,
+    /// Checked after each segment.
+    deadline: Option<std::time::Instant>,
+    /// Set when a segment ended past the deadline (the search then fails).
+    late: std::sync::atomic::AtomicBool,
 }
 
 impl<C: tantivy::collector::Collector> tantivy::collector::Collector for Pruned<'_, C> {
@@ -594,7 +618,12 @@ impl<C: tantivy::collector::Collector> tantivy::collector::Collector for Pruned<
             self.skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(self.inner.for_segment(ord, reader)?.harvest());
         }
-        self.inner.collect_segment(weight, ord, reader)
+        let fruit = self.inner.collect_segment(weight, ord, reader)?;
+        if self.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            self.late.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(tantivy::TantivyError::InternalError("past the deadline".into()));
+        }
+        Ok(fruit)
     }
 }
 
@@ -774,7 +803,7 @@ impl LogIndex {
     /// [`LogIndex::search_prepared`].
     pub fn prepare(&self, q: &Query, now_ns: i64) -> Result<Prepared, IndexError> {
         query::check(q).map_err(IndexError::Query)?;
-        Ok(Prepared { query: self.translate(q, now_ns)?, time: required_time(q, now_ns) })
+        Ok(Prepared { query: self.translate(q, now_ns)?, time: required_time(q, now_ns), deadline: None })
     }
 
     /// [`LogIndex::search`] of a prepared query.
@@ -830,11 +859,17 @@ impl LogIndex {
             if klo >= below || (full && worst.is_some_and(|w| best < w)) {
                 self.counted_only.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 total += weight.count(reader)? as usize;
+                if q.late() {
+                    return Err(IndexError::TimedOut);
+                }
                 continue;
             }
             let (count, seg_hits) = page.collect_segment(weight.as_ref(), ord, reader)?;
             total += count;
             hits = page.1.merge_fruits(vec![hits, seg_hits])?;
+            if q.late() {
+                return Err(IndexError::TimedOut);
+            }
         }
         Ok((hits, total))
     }
@@ -845,11 +880,20 @@ impl LogIndex {
         &self,
         q: &Prepared,
         make: impl FnOnce(Arc<Segments>) -> C,
-    ) -> tantivy::Result<C::Fruit> {
+    ) -> Result<C::Fruit, IndexError> {
         let searcher = self.reader.searcher();
         let segments = self.segments(&searcher);
-        let pruned = Pruned { inner: make(segments.clone()), time: q.time, segments, skipped: &self.skipped };
-        searcher.search(q.query.as_ref(), &pruned)
+        let pruned = Pruned {
+            inner: make(segments.clone()),
+            time: q.time,
+            segments,
+            skipped: &self.skipped,
+            deadline: q.deadline,
+            late: Default::default(),
+        };
+        searcher.search(q.query.as_ref(), &pruned).map_err(|e| {
+            if pruned.late.load(std::sync::atomic::Ordering::Relaxed) { IndexError::TimedOut } else { e.into() }
+        })
     }
 
     /// The `index` column and time span of every segment of `searcher`,
@@ -892,9 +936,19 @@ impl LogIndex {
         interval: Option<&str>,
         now_ns: i64,
     ) -> Result<Vec<(Value, u64)>, IndexError> {
+        self.aggregate_prepared(&self.prepare(q, now_ns)?, by, top, interval)
+    }
+
+    /// [`LogIndex::aggregate`] of a prepared query.
+    pub fn aggregate_prepared(
+        &self,
+        q: &Prepared,
+        by: Option<&str>,
+        top: u32,
+        interval: Option<&str>,
+    ) -> Result<Vec<(Value, u64)>, IndexError> {
         use tantivy::aggregation::agg_req::Aggregations;
         use tantivy::aggregation::{AggregationCollector, AggregationLimitsGuard};
-        let q = self.prepare(q, now_ns)?;
         let req = match (by, interval) {
             (Some(field), None) => {
                 if !AGG_FIELDS.contains(&field) {
@@ -916,11 +970,11 @@ impl LogIndex {
         let aggs: Aggregations = serde_json::from_value(req).map_err(|e| IndexError::Query(e.to_string()))?;
         let limits = AggregationLimitsGuard::new(Some(MAX_AGG_MEMORY_BYTES), Some(MAX_BUCKETS));
         let collector = AggregationCollector::from_aggs(aggs, limits);
-        let res = self.collect(&q, |_| collector).map_err(|e| match e {
-            tantivy::TantivyError::AggregationError(a) => {
+        let res = self.collect(q, |_| collector).map_err(|e| match e {
+            IndexError::Tantivy(tantivy::TantivyError::AggregationError(a)) => {
                 IndexError::Query(format!("aggregation over its limits: {a}"))
             }
-            other => IndexError::Tantivy(other),
+            other => other,
         })?;
         let v = serde_json::to_value(&res).map_err(|e| IndexError::Query(e.to_string()))?;
         let buckets = v["a"]["buckets"].as_array().cloned().unwrap_or_default();
@@ -938,7 +992,7 @@ impl LogIndex {
 
     /// The number of matches.
     pub fn count(&self, q: &Query, now_ns: i64) -> Result<usize, IndexError> {
-        Ok(self.collect(&self.prepare(q, now_ns)?, |_| Count)?)
+        self.collect(&self.prepare(q, now_ns)?, |_| Count)
     }
 
     fn translate(&self, q: &Query, now_ns: i64) -> Result<Box<dyn TQuery>, IndexError> {

@@ -540,3 +540,26 @@ fn pages_only_count_segments_that_cannot_make_them() {
         assert_eq!(indexed(&g, q), brute(&g, q), "{q} (overlapping segments)");
     }
 }
+
+/// A search or an aggregation past its deadline fails with `TimedOut`
+/// (checked after each segment), and one within it answers as without a
+/// deadline.
+#[test]
+fn searches_past_their_deadline_stop_with_timed_out() {
+    use custos_index::engine::IndexError;
+    let f = fixture(300);
+    let q = parse("status:failure OR sel*").unwrap();
+    let plain = f.index.search(&q, 10, None, true, now()).unwrap();
+    let later = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let p = f.index.prepare(&q, now()).unwrap().until(later);
+    assert_eq!(f.index.search_prepared(&p, 10, None, true).unwrap(), plain);
+    let top = f.index.aggregate(&q, Some("actor.user.name"), 5, None, now()).unwrap();
+    assert_eq!(f.index.aggregate_prepared(&p, Some("actor.user.name"), 5, None).unwrap(), top);
+
+    let past = f.index.prepare(&q, now()).unwrap().until(std::time::Instant::now());
+    assert!(matches!(f.index.search_prepared(&past, 10, None, true), Err(IndexError::TimedOut)));
+    for (by, interval) in [(Some("actor.user.name"), None), (None, Some("1h"))] {
+        let e = f.index.aggregate_prepared(&past, by, 5, interval).unwrap_err();
+        assert!(matches!(e, IndexError::TimedOut), "{e}");
+    }
+}

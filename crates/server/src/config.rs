@@ -22,6 +22,16 @@ pub const CHECKPOINT_WAIT: Duration = Duration::from_secs(10);
 /// How long `?wait=searchable` waits for the index to cover new events.
 pub const SEARCHABLE_WAIT: Duration = Duration::from_secs(10);
 
+/// A search gives up after this long by default (checked after each index
+/// segment), answering 400.
+pub const DEFAULT_SEARCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Searches and aggregations running at once, by default; each
+/// aggregation may use up to `custos_index::engine::MAX_AGG_MEMORY_BYTES`.
+pub const DEFAULT_SEARCHES_AT_ONCE: usize = 4;
+/// How long a search waits for its turn when the others hold every one,
+/// before it is answered 503.
+pub const SEARCH_QUEUE_WAIT: Duration = Duration::from_secs(10);
+
 /// Settings of a running server.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -37,6 +47,10 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// A source silent for longer is reported.
     pub source_silence: Duration,
+    /// Longest run of one search or aggregation (or one page of an export).
+    pub search_timeout: Duration,
+    /// Searches, aggregations and export pages running at once.
+    pub searches_at_once: usize,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +62,8 @@ impl Default for ServerConfig {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             source_silence: Duration::from_secs(300),
+            search_timeout: DEFAULT_SEARCH_TIMEOUT,
+            searches_at_once: DEFAULT_SEARCHES_AT_ONCE,
         }
     }
 }

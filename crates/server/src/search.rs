@@ -224,6 +224,69 @@ fn index_error(e: custos_index::engine::IndexError) -> ApiError {
     }
 }
 
+/// Turns to search: at most so many searches, aggregations and export
+/// pages run at once (which bounds their memory: each aggregation may use
+/// up to [`custos_index::engine::MAX_AGG_MEMORY_BYTES`]), in the order they
+/// asked, each within a time limit.
+pub struct Turns {
+    permits: Arc<tokio::sync::Semaphore>,
+    at_once: usize,
+    timeout: Duration,
+}
+
+/// One search's turn, held while it runs.
+pub struct Turn {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// When the search gives up.
+    pub deadline: std::time::Instant,
+}
+
+impl Turns {
+    /// `at_once` turns (at least one), each of at most `timeout`.
+    pub fn new(at_once: usize, timeout: Duration) -> Turns {
+        let at_once = at_once.max(1);
+        Turns { permits: Arc::new(tokio::sync::Semaphore::new(at_once)), at_once, timeout }
+    }
+
+    /// Waits for a turn, up to `wait`; 503 if none came.
+    pub async fn take_within(&self, wait: Duration) -> Result<Turn, ApiError> {
+        match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Turn { _permit: permit, deadline: std::time::Instant::now() + self.timeout }),
+            _ => Err(ApiError::unavailable(
+                format!(
+                    "all {} search turns (searches_at_once) are taken and none came free within {} s; try again",
+                    self.at_once,
+                    wait.as_secs()
+                ),
+                1,
+            )),
+        }
+    }
+
+    /// Waits for a turn, up to [`crate::config::SEARCH_QUEUE_WAIT`].
+    pub async fn take(&self) -> Result<Turn, ApiError> {
+        self.take_within(crate::config::SEARCH_QUEUE_WAIT).await
+    }
+
+    /// [`Turns::take`] from a blocking thread of the runtime.
+    pub fn take_blocking(&self) -> Result<Turn, ApiError> {
+        tokio::runtime::Handle::current().block_on(self.take())
+    }
+
+    /// The answer to a failed search: [`index_error`], and 400 naming the
+    /// limit for one that ran out of time.
+    pub fn error(&self, e: custos_index::engine::IndexError) -> ApiError {
+        match e {
+            custos_index::engine::IndexError::TimedOut => ApiError::bad_request(format!(
+                "the search ran longer than its limit of {} ms (search_timeout); narrow it, for example with \
+                 start and end, or with fewer wildcards",
+                self.timeout.as_millis()
+            )),
+            other => index_error(other),
+        }
+    }
+}
+
 /// Query of a search.
 #[derive(Deserialize)]
 pub struct SearchQuery {
@@ -341,6 +404,7 @@ pub async fn search(
         return Ok(export(state, name, ext.log.clone(), q, newest_first, kind, upto));
     }
     let log = ext.log.clone();
+    let turn = state.search_turns.take().await?;
     let ix = match state.indexes.get_open(&name) {
         Some(ix) => ix,
         None => {
@@ -361,12 +425,17 @@ pub async fn search(
     } else {
         ix.prepare(&q, now)
     }
-    .map_err(index_error)?;
+    .map_err(index_error)?
+    .until(turn.deadline);
+    let s = state.clone();
     let search = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, std::time::Duration), ApiError> {
+        // Held until the search ends, even if the client goes away.
+        let _turn = turn;
         let started = std::time::Instant::now();
         // Read before the search, which sees at least these entries.
         let indexed = ix.indexed().unwrap_or(0);
-        let (hits, total) = ix.search_prepared(&prepared, limit, p.cursor, newest_first).map_err(index_error)?;
+        let (hits, total) =
+            ix.search_prepared(&prepared, limit, p.cursor, newest_first).map_err(|e| s.search_turns.error(e))?;
         let mut out = Vec::with_capacity(hits.len());
         for (&index, entry) in hits.iter().zip(log.entries_at(&hits)?) {
             let leaf_hash = B64.encode(custos_tlog::leaf_hash(&entry).0);
@@ -495,7 +564,14 @@ fn export(
             }
             let (mut cursor, mut first) = (None, true);
             loop {
-                let (hits, _) = ix.search(&q, MAX_PAGE_HITS, cursor, newest_first, now).map_err(|e| e.to_string())?;
+                // Each page takes a turn among the searches (not the whole
+                // export, which lasts as long as its client reads), let go
+                // before the page is sent.
+                let turn = state.search_turns.take_blocking().map_err(|e| e.message)?;
+                let page = ix.prepare(&q, now).map_err(|e| e.to_string())?.until(turn.deadline);
+                let (hits, _) = ix
+                    .search_prepared(&page, MAX_PAGE_HITS, cursor, newest_first)
+                    .map_err(|e| state.search_turns.error(e).message)?;
                 let Some(last) = hits.last().copied() else { break };
                 cursor = Some(last);
                 let kept: Vec<u64> = hits.into_iter().filter(|i| *i < size_at_start).collect();
@@ -510,6 +586,7 @@ fn export(
                     }
                     _ => Vec::new().into_iter(),
                 };
+                drop(turn);
                 for (i, entry) in kept.into_iter().zip(entries) {
                     match &kind {
                         Export::Csv => {
@@ -587,11 +664,14 @@ pub async fn aggregate(
     crate::read::readable(&state, id, &name).await?;
     let q = build_query(p.q.as_deref(), p.start.as_deref(), p.end.as_deref())?;
     let s = state.clone();
+    let turn = state.search_turns.take().await?;
     let out = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         let ix = s.indexes.get(&s, &name)?;
+        let prepared = ix.prepare(&q, custos_event::time::now_nanos()).map_err(index_error)?.until(turn.deadline);
         let buckets = ix
-            .aggregate(&q, p.by.as_deref(), p.top.unwrap_or(10), p.interval.as_deref(), custos_event::time::now_nanos())
-            .map_err(index_error)?;
+            .aggregate_prepared(&prepared, p.by.as_deref(), p.top.unwrap_or(10), p.interval.as_deref())
+            .map_err(|e| s.search_turns.error(e))?;
+        drop(turn);
         let buckets: Vec<Value> = buckets.into_iter().map(|(k, c)| json!({"key": k, "count": c})).collect();
         Ok(json!({"log": name, "by": p.by, "interval": p.interval, "buckets": buckets}))
     })
@@ -603,6 +683,24 @@ pub async fn aggregate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With every turn taken, a search waits; past its wait it gets 503
+    /// with `Retry-After`; a turn given back goes to the next one waiting.
+    #[tokio::test]
+    async fn searches_wait_for_a_turn_and_get_503_when_none_comes() {
+        let turns = Turns::new(1, Duration::from_secs(5));
+        let first = turns.take().await.unwrap();
+        assert!(first.deadline > std::time::Instant::now() + Duration::from_secs(4));
+        let refused = turns.take_within(Duration::from_millis(30)).await.err().unwrap();
+        assert_eq!(refused.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.retry_after_secs, Some(1));
+        assert!(refused.message.contains("all 1 search turns (searches_at_once) are taken"), "{}", refused.message);
+        let waiting = tokio::spawn(async move { turns.take_within(Duration::from_secs(5)).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!waiting.is_finished());
+        drop(first);
+        waiting.await.unwrap().unwrap();
+    }
 
     /// The indexer and searches at start ask for the same index at once:
     /// it is opened once, and every caller gets it.

@@ -86,6 +86,8 @@ pub struct AppState {
     pub known_tokens: Mutex<(u64, HashMap<String, bool>)>,
     /// Search indexes by log.
     pub indexes: crate::search::Indexes,
+    /// Turns to search: `config.searches_at_once` at a time.
+    pub search_turns: crate::search::Turns,
     /// Health of every source.
     pub sources: crate::sources::Sources,
     /// Rate limiters by identity key.
@@ -136,6 +138,7 @@ impl AppState {
             auth,
             sources: crate::sources::Sources::default(),
             indexes: crate::search::Indexes::default(),
+            search_turns: crate::search::Turns::new(config.searches_at_once, config.search_timeout),
             buckets: Mutex::new(HashMap::new()),
             store,
             config,

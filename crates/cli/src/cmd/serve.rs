@@ -114,6 +114,14 @@ pub struct Args {
     /// [default: 300].
     #[arg(long, env = "CUSTOS_SOURCE_SILENCE_SECS")]
     source_silence_secs: Option<u64>,
+    /// Milliseconds a search, an aggregation or one page of an export may
+    /// run before it is stopped and answered 400 [default: 30000].
+    #[arg(long, env = "CUSTOS_SEARCH_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    search_timeout_ms: Option<u64>,
+    /// Searches, aggregations and export pages run at once; others wait
+    /// their turn, up to 10 s, then get 503 [default: 4].
+    #[arg(long, env = "CUSTOS_SEARCHES_AT_ONCE", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    searches_at_once: Option<u64>,
 }
 
 fn listener_spec(spec: &str) -> anyhow::Result<(SocketAddr, String)> {
@@ -190,6 +198,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         idle_timeout: a.idle_timeout_secs.map(Duration::from_secs).unwrap_or(defaults.idle_timeout),
         body_timeout: a.body_timeout_secs.map(Duration::from_secs).unwrap_or(defaults.body_timeout),
         source_silence: a.source_silence_secs.map(Duration::from_secs).unwrap_or(defaults.source_silence),
+        search_timeout: a.search_timeout_ms.map(Duration::from_millis).unwrap_or(defaults.search_timeout),
+        searches_at_once: a.searches_at_once.map_or(defaults.searches_at_once, |n| n as usize),
     };
     let syslog_tcp: Vec<(SocketAddr, String)> =
         a.syslog_tcp.iter().map(|s| listener_spec(s)).collect::<anyhow::Result<_>>()?;
