@@ -41,10 +41,35 @@ pub fn streaming_agent() -> ureq::Agent {
         .into()
 }
 
+/// Tries of a GET that the server answers 503 with `Retry-After` (busy:
+/// a full write queue, every search turn taken), at most.
+const GET_TRIES: u32 = 4;
+/// Longest `Retry-After` honoured; longer ones are cut to this.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+
+/// GET, tried again while the server answers 503 with `Retry-After`
+/// (reads are safe to repeat), up to [`GET_TRIES`] times.
+fn call_get(agent: &ureq::Agent, url: &str) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    let mut tries = 1;
+    loop {
+        let resp = auth(agent.get(url)).call()?;
+        let wait = (resp.status() == 503)
+            .then(|| resp.headers().get("retry-after")?.to_str().ok()?.trim().parse::<u64>().ok())
+            .flatten();
+        match wait {
+            Some(secs) if tries < GET_TRIES => {
+                std::thread::sleep(Duration::from_secs(secs).min(MAX_RETRY_WAIT));
+                tries += 1;
+            }
+            _ => return Ok(resp),
+        }
+    }
+}
+
 /// GET whose 200 answer is copied to `out` as it arrives; any other
 /// answer is an error naming the server's message.
 pub fn get_to(agent: &ureq::Agent, url: &str, out: &mut impl std::io::Write) -> anyhow::Result<u64> {
-    let mut resp = auth(agent.get(url)).call().with_context(|| format!("requesting {url}"))?;
+    let mut resp = call_get(agent, url).with_context(|| format!("requesting {url}"))?;
     let status = resp.status().as_u16();
     if status != 200 {
         let body = resp.body_mut().with_config().limit(1 << 20).read_to_vec().unwrap_or_default();
@@ -86,9 +111,10 @@ fn auth<B>(req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
     }
 }
 
-/// GET, returning the status and body.
+/// GET, returning the status and body (tried again while the server is
+/// busy, see [`GET_TRIES`]).
 pub fn get(agent: &ureq::Agent, url: &str) -> anyhow::Result<(u16, Vec<u8>)> {
-    read(auth(agent.get(url)).call(), url)
+    read(call_get(agent, url), url)
 }
 
 /// The error of an answer other than 200: `HTTP 400: …` with the
@@ -122,4 +148,62 @@ pub fn get_ok(agent: &ureq::Agent, url: &str) -> anyhow::Result<Vec<u8>> {
 /// POST a body with a content type, returning the status and body.
 pub fn post(agent: &ureq::Agent, url: &str, content_type: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
     read(auth(agent.post(url)).header("Content-Type", content_type).send(body), url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+
+    /// A server on a loopback port answering each connection's request
+    /// with the next of `answers` (status, Retry-After); counts requests.
+    fn serve(answers: Vec<(u16, Option<&'static str>)>) -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let n = count.clone();
+        std::thread::spawn(move || {
+            let mut answers = answers.into_iter();
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (status, retry) = answers.next().unwrap_or((200, None));
+                let body = format!("{{\"error\":\"busy\",\"status\":{status}}}");
+                let retry = retry.map_or(String::new(), |r| format!("Retry-After: {r}\r\n"));
+                write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{retry}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            }
+        });
+        (url, count)
+    }
+
+    #[test]
+    fn gets_are_tried_again_while_the_server_is_busy() {
+        let (url, count) = serve(vec![(503, Some("0")), (503, Some("0"))]);
+        let v = get_json(&agent(), &url).unwrap();
+        assert_eq!(v["status"], 200);
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+        // Busy for good: four tries, then the server's answer.
+        let (url, count) = serve(vec![(503, Some("0")); 10]);
+        let e = get_json(&agent(), &url).unwrap_err().to_string();
+        assert_eq!(e, "HTTP 503: busy");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), GET_TRIES);
+
+        // A 503 without Retry-After, or another error, is not retried.
+        for answer in [(503, None), (400, Some("0"))] {
+            let (url, count) = serve(vec![answer]);
+            assert!(get_json(&agent(), &url).is_err());
+            assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+        }
+    }
 }
