@@ -146,3 +146,96 @@ fn a_full_disk_loses_no_acknowledged_event_and_keeps_the_index() {
     let v = Command::new(bin()).args(["verify", "--data"]).arg(&data).output().unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
 }
+
+/// Fail-closed on a full disk: a gateway inside the server refuses a
+/// statement whose record cannot be written (SQLSTATE 55000), PostgreSQL
+/// never runs it, and the same session carries on once there is room.
+#[test]
+fn a_full_disk_refuses_gateway_statements_until_there_is_room() {
+    let pg = common::pg::Pg::start(&[]);
+    pg.exec("postgres", "create role svc login password 'svc-pw'");
+    pg.exec("postgres", "create database app owner svc");
+    pg.exec("app", "create table t(v int); alter table t owner to svc");
+    let fs = Tmpfs::mount(24);
+    let data = fs.path.join("data");
+    let conf = tempfile::tempdir().unwrap();
+    let users = conf.path().join("users.json");
+    let mut add = Command::new(bin())
+        .args(["gateway", "user", "alice", "--users"])
+        .arg(&users)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    add.stdin.take().unwrap().write_all(b"alice-pw\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    let port = common::pg::free_port();
+    let config = conf.path().join("custos.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[gateway]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"postgres://svc:svc-pw@127.0.0.1:{}/app?sslmode=disable\"\n\
+             log = \"db\"\nusers = \"{}\"\n",
+            pg.port,
+            users.display()
+        ),
+    )
+    .unwrap();
+    let s = Server::start(&data, &["--config", config.to_str().unwrap()]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let conn = format!("host=127.0.0.1 port={port} user=alice password=alice-pw dbname=app sslmode=disable");
+    let client = rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.simple_query("insert into t values (1)").await.unwrap();
+        client
+    });
+
+    // Fill the disk, then the gateway's log: big batches, then single
+    // events, until even one is refused.
+    std::fs::write(fs.path.join("spare"), vec![1u8; 4 << 20]).unwrap();
+    fill(&fs.path.join("filler"));
+    let (mut n, mut size) = (0u64, 200u64);
+    while size > 0 {
+        let batch: Vec<Value> = (n..n + size).map(|k| event("filler", k)).collect();
+        n += size;
+        assert!(n < 1_000_000, "the disk never filled");
+        let (st, r) = post(&s.events_url("db"), "application/x-ndjson", ndjson(&batch), &[]);
+        match st {
+            200 => {}
+            503 => size /= 10,
+            _ => panic!("{st} {r}"),
+        }
+    }
+    // Whatever room the failed writes gave back is taken too.
+    fill(&fs.path.join("last-bytes"));
+    let err = rt.block_on(client.simple_query("insert into t values (2)")).unwrap_err();
+    let db = err.as_db_error().expect("a PostgreSQL error");
+    assert_eq!(db.code().code(), "55000", "{db:?}");
+    assert!(db.message().contains("could not be recorded"), "{}", db.message());
+
+    // Room again: the same session goes on.
+    std::fs::remove_file(fs.path.join("spare")).unwrap();
+    std::fs::remove_file(fs.path.join("filler")).unwrap();
+    std::fs::remove_file(fs.path.join("last-bytes")).unwrap();
+    rt.block_on(client.simple_query("insert into t values (3)")).unwrap();
+    let o = pg.psql_super("app", "copy t to stdout");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "1\n3\n", "only recorded statements ran");
+    let size = get_json(&format!("{}/v1/logs/db", s.url)).1["size"].as_u64().unwrap();
+    let (st, page) = get_json(&format!("{}/v1/logs/db/entries?start={}&end={size}", s.url, size.saturating_sub(50)));
+    assert_eq!(st, 200, "{page}");
+    let inserts: Vec<String> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e["entry"].as_str()?).ok())
+        .filter(|e| e["activity"] == "db.query")
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .collect();
+    assert!(inserts.contains(&"insert into t values (3)".to_string()), "{inserts:?}");
+    assert!(!inserts.contains(&"insert into t values (2)".to_string()), "{inserts:?}");
+    drop(client);
+    assert!(s.stop().success());
+    let v = Command::new(bin()).args(["verify", "--data"]).arg(&data).output().unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+}

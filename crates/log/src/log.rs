@@ -69,6 +69,10 @@ const COMPACTED_READ_RETRIES: usize = 3;
 /// A damaged tail of the checkpoints file longer than this is not a torn
 /// write of one checkpoint, so recovery refuses to cut it.
 const MAX_TORN_CHECKPOINT_BYTES: u64 = 64 * 1024;
+/// Leaf hashes kept in memory while the hashes file cannot be written (see
+/// `State::unstored`), at most: 32 MiB. Past it the log refuses appends
+/// until reopened (which rebuilds the file from the entries).
+pub const MAX_UNSTORED_HASHES: usize = 1 << 20;
 
 /// How a log is opened.
 #[derive(Clone, Debug)]
@@ -295,6 +299,11 @@ pub(crate) struct State {
     upper: Vec<Vec<Hash>>,
     /// Leaf hashes of the last, partial bundle.
     tail: Vec<Hash>,
+    /// Leaf hashes of the last entries, which the hashes file does not hold
+    /// yet: writing them failed (a full disk), after their entries were
+    /// durable. They go out with the next batch's. The hashes file holds
+    /// exactly the first `size - unstored.len()`.
+    unstored: Vec<Hash>,
     /// Where each bundle is stored.
     bundles: Vec<Loc>,
     /// The leading bundles that are in the bundles file.
@@ -313,6 +322,7 @@ impl State {
             builder: TreeBuilder::new(),
             upper: Vec::new(),
             tail: Vec::new(),
+            unstored: Vec::new(),
             bundles: Vec::new(),
             archived: 0,
             segments: Vec::new(),
@@ -1029,9 +1039,23 @@ impl StoredReader<'_> {
             let i = (first - tail_start) as usize;
             return Ok(self.st.tail[i..i + count as usize].to_vec());
         }
-        let mut raw = vec![0u8; count as usize * HASH_SIZE];
-        self.storage.read_at(HASHES_FILE, first * HASH_SIZE as u64, &mut raw)?;
-        Ok(raw.chunks(HASH_SIZE).map(|c| Hash::from_slice(c).expect("32 bytes")).collect())
+        // From the file, then from those it does not hold yet.
+        let stored = self.st.size - self.st.unstored.len() as u64;
+        let from_file = count.min(stored.saturating_sub(first));
+        let mut raw = vec![0u8; from_file as usize * HASH_SIZE];
+        if from_file > 0 {
+            self.storage.read_at(HASHES_FILE, first * HASH_SIZE as u64, &mut raw)?;
+        }
+        let mut out: Vec<Hash> = raw.chunks(HASH_SIZE).map(|c| Hash::from_slice(c).expect("32 bytes")).collect();
+        for i in first + from_file..first + count {
+            let h = self
+                .st
+                .unstored
+                .get((i - stored) as usize)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no leaf hash for entry {i}")))?;
+            out.push(*h);
+        }
+        Ok(out)
     }
 }
 
@@ -1272,15 +1296,35 @@ fn commit(inner: &Inner, batch: &[&Prepared], count: usize, bytes: usize) -> Res
         }
     }
     // Durable from here on. The stored hashes are a cache that recovery
-    // rebuilds, so they are written but not synced per batch.
-    let mut raw = Vec::with_capacity(count * HASH_SIZE);
+    // rebuilds, so they are written but not synced per batch; with them,
+    // any that an earlier batch could not write.
+    let mut raw;
+    let stored = {
+        let st = inner.state.read().unwrap_or_else(|e| e.into_inner());
+        raw = Vec::with_capacity((st.unstored.len() + count) * HASH_SIZE);
+        for h in &st.unstored {
+            raw.extend_from_slice(&h.0);
+        }
+        first_index - st.unstored.len() as u64
+    };
     for r in batch {
         for h in &r.leaves {
             raw.extend_from_slice(&h.0);
         }
     }
-    let hashes = storage.append(HASHES_FILE, &raw);
-    {
+    // A failed write (a full disk) is cut back off, and its hashes kept in
+    // memory for the next batch: the batch is durable, so it is still
+    // acknowledged, and the log stays usable.
+    let hashes = storage.append(HASHES_FILE, &raw).map_err(|e| {
+        match storage.truncate(HASHES_FILE, stored * HASH_SIZE as u64) {
+            Ok(()) => {
+                tracing::warn!(origin = %inner.config.origin, error = %e, "writing stored hashes failed; kept in memory and tried again with the next batch");
+                None
+            }
+            Err(e2) => Some(format!("writing stored hashes: {e}; undoing it: {e2}")),
+        }
+    });
+    let unstored = {
         let mut st = inner.state.write().unwrap_or_else(|e| e.into_inner());
         let mut entries = batch.iter().flat_map(|r| r.leaves.iter().zip(&r.lens)).map(|(h, l)| (*h, *l));
         for piece in &pieces {
@@ -1293,14 +1337,26 @@ fn commit(inner: &Inner, batch: &[&Prepared], count: usize, bytes: usize) -> Res
                 offset += u64::from(len);
             }
         }
-    }
+        if hashes.is_ok() {
+            st.unstored.clear();
+        } else {
+            st.unstored.extend(batch.iter().flat_map(|r| r.leaves.iter().copied()));
+        }
+        st.unstored.len()
+    };
     inner.stats.commits.fetch_add(1, Ordering::Relaxed);
     inner.last_commit_ns.store(inner.opened.elapsed().as_nanos() as u64, Ordering::Relaxed);
     inner.last_commit_requests.store(batch.len(), Ordering::Relaxed);
     inner.stats.entries.fetch_add(count as u64, Ordering::Relaxed);
     inner.stats.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-    if let Err(e) = hashes {
-        set_failed(inner, &format!("writing stored hashes: {e}"));
+    match hashes {
+        Ok(()) => {}
+        Err(Some(msg)) => set_failed(inner, &msg),
+        Err(None) if unstored > MAX_UNSTORED_HASHES => set_failed(
+            inner,
+            &format!("the hashes file could not be written for the last {unstored} entries (MAX_UNSTORED_HASHES)"),
+        ),
+        Err(None) => {}
     }
     Ok(first_index)
 }

@@ -200,3 +200,47 @@ fn full_queue_answers_busy_after_the_queue_wait() {
     drop(log);
     verify(&gate.inner).unwrap();
 }
+
+/// A full disk can also hit the stored hashes, written after a batch's
+/// entries are durable: the batch is still acknowledged, its hashes stay
+/// in memory (proofs and tiles use them meanwhile), and they are written
+/// with the next batch. The log stays usable.
+#[test]
+fn full_disk_on_the_stored_hashes_keeps_the_log_usable() {
+    use custos_tlog::hash::leaf_hash;
+    use custos_tlog::proof::verify_inclusion;
+    let storage = Arc::new(SimStorage::new(13));
+    let log = open(storage.clone());
+    let all: Vec<Vec<u8>> = (0..600).map(|i| format!("entry {i}").into_bytes()).collect();
+    log.append_blocking(&all[..250]).unwrap();
+    // The next commit's second write: its entries go, its hashes fail.
+    storage.fail(FaultOp::Append, 1);
+    assert_eq!(log.append_blocking(&all[250..300]).unwrap(), 250..300);
+    assert!(log.failure().is_none(), "{:?}", log.failure());
+    assert_eq!(storage.contents("hashes").unwrap().len(), 250 * 32, "the torn write was cut back");
+    // Tile 0 now spans the file (0..250) and memory (250..256).
+    let proofs = |size: u64| {
+        let root = log.sign_checkpoint().unwrap().map(|c| c.checkpoint.root);
+        let root = root.unwrap_or_else(|| log.checkpoint().unwrap().checkpoint.root);
+        for i in [0, 249, 250, 255, 256, size - 1] {
+            let p = log.inclusion_proof(i, size).unwrap();
+            verify_inclusion(i, size, &leaf_hash(&all[i as usize]), &p, &root).unwrap();
+        }
+    };
+    proofs(300);
+    let tile = custos_tlog::tile::decode_hash_tile(&log.hash_tile(0, 0, 256).unwrap()).unwrap();
+    assert_eq!(tile[252], leaf_hash(&all[252]));
+    // Failing again adds to what is kept; then a good batch writes it all.
+    storage.fail(FaultOp::Append, 1);
+    log.append_blocking(&all[300..400]).unwrap();
+    assert_eq!(storage.contents("hashes").unwrap().len(), 250 * 32);
+    proofs(400);
+    log.append_blocking(&all[400..600]).unwrap();
+    assert_eq!(storage.contents("hashes").unwrap().len(), 600 * 32);
+    proofs(600);
+    drop(log);
+    verify(&*storage).unwrap();
+    let log = open(storage.clone());
+    assert_eq!(log.size(), 600);
+    assert_eq!(log.entry(260).unwrap(), all[260]);
+}
