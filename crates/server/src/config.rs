@@ -32,6 +32,10 @@ pub const DEFAULT_SEARCHES_AT_ONCE: usize = 4;
 /// before it is answered 503.
 pub const SEARCH_QUEUE_WAIT: Duration = Duration::from_secs(10);
 
+/// Exports (`format=ndjson|csv|bundle`) streaming at once; one more is
+/// answered 503. Each holds at most a few MiB (see `search::export`).
+pub const MAX_EXPORTS_AT_ONCE: usize = 8;
+
 /// Settings of a running server.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {

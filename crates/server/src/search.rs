@@ -232,6 +232,8 @@ pub struct Turns {
     permits: Arc<tokio::sync::Semaphore>,
     at_once: usize,
     timeout: Duration,
+    /// Exports streaming, at most [`crate::config::MAX_EXPORTS_AT_ONCE`].
+    exports: Arc<tokio::sync::Semaphore>,
 }
 
 /// One search's turn, held while it runs.
@@ -245,7 +247,26 @@ impl Turns {
     /// `at_once` turns (at least one), each of at most `timeout`.
     pub fn new(at_once: usize, timeout: Duration) -> Turns {
         let at_once = at_once.max(1);
-        Turns { permits: Arc::new(tokio::sync::Semaphore::new(at_once)), at_once, timeout }
+        Turns {
+            permits: Arc::new(tokio::sync::Semaphore::new(at_once)),
+            at_once,
+            timeout,
+            exports: Arc::new(tokio::sync::Semaphore::new(crate::config::MAX_EXPORTS_AT_ONCE)),
+        }
+    }
+
+    /// A place for one more export, held while it streams; 503 if
+    /// [`crate::config::MAX_EXPORTS_AT_ONCE`] are streaming already.
+    pub fn export_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.exports.clone().try_acquire_owned().map_err(|_| {
+            ApiError::unavailable(
+                format!(
+                    "{} exports are streaming already (MAX_EXPORTS_AT_ONCE); try again once one has finished",
+                    crate::config::MAX_EXPORTS_AT_ONCE
+                ),
+                5,
+            )
+        })
     }
 
     /// Waits for a turn, up to `wait`; 503 if none came.
@@ -393,6 +414,10 @@ pub async fn search(
         Some("asc") => false,
         Some(o) => return Err(ApiError::bad_request(format!("order {o:?} is not asc or desc"))),
     };
+    let slot = match p.format.as_deref() {
+        Some("ndjson" | "csv" | "bundle") => Some(state.search_turns.export_slot()?),
+        _ => None,
+    };
     let exporting = match p.format.as_deref() {
         None | Some("json") => None,
         Some("ndjson") => Some((Export::Ndjson, searchable_now(&state, &ext, &name).await)),
@@ -400,8 +425,8 @@ pub async fn search(
         Some("bundle") => Some(bundle_head(&state, &ext, &name, &p).await?),
         Some(f) => return Err(ApiError::bad_request(format!("format {f:?} is not json, ndjson, csv or bundle"))),
     };
-    if let Some((kind, upto)) = exporting {
-        return Ok(export(state, name, ext.log.clone(), q, newest_first, kind, upto));
+    if let (Some((kind, upto)), Some(slot)) = (exporting, slot) {
+        return Ok(export(state, (name, ext.log.clone()), q, newest_first, (kind, upto), slot));
     }
     let log = ext.log.clone();
     let turn = state.search_turns.take().await?;
@@ -490,6 +515,9 @@ struct Page {
 const EXPORT_CHUNKS_IN_FLIGHT: usize = 8;
 /// Bytes per export chunk.
 const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
+/// Hits of an export whose entries are read at once: with entries of at
+/// most 64 KiB, an export holds at most 6.4 MiB of them.
+const EXPORT_READ_HITS: usize = 100;
 /// CSV columns of an export.
 const CSV_COLUMNS: [&str; 8] =
     ["index", "time", "actor.user.name", "activity", "status", "src_endpoint.ip", "resource.name", "leaf_hash"];
@@ -532,15 +560,15 @@ enum Export {
 
 /// Streams every hit of `q`, page by page, in constant memory: those among
 /// the first `size_at_start` entries (the log when the export was asked
-/// for; for a bundle, what its checkpoint covers).
+/// for; for a bundle, what its checkpoint covers). `slot` is its place
+/// among the exports, held until it ends.
 fn export(
     state: Arc<AppState>,
-    name: String,
-    log: Arc<custos_log::Log>,
+    (name, log): (String, Arc<custos_log::Log>),
     q: Q,
     newest_first: bool,
-    kind: Export,
-    size_at_start: u64,
+    (kind, size_at_start): (Export, u64),
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(EXPORT_CHUNKS_IN_FLIGHT);
@@ -550,6 +578,8 @@ fn export(
         Export::Bundle { .. } => "application/json",
     };
     tokio::task::spawn_blocking(move || {
+        // Given back when the export ends, however it ends.
+        let _slot = slot;
         let run = || -> Result<(), String> {
             let ix = state.indexes.get(&state, &name).map_err(|e| e.message)?;
             let now = custos_event::time::now_nanos();
@@ -575,51 +605,53 @@ fn export(
                 let Some(last) = hits.last().copied() else { break };
                 cursor = Some(last);
                 let kept: Vec<u64> = hits.into_iter().filter(|i| *i < size_at_start).collect();
-                // One page's entries read together: each compressed frame
-                // they fall in is decompressed once, not once per hit.
-                let entries = log.entries_at(&kept).map_err(|e| e.to_string())?;
-                let mut proofs = match &kind {
-                    // The page's proofs together: hits in one tile share
-                    // the hashing of its lower levels.
-                    Export::Bundle { .. } => {
-                        log.inclusion_proofs_at(&kept, size_at_start).map_err(|e| e.to_string())?.into_iter()
-                    }
-                    _ => Vec::new().into_iter(),
-                };
                 drop(turn);
-                for (i, entry) in kept.into_iter().zip(entries) {
-                    match &kind {
-                        Export::Csv => {
-                            csv_row(&mut chunk, i, &B64.encode(custos_tlog::leaf_hash(&entry).0), &entry);
-                            chunk.push(b'\n');
-                        }
-                        Export::Ndjson => {
-                            // Keys in the order `json!` sorts them.
-                            let leaf = B64.encode(custos_tlog::leaf_hash(&entry).0);
-                            let event = crate::read::stored_event(String::from_utf8(entry).ok());
-                            write!(chunk, r#"{{"event":{},"index":{i},"leaf_hash":"{leaf}"}}"#, event.get())
-                                .expect("writing to a Vec");
-                            chunk.push(b'\n');
-                        }
+                for part in kept.chunks(EXPORT_READ_HITS) {
+                    // A part's entries read together: each compressed frame
+                    // they fall in is decompressed once, not once per hit.
+                    let entries = log.entries_at(part).map_err(|e| e.to_string())?;
+                    let mut proofs = match &kind {
+                        // The part's proofs together: hits in one tile share
+                        // the hashing of its lower levels.
                         Export::Bundle { .. } => {
-                            let proof = proofs.next().ok_or("a proof for every hit")?;
-                            if !std::mem::take(&mut first) {
-                                chunk.push(b',');
-                            }
-                            write!(chunk, "\n{{\"index\":{i},\"entry\":").expect("writing to a Vec");
-                            serde_json::to_writer(&mut chunk, &String::from_utf8_lossy(&entry))
-                                .expect("writing to a Vec");
-                            chunk.extend_from_slice(b",\"inclusion_proof\":[");
-                            for (k, h) in proof.iter().enumerate() {
-                                write!(chunk, "{}\"{}\"", if k == 0 { "" } else { "," }, B64.encode(h.0))
-                                    .expect("writing to a Vec");
-                            }
-                            chunk.extend_from_slice(b"]}");
+                            log.inclusion_proofs_at(part, size_at_start).map_err(|e| e.to_string())?.into_iter()
                         }
-                    }
-                    if chunk.len() >= EXPORT_CHUNK_BYTES {
-                        // A closed channel means the client went away.
-                        tx.blocking_send(Ok(std::mem::take(&mut chunk))).map_err(|_| "client gone".to_string())?;
+                        _ => Vec::new().into_iter(),
+                    };
+                    for (&i, entry) in part.iter().zip(entries) {
+                        match &kind {
+                            Export::Csv => {
+                                csv_row(&mut chunk, i, &B64.encode(custos_tlog::leaf_hash(&entry).0), &entry);
+                                chunk.push(b'\n');
+                            }
+                            Export::Ndjson => {
+                                // Keys in the order `json!` sorts them.
+                                let leaf = B64.encode(custos_tlog::leaf_hash(&entry).0);
+                                let event = crate::read::stored_event(String::from_utf8(entry).ok());
+                                write!(chunk, r#"{{"event":{},"index":{i},"leaf_hash":"{leaf}"}}"#, event.get())
+                                    .expect("writing to a Vec");
+                                chunk.push(b'\n');
+                            }
+                            Export::Bundle { .. } => {
+                                let proof = proofs.next().ok_or("a proof for every hit")?;
+                                if !std::mem::take(&mut first) {
+                                    chunk.push(b',');
+                                }
+                                write!(chunk, "\n{{\"index\":{i},\"entry\":").expect("writing to a Vec");
+                                serde_json::to_writer(&mut chunk, &String::from_utf8_lossy(&entry))
+                                    .expect("writing to a Vec");
+                                chunk.extend_from_slice(b",\"inclusion_proof\":[");
+                                for (k, h) in proof.iter().enumerate() {
+                                    write!(chunk, "{}\"{}\"", if k == 0 { "" } else { "," }, B64.encode(h.0))
+                                        .expect("writing to a Vec");
+                                }
+                                chunk.extend_from_slice(b"]}");
+                            }
+                        }
+                        if chunk.len() >= EXPORT_CHUNK_BYTES {
+                            // A closed channel means the client went away.
+                            tx.blocking_send(Ok(std::mem::take(&mut chunk))).map_err(|_| "client gone".to_string())?;
+                        }
                     }
                 }
             }
@@ -683,6 +715,19 @@ pub async fn aggregate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Exports past `MAX_EXPORTS_AT_ONCE` are refused at once (they last as
+    /// long as their clients read), with a `Retry-After`.
+    #[test]
+    fn exports_past_their_limit_get_503() {
+        let turns = Turns::new(4, Duration::from_secs(5));
+        let mut slots: Vec<_> = (0..crate::config::MAX_EXPORTS_AT_ONCE).map(|_| turns.export_slot().unwrap()).collect();
+        let refused = turns.export_slot().unwrap_err();
+        assert_eq!((refused.status.as_u16(), refused.retry_after_secs), (503, Some(5)));
+        assert!(refused.message.contains("8 exports are streaming already"), "{}", refused.message);
+        slots.pop();
+        turns.export_slot().unwrap();
+    }
 
     /// With every turn taken, a search waits; past its wait it gets 503
     /// with `Retry-After`; a turn given back goes to the next one waiting.
