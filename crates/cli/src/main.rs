@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server on the embedded storage.
-    Serve(cmd::serve::Args),
+    Serve(Box<cmd::serve::Args>),
     /// Post events and print their receipts.
     Send(cmd::send::Args),
     /// Export entries with proofs as a self-contained bundle.
@@ -93,7 +93,7 @@ fn main() {
         Command::Search(a) => cmd::search::run(a),
         Command::Top(a) => cmd::top::run(a),
         Command::Reindex(a) => cmd::reindex::run(a),
-        Command::Serve(a) => cmd::serve::run(a),
+        Command::Serve(a) => cmd::serve::run(*a),
         Command::Send(a) => cmd::send::run(a),
         Command::Export(a) => cmd::export::run(a),
         Command::Demo(a) => cmd::demo::run(a),

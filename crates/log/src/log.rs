@@ -1186,8 +1186,7 @@ fn plan_pieces(
 ) -> Vec<Piece> {
     let mut pieces = Vec::new();
     let mut cur = Piece { segment: current.first, new: false, offset: current.end, bytes: 0..0, count: 0 };
-    let mut index = first_index;
-    for len in lens {
+    for (index, len) in (first_index..).zip(lens) {
         if index.is_multiple_of(TILE_WIDTH) && index - cur.segment >= segment_entries.max(1) {
             let at = cur.bytes.end;
             let done = std::mem::replace(
@@ -1200,7 +1199,6 @@ fn plan_pieces(
         }
         cur.bytes.end += len as usize;
         cur.count += 1;
-        index += 1;
     }
     pieces.push(cur);
     pieces

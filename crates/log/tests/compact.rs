@@ -40,8 +40,11 @@ fn build(storage: Arc<dyn Storage>) -> (custos_log::Log, Vec<Vec<u8>>) {
     (log, all)
 }
 
+/// Entries, entry bundles (data tiles), hash tiles, inclusion proofs.
+type Snapshot = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<custos_tlog::Hash>>);
+
 /// Everything a client can read from the log.
-fn snapshot(log: &custos_log::Log) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<custos_tlog::Hash>>) {
+fn snapshot(log: &custos_log::Log) -> Snapshot {
     let size = log.size();
     let all = log.entries(0, size).unwrap();
     let bundles =

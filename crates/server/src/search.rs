@@ -726,7 +726,7 @@ mod tests {
         assert_eq!((refused.status.as_u16(), refused.retry_after_secs), (503, Some(5)));
         assert!(refused.message.contains("8 exports are streaming already"), "{}", refused.message);
         slots.pop();
-        turns.export_slot().unwrap();
+        slots.push(turns.export_slot().unwrap());
     }
 
     /// With every turn taken, a search waits; past its wait it gets 503

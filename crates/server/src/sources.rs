@@ -53,8 +53,12 @@ pub struct Sources {
     /// Gaps found and not yet recorded in `_custos`, per source: numbers
     /// missing, ranges, and the first range. Coalesced so that a source
     /// with many gaps yields one event per watch tick, not one per gap.
-    pending_gaps: Mutex<HashMap<String, (u64, u64, (u64, u64))>>,
+    pending_gaps: Mutex<HashMap<String, PendingGaps>>,
 }
+
+/// Gaps of one source not yet recorded: numbers missing, ranges, and the
+/// first range.
+type PendingGaps = (u64, u64, (u64, u64));
 
 /// Numbered streams remembered per source, at most.
 pub const MAX_STREAMS_PER_SOURCE: usize = 1024;
@@ -316,7 +320,7 @@ async fn read_syslog_stream<S: tokio::io::AsyncRead + Unpin>(
             framer.push(&buf[..n]);
         }
         let mut batch = Vec::new();
-        while let Some(f) = framer.next() {
+        for f in framer.by_ref() {
             batch.push(match f {
                 custos_sources::syslog::Frame::Message(m) | custos_sources::syslog::Frame::Broken(m) => m,
             });

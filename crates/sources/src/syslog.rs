@@ -492,8 +492,18 @@ impl Framer {
         self.buf.extend_from_slice(data);
     }
 
-    /// The next complete frame, if any.
-    pub fn next(&mut self) -> Option<Frame> {
+    /// What is left when the stream ends: a last message without its
+    /// newline.
+    pub fn finish(&mut self) -> Option<Vec<u8>> {
+        (!self.buf.is_empty()).then(|| std::mem::take(&mut self.buf))
+    }
+}
+
+impl Iterator for Framer {
+    type Item = Frame;
+
+    /// The next complete frame, if any (`None` until more bytes come).
+    fn next(&mut self) -> Option<Frame> {
         if self.octet_counting? {
             let sp = self.buf.iter().take(8).position(|&b| b == b' ');
             let Some(sp) = sp else {
@@ -526,12 +536,6 @@ impl Framer {
                 None => None,
             }
         }
-    }
-
-    /// What is left when the stream ends: a last message without its
-    /// newline.
-    pub fn finish(&mut self) -> Option<Vec<u8>> {
-        (!self.buf.is_empty()).then(|| std::mem::take(&mut self.buf))
     }
 }
 
