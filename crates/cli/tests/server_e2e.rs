@@ -834,3 +834,44 @@ fn searches_run_in_turns_and_within_their_time_limit() {
         }
     }
 }
+
+/// Request bodies share a bounded room (`--max-body-bytes-in-flight`):
+/// while one body takes all of it, another request waits, then goes
+/// through once the first is answered.
+#[test]
+fn request_bodies_wait_for_room_and_then_go_through() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--max-body-bytes", "65536", "--max-body-bytes-in-flight", "65536"]);
+    let token = token_for(&s.url).unwrap();
+    let room = |url: &str| {
+        let (_, body) = get(&format!("{url}/metrics"));
+        let text = String::from_utf8(body).unwrap();
+        text.lines().find_map(|l| l.strip_prefix("custos_body_room_used_bytes ")?.trim().parse::<f64>().ok())
+    };
+    // A chunked body (no Content-Length) takes room for the largest body
+    // allowed: all of it, while it arrives.
+    let mut a = std::net::TcpStream::connect(s.url.strip_prefix("http://").unwrap()).unwrap();
+    let first = ndjson(&[event("alice", 1)]);
+    write!(
+        a,
+        "POST /v1/logs/room/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n",
+        first.len()
+    )
+    .unwrap();
+    poll_or(|| (room(&s.url) == Some(65536.0)).then_some(()), || format!("{:?}", room(&s.url)));
+    let url = s.events_url("room");
+    let second = std::thread::spawn(move || post(&url, "application/x-ndjson", ndjson(&[event("bob", 2)]), &[]));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!second.is_finished(), "the second request did not wait for room");
+    // The first body ends and is answered; the second then goes through.
+    write!(a, "0\r\n\r\n").unwrap();
+    let mut status = String::new();
+    std::io::BufReader::new(&a).read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let (st, r) = second.join().unwrap();
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["receipts"][0]["index"], 1);
+    poll_or(|| (room(&s.url) == Some(0.0)).then_some(()), || format!("{:?}", room(&s.url)));
+}

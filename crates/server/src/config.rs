@@ -36,6 +36,13 @@ pub const SEARCH_QUEUE_WAIT: Duration = Duration::from_secs(10);
 /// answered 503. Each holds at most a few MiB (see `search::export`).
 pub const MAX_EXPORTS_AT_ONCE: usize = 8;
 
+/// Request bodies held at once by default, over every connection: bodies
+/// being read, decompressed, parsed and stored (see `ingest::BodyRoom`).
+pub const DEFAULT_MAX_BODY_BYTES_IN_FLIGHT: usize = 64 << 20;
+/// How long a request waits for room among the bodies in flight before it
+/// is answered 503.
+pub const BODY_ROOM_WAIT: Duration = Duration::from_secs(10);
+
 /// Settings of a running server.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -43,6 +50,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest single event as sent.
     pub max_event_bytes: usize,
+    /// Request bodies held at once, over every connection.
+    pub max_body_bytes_in_flight: usize,
     /// How often grown logs get a new signed checkpoint.
     pub checkpoint_interval: Duration,
     /// Longest wait for a request body.
@@ -62,6 +71,7 @@ impl Default for ServerConfig {
         ServerConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            max_body_bytes_in_flight: DEFAULT_MAX_BODY_BYTES_IN_FLIGHT,
             checkpoint_interval: Duration::from_millis(500),
             body_timeout: DEFAULT_BODY_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,

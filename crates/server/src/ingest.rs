@@ -102,17 +102,88 @@ async fn collect_body(mut body: Body, limit: usize, timeout: std::time::Duration
     Ok(out)
 }
 
-/// Reads the body, at most `limit` bytes before and after decompression.
+/// Room for the request bodies the server holds at once (read,
+/// decompressed, parsed, being stored), counted in KiB: a request takes
+/// room for its body before reading it and keeps it until it is answered,
+/// so that ingest's memory is bounded whatever the number of connections.
+pub struct BodyRoom {
+    kib: Arc<tokio::sync::Semaphore>,
+    total_kib: usize,
+}
+
+impl BodyRoom {
+    /// Room for `bytes` of bodies at once (at least 1 KiB).
+    pub fn new(bytes: usize) -> BodyRoom {
+        let total_kib = bytes.div_ceil(1024).clamp(1, u32::MAX as usize);
+        BodyRoom { kib: Arc::new(tokio::sync::Semaphore::new(total_kib)), total_kib }
+    }
+
+    /// Room for `bytes` (all of it, if that is more), waiting up to `wait`
+    /// for others to give theirs back; 503 otherwise.
+    pub async fn take_within(
+        &self,
+        bytes: usize,
+        wait: std::time::Duration,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        let kib = bytes.div_ceil(1024).clamp(1, self.total_kib) as u32;
+        match tokio::time::timeout(wait, self.kib.clone().acquire_many_owned(kib)).await {
+            Ok(Ok(room)) => Ok(room),
+            _ => Err(ApiError::unavailable(
+                format!(
+                    "the server holds {} MiB of request bodies already (max_body_bytes_in_flight) and none \
+                     was answered within {} s; try again",
+                    self.total_kib / 1024,
+                    wait.as_secs()
+                ),
+                1,
+            )),
+        }
+    }
+
+    /// Bytes of room taken now.
+    pub fn used_bytes(&self) -> usize {
+        (self.total_kib - self.kib.available_permits()) * 1024
+    }
+
+    /// Gives back what `room` holds beyond `bytes`.
+    fn keep(room: &mut tokio::sync::OwnedSemaphorePermit, bytes: usize) {
+        let keep = bytes.div_ceil(1024).max(1);
+        if room.num_permits() > keep {
+            drop(room.split(room.num_permits() - keep));
+        }
+    }
+}
+
+/// Reads the body, at most `max_body_bytes` before and after
+/// decompression, within `body_timeout`. The room it takes among the
+/// bodies in flight (see [`BodyRoom`]) is returned with it: keep it until
+/// the request is answered.
 pub(crate) async fn read_body(
     body: Body,
     headers: &HeaderMap,
-    limit: usize,
-    timeout: std::time::Duration,
-) -> Result<Vec<u8>, ApiError> {
-    let raw = collect_body(body, limit, timeout).await?;
+    state: &AppState,
+) -> Result<(Vec<u8>, tokio::sync::OwnedSemaphorePermit), ApiError> {
+    let (limit, timeout) = (state.config.max_body_bytes, state.config.body_timeout);
     let enc = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim();
+    let encoded = !matches!(enc.to_ascii_lowercase().as_str(), "identity" | "");
+    // Room for the body as declared (or as large as allowed), and for its
+    // decompressed form; what is not used is given back once it is read.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok())
+        .filter(|n| *n <= limit);
+    let need = declared.unwrap_or(limit).saturating_add(if encoded { limit } else { 0 });
+    let mut room = state.body_room.take_within(need, crate::config::BODY_ROOM_WAIT).await?;
+    let body = decode_body(collect_body(body, limit, timeout).await?, enc, limit)?;
+    BodyRoom::keep(&mut room, body.len());
+    Ok((body, room))
+}
+
+/// The body as sent, decompressed by its `Content-Encoding`, at most
+/// `limit` bytes.
+fn decode_body(raw: Vec<u8>, enc: &str, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut reader: Box<dyn Read> = match enc.to_ascii_lowercase().as_str() {
-        "identity" | "" => return Ok(raw.to_vec()),
+        "identity" | "" => return Ok(raw),
         "gzip" | "x-gzip" => Box::new(flate2::read::GzDecoder::new(&raw[..])),
         "zstd" => Box::new(
             zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| ApiError::bad_request(format!("zstd body: {e}")))?,
@@ -461,7 +532,8 @@ pub async fn post_events(
     let submitter = id.map_or_else(|| "anonymous".to_string(), |i| i.name);
     let submitter_name = submitter.clone();
     let format = content_format(&headers)?;
-    let body = read_body(body, &headers, state.config.max_body_bytes, state.config.body_timeout).await?;
+    // The room is held until the events are stored and answered.
+    let (body, _room) = read_body(body, &headers, &state).await?;
     let body_len = body.len();
     let max_event = state.config.max_event_bytes;
     let server = ServerFields {
@@ -546,4 +618,31 @@ fn receipts_body(log: &str, receipts: &[(Receipt, bool)]) -> Response {
     }
     body.push_str("]}");
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Room is taken whole or waited for; past the wait, 503 with
+    /// `Retry-After`; unused room is given back; a request larger than
+    /// the whole room takes all of it rather than waiting for ever.
+    #[tokio::test]
+    async fn bodies_take_room_and_give_back_what_they_do_not_use() {
+        let wait = std::time::Duration::from_millis(30);
+        let room = BodyRoom::new(64 << 10);
+        let mut a = room.take_within(48 << 10, wait).await.unwrap();
+        assert_eq!(room.used_bytes(), 48 << 10);
+        let refused = room.take_within(32 << 10, wait).await.unwrap_err();
+        assert_eq!((refused.status.as_u16(), refused.retry_after_secs), (503, Some(1)));
+        assert!(refused.message.contains("(max_body_bytes_in_flight)"), "{}", refused.message);
+        BodyRoom::keep(&mut a, 1000);
+        assert_eq!(room.used_bytes(), 1 << 10);
+        let b = room.take_within(32 << 10, wait).await.unwrap();
+        drop((a, b));
+        assert_eq!(room.used_bytes(), 0);
+        let all = room.take_within(1 << 30, wait).await.unwrap();
+        assert_eq!(room.used_bytes(), 64 << 10);
+        drop(all);
+    }
 }

@@ -46,6 +46,10 @@ pub async fn metrics(
         metrics::gauge!("custos_log_checkpoints", "log" => name.clone()).set(log.checkpoint_count() as f64);
         metrics::gauge!("custos_log_failed", "log" => name).set(if log.failure().is_some() { 1.0 } else { 0.0 });
     }
+    metrics::gauge!("custos_body_room_used_bytes").set(state.body_room.used_bytes() as f64);
+    let (turns, exports) = state.search_turns.in_use();
+    metrics::gauge!("custos_search_turns_used").set(turns as f64);
+    metrics::gauge!("custos_exports_streaming").set(exports as f64);
     let text = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

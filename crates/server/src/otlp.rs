@@ -53,7 +53,7 @@ pub async fn logs(
             ));
         }
     };
-    let raw = crate::ingest::read_body(body, &headers, state.config.max_body_bytes, state.config.body_timeout).await?;
+    let (raw, _room) = crate::ingest::read_body(body, &headers, &state).await?;
     let req =
         if as_json { custos_sources::otlp::decode_json(&raw) } else { custos_sources::otlp::decode_protobuf(&raw) }
             .map_err(ApiError::bad_request)?;

@@ -269,6 +269,14 @@ impl Turns {
         })
     }
 
+    /// Turns taken now, and exports streaming now.
+    pub fn in_use(&self) -> (usize, usize) {
+        (
+            self.at_once - self.permits.available_permits(),
+            crate::config::MAX_EXPORTS_AT_ONCE - self.exports.available_permits(),
+        )
+    }
+
     /// Waits for a turn, up to `wait`; 503 if none came.
     pub async fn take_within(&self, wait: Duration) -> Result<Turn, ApiError> {
         match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {

@@ -204,7 +204,7 @@ pub async fn k8s_audit(
     let id = id.map(|Extension(i)| i);
     authorize(&state, id.as_ref(), Action::Append(&log))?;
     // The same size limit, body timeout and decompression as event ingest.
-    let raw = crate::ingest::read_body(body, &headers, state.config.max_body_bytes, state.config.body_timeout).await?;
+    let (raw, _room) = crate::ingest::read_body(body, &headers, &state).await?;
     let v: Value = serde_json::from_slice(&raw).map_err(|e| {
         ApiError::bad_request(format!("malformed JSON at line {} column {}: {e}", e.line(), e.column()))
     })?;

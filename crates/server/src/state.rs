@@ -88,6 +88,8 @@ pub struct AppState {
     pub indexes: crate::search::Indexes,
     /// Turns to search: `config.searches_at_once` at a time.
     pub search_turns: crate::search::Turns,
+    /// Room for request bodies: `config.max_body_bytes_in_flight`.
+    pub body_room: crate::ingest::BodyRoom,
     /// Health of every source.
     pub sources: crate::sources::Sources,
     /// Rate limiters by identity key.
@@ -139,6 +141,7 @@ impl AppState {
             sources: crate::sources::Sources::default(),
             indexes: crate::search::Indexes::default(),
             search_turns: crate::search::Turns::new(config.searches_at_once, config.search_timeout),
+            body_room: crate::ingest::BodyRoom::new(config.max_body_bytes_in_flight),
             buckets: Mutex::new(HashMap::new()),
             store,
             config,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use custos_log::{LogStore, StoreConfig};
 use custos_server::{AppState, ServerConfig};
 use serde::Deserialize;
@@ -42,6 +42,10 @@ pub struct Args {
     /// Largest event in bytes [default: 64 KiB].
     #[arg(long, env = "CUSTOS_MAX_EVENT_BYTES")]
     max_event_bytes: Option<usize>,
+    /// Request bodies held at once, over every connection, in bytes; a
+    /// request waits up to 10 s for room, then gets 503 [default: 64 MiB].
+    #[arg(long, env = "CUSTOS_MAX_BODY_BYTES_IN_FLIGHT")]
+    max_body_bytes_in_flight: Option<usize>,
     /// TLS certificate chain (PEM).
     #[arg(long, env = "CUSTOS_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -143,6 +147,12 @@ struct FileConfig {
     key_name: Option<String>,
     max_body_bytes: Option<usize>,
     max_event_bytes: Option<usize>,
+    max_body_bytes_in_flight: Option<usize>,
+    idle_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+    source_silence_secs: Option<u64>,
+    search_timeout_ms: Option<u64>,
+    searches_at_once: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
@@ -186,20 +196,49 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if let Some(k) = a.key_name.or(file.key_name) {
         store_cfg.key_name = k;
     }
+    if file.search_timeout_ms == Some(0) {
+        bail!("search_timeout_ms in the config file must be at least 1");
+    }
+    if file.searches_at_once.is_some_and(|n| !(1..=1024).contains(&n)) {
+        bail!("searches_at_once in the config file must be 1 to 1024");
+    }
     let defaults = ServerConfig::default();
     let server_cfg = ServerConfig {
         max_body_bytes: a.max_body_bytes.or(file.max_body_bytes).unwrap_or(defaults.max_body_bytes),
         max_event_bytes: a.max_event_bytes.or(file.max_event_bytes).unwrap_or(defaults.max_event_bytes),
+        max_body_bytes_in_flight: a
+            .max_body_bytes_in_flight
+            .or(file.max_body_bytes_in_flight)
+            .unwrap_or(defaults.max_body_bytes_in_flight),
         checkpoint_interval: a
             .checkpoint_interval_ms
             .or(file.checkpoint_interval_ms)
             .map(Duration::from_millis)
             .unwrap_or(defaults.checkpoint_interval),
-        idle_timeout: a.idle_timeout_secs.map(Duration::from_secs).unwrap_or(defaults.idle_timeout),
-        body_timeout: a.body_timeout_secs.map(Duration::from_secs).unwrap_or(defaults.body_timeout),
-        source_silence: a.source_silence_secs.map(Duration::from_secs).unwrap_or(defaults.source_silence),
-        search_timeout: a.search_timeout_ms.map(Duration::from_millis).unwrap_or(defaults.search_timeout),
-        searches_at_once: a.searches_at_once.map_or(defaults.searches_at_once, |n| n as usize),
+        idle_timeout: a
+            .idle_timeout_secs
+            .or(file.idle_timeout_secs)
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.idle_timeout),
+        body_timeout: a
+            .body_timeout_secs
+            .or(file.body_timeout_secs)
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.body_timeout),
+        source_silence: a
+            .source_silence_secs
+            .or(file.source_silence_secs)
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.source_silence),
+        search_timeout: a
+            .search_timeout_ms
+            .or(file.search_timeout_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.search_timeout),
+        searches_at_once: a
+            .searches_at_once
+            .or(file.searches_at_once)
+            .map_or(defaults.searches_at_once, |n| n as usize),
     };
     let syslog_tcp: Vec<(SocketAddr, String)> =
         a.syslog_tcp.iter().map(|s| listener_spec(s)).collect::<anyhow::Result<_>>()?;
