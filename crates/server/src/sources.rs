@@ -274,19 +274,41 @@ async fn store_syslog(state: &AppState, log: &str, peer: &SocketAddr, raw: Vec<V
     }
 }
 
-/// Receives syslog over TCP on `listener` into `log`. Framing (octet
-/// counting or newlines) is detected per connection. A connection is read
-/// only as fast as its messages become durable: backpressure is TCP's own.
+/// Open connections of one syslog TCP listener, at most; more are closed
+/// as they arrive (senders such as rsyslog queue and reconnect). Each holds
+/// at most a read buffer, a partial message and one read's batch.
+pub const MAX_SYSLOG_CONNECTIONS: usize = 1024;
+
+/// Receives syslog over TCP on `listener` into `log`, with at most
+/// `max_connections` open at once. Framing (octet counting or newlines) is
+/// detected per connection. A connection is read only as fast as its
+/// messages become durable: backpressure is TCP's own.
 pub async fn syslog_tcp(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     log: String,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    max_connections: usize,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
-        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors, say: wait a little, go on.
+                tracing::warn!(log, error = %e, "syslog accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(log, peer = %peer, max_connections, "syslog connection refused: too many open");
+            metrics::counter!("custos_syslog_connections_refused_total", "log" => log.clone()).increment(1);
+            continue; // dropping the stream closes it
+        };
         let (state, log, tls) = (state.clone(), log.clone(), tls.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             match tls {
                 None => read_syslog_stream(&state, &log, &peer, stream).await,
                 // RFC 5425: syslog over TLS, framed as on plain TCP.
@@ -399,5 +421,59 @@ pub async fn syslog_udp(state: Arc<AppState>, socket: tokio::net::UdpSocket, log
         for (peer, msgs) in by_peer {
             store_syslog(&state, &log, &peer, msgs).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Whether the server closed `s` (EOF) rather than keeping it open for
+    /// `within`.
+    async fn closed(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+        let mut b = [0u8; 1];
+        matches!(tokio::time::timeout(within, s.read(&mut b)).await, Ok(Ok(0)) | Ok(Err(_)))
+    }
+
+    /// Past its connection limit a syslog listener closes new connections;
+    /// once one closes, a new one is taken again, and messages still go in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn syslog_connections_past_the_limit_are_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(custos_log::LogStore::open(custos_log::StoreConfig::new(dir.path())).unwrap());
+        let state = Arc::new(AppState::new(store.clone(), Default::default(), Default::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(syslog_tcp(state, listener, "sys".into(), None, 2));
+        let wait = Duration::from_millis(300);
+        let mut a = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut b = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(closed(&mut c, Duration::from_secs(5)).await, "a third connection was kept");
+        assert!(!closed(&mut a, wait).await && !closed(&mut b, wait).await);
+        drop(a);
+        // The slot comes back once the server sees the end of `a`.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut d = loop {
+            assert!(std::time::Instant::now() < deadline, "no slot came back");
+            let mut d = tokio::net::TcpStream::connect(addr).await.unwrap();
+            if !closed(&mut d, wait).await {
+                break d;
+            }
+        };
+        d.write_all(b"<38>Nov 28 07:00:00 host sshd[1]: Accepted password for alice from 10.0.0.9 port 22 ssh2\n")
+            .await
+            .unwrap();
+        drop(d);
+        let log = loop {
+            assert!(std::time::Instant::now() < deadline, "the message was not stored");
+            if let Some(log) = store.get("sys").filter(|l| l.size() == 1) {
+                break log;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(String::from_utf8(log.entry(0).unwrap()).unwrap().contains("alice"));
+        drop(b);
     }
 }

@@ -385,10 +385,22 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         tracing::info!(%addr, data = %data.display(), "serving");
         let state = Arc::new(AppState::new(store, server_cfg, auth));
         for (l, log) in tcp_listeners {
-            tokio::spawn(custos_server::sources::syslog_tcp(state.clone(), l, log, None));
+            tokio::spawn(custos_server::sources::syslog_tcp(
+                state.clone(),
+                l,
+                log,
+                None,
+                custos_server::sources::MAX_SYSLOG_CONNECTIONS,
+            ));
         }
         for (l, log) in tls_listeners {
-            tokio::spawn(custos_server::sources::syslog_tcp(state.clone(), l, log, tls.clone()));
+            tokio::spawn(custos_server::sources::syslog_tcp(
+                state.clone(),
+                l,
+                log,
+                tls.clone(),
+                custos_server::sources::MAX_SYSLOG_CONNECTIONS,
+            ));
         }
         for (sock, log) in udp_sockets {
             tokio::spawn(custos_server::sources::syslog_udp(state.clone(), sock, log));
