@@ -36,6 +36,10 @@ pub const SEARCH_QUEUE_WAIT: Duration = Duration::from_secs(10);
 /// answered 503. Each holds at most a few MiB (see `search::export`).
 pub const MAX_EXPORTS_AT_ONCE: usize = 8;
 
+/// Answers of many entries (entry ranges, entry bundles) being built or
+/// sent at once; more wait up to `SEARCH_QUEUE_WAIT`, then get 503. Each
+/// holds up to `MAX_RANGE_ENTRIES` entries of up to 64 KiB.
+pub const MAX_BIG_READS_AT_ONCE: usize = 16;
 /// Request bodies held at once by default, over every connection: bodies
 /// being read, decompressed, parsed and stored (see `ingest::BodyRoom`).
 pub const DEFAULT_MAX_BODY_BYTES_IN_FLIGHT: usize = 64 << 20;

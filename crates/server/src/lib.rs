@@ -24,6 +24,7 @@ pub mod compactor;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod gate;
 pub mod gateway;
 pub mod ingest;
 pub mod ops;

@@ -50,6 +50,7 @@ pub async fn metrics(
     let (turns, exports) = state.search_turns.in_use();
     metrics::gauge!("custos_search_turns_used").set(turns as f64);
     metrics::gauge!("custos_exports_streaming").set(exports as f64);
+    metrics::gauge!("custos_big_reads").set(state.big_reads.in_use() as f64);
     let text = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

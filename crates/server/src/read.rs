@@ -199,7 +199,8 @@ pub async fn entry_range(
     id: Option<Extension<Identity>>,
     Path(name): Path<String>,
     Params(q): Params<RangeQuery>,
-) -> Result<Json<RangePage>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let ext = readable(&state, id, &name).await?;
     let log = ext.log.clone();
     let size = log.size();
@@ -216,6 +217,9 @@ pub async fn entry_range(
             end - start
         )));
     }
+    // Up to 1,000 entries of up to 64 KiB: the place is kept until the
+    // answer is sent.
+    let place = state.big_reads.enter(crate::config::SEARCH_QUEUE_WAIT).await?;
     let v = tokio::task::spawn_blocking(move || -> Result<RangePage, ApiError> {
         let proof_at = match (q.tree_size, q.proofs) {
             (Some(n), _) => Some(n),
@@ -247,7 +251,7 @@ pub async fn entry_range(
     })
     .await
     .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
-    Ok(Json(v))
+    Ok(crate::gate::hold(Json(v).into_response(), place))
 }
 
 /// Query of consistency proofs.

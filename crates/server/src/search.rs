@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, Params};
+use crate::gate::Gate;
 use crate::state::AppState;
 
 /// How often the indexer looks for new entries.
@@ -229,11 +230,10 @@ fn index_error(e: custos_index::engine::IndexError) -> ApiError {
 /// up to [`custos_index::engine::MAX_AGG_MEMORY_BYTES`]), in the order they
 /// asked, each within a time limit.
 pub struct Turns {
-    permits: Arc<tokio::sync::Semaphore>,
-    at_once: usize,
+    turns: Gate,
     timeout: Duration,
     /// Exports streaming, at most [`crate::config::MAX_EXPORTS_AT_ONCE`].
-    exports: Arc<tokio::sync::Semaphore>,
+    exports: Gate,
 }
 
 /// One search's turn, held while it runs.
@@ -246,50 +246,28 @@ pub struct Turn {
 impl Turns {
     /// `at_once` turns (at least one), each of at most `timeout`.
     pub fn new(at_once: usize, timeout: Duration) -> Turns {
-        let at_once = at_once.max(1);
         Turns {
-            permits: Arc::new(tokio::sync::Semaphore::new(at_once)),
-            at_once,
+            turns: Gate::new(at_once, "search turns (searches_at_once)"),
             timeout,
-            exports: Arc::new(tokio::sync::Semaphore::new(crate::config::MAX_EXPORTS_AT_ONCE)),
+            exports: Gate::new(crate::config::MAX_EXPORTS_AT_ONCE, "export places (MAX_EXPORTS_AT_ONCE)"),
         }
     }
 
     /// A place for one more export, held while it streams; 503 if
     /// [`crate::config::MAX_EXPORTS_AT_ONCE`] are streaming already.
     pub fn export_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        self.exports.clone().try_acquire_owned().map_err(|_| {
-            ApiError::unavailable(
-                format!(
-                    "{} exports are streaming already (MAX_EXPORTS_AT_ONCE); try again once one has finished",
-                    crate::config::MAX_EXPORTS_AT_ONCE
-                ),
-                5,
-            )
-        })
+        self.exports.try_enter(5)
     }
 
     /// Turns taken now, and exports streaming now.
     pub fn in_use(&self) -> (usize, usize) {
-        (
-            self.at_once - self.permits.available_permits(),
-            crate::config::MAX_EXPORTS_AT_ONCE - self.exports.available_permits(),
-        )
+        (self.turns.in_use(), self.exports.in_use())
     }
 
     /// Waits for a turn, up to `wait`; 503 if none came.
     pub async fn take_within(&self, wait: Duration) -> Result<Turn, ApiError> {
-        match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Turn { _permit: permit, deadline: std::time::Instant::now() + self.timeout }),
-            _ => Err(ApiError::unavailable(
-                format!(
-                    "all {} search turns (searches_at_once) are taken and none came free within {} s; try again",
-                    self.at_once,
-                    wait.as_secs()
-                ),
-                1,
-            )),
-        }
+        let permit = self.turns.enter(wait).await?;
+        Ok(Turn { _permit: permit, deadline: std::time::Instant::now() + self.timeout })
     }
 
     /// Waits for a turn, up to [`crate::config::SEARCH_QUEUE_WAIT`].
@@ -437,6 +415,9 @@ pub async fn search(
         return Ok(export(state, (name, ext.log.clone()), q, newest_first, (kind, upto), slot));
     }
     let log = ext.log.clone();
+    // A page holds up to 1,000 entries until it is sent: a place among the
+    // big reads for that, and a turn among the searches while it is made.
+    let place = state.big_reads.enter(crate::config::SEARCH_QUEUE_WAIT).await?;
     let turn = state.search_turns.take().await?;
     let ix = match state.indexes.get_open(&name) {
         Some(ix) => ix,
@@ -495,7 +476,8 @@ pub async fn search(
     }
     .map_err(|e| ApiError::unavailable(e.to_string(), 1))??;
     let timing = crate::authn::server_timing("search", took);
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], [timing], body).into_response())
+    let resp = ([(axum::http::header::CONTENT_TYPE, "application/json")], [timing], body).into_response();
+    Ok(crate::gate::hold(resp, place))
 }
 
 /// One search hit, as answered.
@@ -732,7 +714,7 @@ mod tests {
         let mut slots: Vec<_> = (0..crate::config::MAX_EXPORTS_AT_ONCE).map(|_| turns.export_slot().unwrap()).collect();
         let refused = turns.export_slot().unwrap_err();
         assert_eq!((refused.status.as_u16(), refused.retry_after_secs), (503, Some(5)));
-        assert!(refused.message.contains("8 exports are streaming already"), "{}", refused.message);
+        assert!(refused.message.contains("all 8 export places (MAX_EXPORTS_AT_ONCE) are taken"), "{}", refused.message);
         slots.pop();
         slots.push(turns.export_slot().unwrap());
     }

@@ -90,6 +90,8 @@ pub struct AppState {
     pub search_turns: crate::search::Turns,
     /// Room for request bodies: `config.max_body_bytes_in_flight`.
     pub body_room: crate::ingest::BodyRoom,
+    /// Places for answers of many entries: `MAX_BIG_READS_AT_ONCE`.
+    pub big_reads: crate::gate::Gate,
     /// Health of every source.
     pub sources: crate::sources::Sources,
     /// Rate limiters by identity key.
@@ -142,6 +144,10 @@ impl AppState {
             indexes: crate::search::Indexes::default(),
             search_turns: crate::search::Turns::new(config.searches_at_once, config.search_timeout),
             body_room: crate::ingest::BodyRoom::new(config.max_body_bytes_in_flight),
+            big_reads: crate::gate::Gate::new(
+                crate::config::MAX_BIG_READS_AT_ONCE,
+                "places for reads of many entries (MAX_BIG_READS_AT_ONCE)",
+            ),
             buckets: Mutex::new(HashMap::new()),
             store,
             config,

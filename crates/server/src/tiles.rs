@@ -51,6 +51,11 @@ pub async fn tile(
     crate::authn::authorize(&state, id.as_ref().map(|Extension(i)| i), action)?;
     let ext = state.existing(&name).await?;
     let log = ext.log.clone();
+    // An entry bundle holds up to 256 entries; a hash tile 8 KiB.
+    let place = match t.kind {
+        TileKind::Entries => Some(state.big_reads.enter(crate::config::SEARCH_QUEUE_WAIT).await?),
+        TileKind::Hashes { .. } => None,
+    };
     let bytes = tokio::task::spawn_blocking(move || match t.kind {
         TileKind::Hashes { level } => log.hash_tile(level, t.index, t.width),
         TileKind::Entries => log.entry_bundle(t.index, t.width),
@@ -61,10 +66,14 @@ pub async fn tile(
         custos_log::ReadError::OutOfRange(m) => ApiError::not_found(m),
         other => other.into(),
     })?;
-    Ok((
+    let resp = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/octet-stream"), (header::CACHE_CONTROL, IMMUTABLE)],
         bytes,
     )
-        .into_response())
+        .into_response();
+    Ok(match place {
+        Some(place) => crate::gate::hold(resp, place),
+        None => resp,
+    })
 }
