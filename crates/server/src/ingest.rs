@@ -146,12 +146,20 @@ impl BodyRoom {
     }
 
     /// Gives back what `room` holds beyond `bytes`.
-    fn keep(room: &mut tokio::sync::OwnedSemaphorePermit, bytes: usize) {
+    pub(crate) fn keep(room: &mut tokio::sync::OwnedSemaphorePermit, bytes: usize) {
         let keep = bytes.div_ceil(1024).max(1);
         if room.num_permits() > keep {
             drop(room.split(room.num_permits() - keep));
         }
     }
+}
+
+/// The body's `Content-Length`, if it has one of at most `limit` bytes.
+pub(crate) fn declared_len(headers: &HeaderMap, limit: usize) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok())
+        .filter(|n| *n <= limit)
 }
 
 /// Reads the body, at most `max_body_bytes` before and after
@@ -168,11 +176,7 @@ pub(crate) async fn read_body(
     let encoded = !matches!(enc.to_ascii_lowercase().as_str(), "identity" | "");
     // Room for the body as declared (or as large as allowed), and for its
     // decompressed form; what is not used is given back once it is read.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok())
-        .filter(|n| *n <= limit);
-    let need = declared.unwrap_or(limit).saturating_add(if encoded { limit } else { 0 });
+    let need = declared_len(headers, limit).unwrap_or(limit).saturating_add(if encoded { limit } else { 0 });
     let mut room = state.body_room.take_within(need, crate::config::BODY_ROOM_WAIT).await?;
     let body = decode_body(collect_body(body, limit, timeout).await?, enc, limit)?;
     BodyRoom::keep(&mut room, body.len());

@@ -120,6 +120,15 @@ async fn grpc_export(
         let code = if e.status == StatusCode::UNAUTHORIZED { GRPC_UNAUTHENTICATED } else { GRPC_PERMISSION_DENIED };
         return grpc_response(code, &e.message, None);
     }
+    // Room among the bodies in flight, as for HTTP ingest: for the body as
+    // declared (or as large as allowed), and as much again decompressed.
+    let limit = state.config.max_body_bytes;
+    let gzip = headers.get("grpc-encoding").is_some_and(|v| v == "gzip");
+    let need = crate::ingest::declared_len(&headers, limit + 5).unwrap_or(limit + 5) + limit;
+    let mut room = match state.body_room.take_within(need, crate::config::BODY_ROOM_WAIT).await {
+        Ok(room) => room,
+        Err(e) => return grpc_response(GRPC_UNAVAILABLE, &e.message, None),
+    };
     // The body is read raw: gRPC compresses per message, not per body.
     let raw = match tokio::time::timeout(
         state.config.body_timeout,
@@ -144,14 +153,13 @@ async fn grpc_export(
     }
     let message = match raw[0] {
         0 => raw[5..].to_vec(),
-        1 if headers.get("grpc-encoding").is_some_and(|v| v == "gzip") => {
+        1 if gzip => {
             use std::io::Read;
             let mut out = Vec::new();
-            let limit = state.config.max_body_bytes as u64;
-            if let Err(e) = flate2::read::GzDecoder::new(&raw[5..]).take(limit + 1).read_to_end(&mut out) {
+            if let Err(e) = flate2::read::GzDecoder::new(&raw[5..]).take(limit as u64 + 1).read_to_end(&mut out) {
                 return grpc_response(GRPC_INVALID_ARGUMENT, &format!("gzip: {e}"), None);
             }
-            if out.len() as u64 > limit {
+            if out.len() > limit {
                 return grpc_response(GRPC_INVALID_ARGUMENT, "the decompressed message is over the body limit", None);
             }
             out
@@ -164,6 +172,7 @@ async fn grpc_export(
             );
         }
     };
+    crate::ingest::BodyRoom::keep(&mut room, raw.len() + message.len());
     let req = match custos_sources::otlp::decode_protobuf(&message) {
         Ok(r) => r,
         Err(e) => return grpc_response(GRPC_INVALID_ARGUMENT, &e, None),
