@@ -159,28 +159,8 @@ fn a_full_disk_refuses_gateway_statements_until_there_is_room() {
     let fs = Tmpfs::mount(24);
     let data = fs.path.join("data");
     let conf = tempfile::tempdir().unwrap();
-    let users = conf.path().join("users.json");
-    let mut add = Command::new(bin())
-        .args(["gateway", "user", "alice", "--users"])
-        .arg(&users)
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    add.stdin.take().unwrap().write_all(b"alice-pw\n").unwrap();
-    assert!(add.wait().unwrap().success());
-    let port = common::pg::free_port();
-    let config = conf.path().join("custos.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[gateway]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"postgres://svc:svc-pw@127.0.0.1:{}/app?sslmode=disable\"\n\
-             log = \"db\"\nusers = \"{}\"\n",
-            pg.port,
-            users.display()
-        ),
-    )
-    .unwrap();
+    let users = common::pg::gateway_users(conf.path(), &[("alice", "alice-pw", &[])]);
+    let (config, port) = common::pg::one_gateway_config(conf.path(), &pg, &users);
     let s = Server::start(&data, &["--config", config.to_str().unwrap()]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let conn = format!("host=127.0.0.1 port={port} user=alice password=alice-pw dbname=app sslmode=disable");

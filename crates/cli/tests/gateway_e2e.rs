@@ -6,11 +6,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::pg::{PGBIN, Pg, free_port};
+use common::pg::{PGBIN, Pg, free_port, gateway_users, one_gateway_config};
 use common::*;
 use serde_json::Value;
 
@@ -36,22 +36,6 @@ fn token(data: &Path, role: &str, name: &str) -> String {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// Adds people to a users file with the CLI.
-fn users(dir: &Path, people: &[(&str, &str, &[&str])]) -> PathBuf {
-    let path = dir.join("users.json");
-    for (name, password, roles) in people {
-        let mut c = Command::new(bin());
-        c.args(["gateway", "user", name, "--users"]).arg(&path);
-        for r in *roles {
-            c.args(["--role", r]);
-        }
-        let mut child = c.stdin(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
-        assert!(child.wait().unwrap().success());
-    }
-    path
 }
 
 fn start_gateway(server_url: &str, token: &str, upstream: &str, users: &Path, extra: &[&str]) -> Gw {
@@ -214,7 +198,7 @@ fn gateway_records_every_statement_and_agrees_with_pgaudit() {
     let server = Server::start(&data, &[]);
     let people: &[(&str, &str, &[&str])] =
         &[("alice", "alice-pw", &["analyst"]), ("bob", "bob-pw", &["support"]), ("carol", "carol-pw", &[])];
-    let users = users(dir.path(), people);
+    let users = gateway_users(dir.path(), people);
     let config = dir.path().join("gateway.toml");
     std::fs::write(&config, DENY_RULES).unwrap();
     let upstream = format!(
@@ -469,7 +453,7 @@ fn fail_closed_refuses_when_the_log_is_down_and_bad_clients_are_recorded() {
     let listen = format!("127.0.0.1:{port}");
     let server = Server::start(&data, &["--listen", &listen]);
     let url = server.url.clone();
-    let users = users(dir.path(), &[("alice", "alice-pw", &[])]);
+    let users = gateway_users(dir.path(), &[("alice", "alice-pw", &[])]);
     let upstream = format!("postgres://svc:svc-pw@127.0.0.1:{}/app?sslmode=disable", pg.port);
     let gw = start_gateway(&url, &gw_token, &upstream, &users, &["--auth-timeout-secs", "2"]);
     let spool = start_gateway(&url, &gw_token, &upstream, &users, &["--audit-mode", "async", "--redact-params"]);
@@ -591,7 +575,7 @@ fn gateway_inside_the_server_takes_custos_tokens_over_tls() {
     let data = dir.path().join("data");
     let dora = token(&data, "reader", "dora");
     let reader = token(&data, "auditor", "test-reader");
-    let users = users(dir.path(), &[("alice", "alice-pw", &[])]);
+    let users = gateway_users(dir.path(), &[("alice", "alice-pw", &[])]);
     let port = free_port();
     // A second gateway reaches PostgreSQL over its Unix socket, as one
     // beside the database would.
@@ -710,19 +694,8 @@ fn fail_closed_records_survive_kill_9_of_the_server_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let reader = token(&data, "auditor", "test-reader");
-    let users = users(dir.path(), &[("alice", "alice-pw", &[])]);
-    let port = free_port();
-    let config = dir.path().join("custos.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[gateway]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"postgres://svc:svc-pw@127.0.0.1:{}/app?sslmode=disable\"\n\
-             log = \"db\"\nusers = \"{}\"\n",
-            pg.port,
-            users.display()
-        ),
-    )
-    .unwrap();
+    let users = gateway_users(dir.path(), &[("alice", "alice-pw", &[])]);
+    let (config, port) = one_gateway_config(dir.path(), &pg, &users);
     let server = Server::start(&data, &["--config", config.to_str().unwrap()]);
     // Each client inserts values of its own (client_id apart), so that a
     // row names the one statement that made it.

@@ -146,3 +146,41 @@ impl Drop for Pg {
             .output();
     }
 }
+
+/// Adds people (name, password, roles) to a gateway users file with the
+/// CLI; returns the file.
+pub fn gateway_users(dir: &Path, people: &[(&str, &str, &[&str])]) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("users.json");
+    for (name, password, roles) in people {
+        let mut c = Command::new(crate::common::bin());
+        c.args(["gateway", "user", name, "--users"]).arg(&path);
+        for r in *roles {
+            c.args(["--role", r]);
+        }
+        let mut child = c.stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    path
+}
+
+/// A config file in `dir` for `custos serve` with one gateway inside it,
+/// on a free port, to database `app` of `pg` as `svc` (password `svc-pw`),
+/// recording into log `db`: the file and the gateway's port.
+pub fn one_gateway_config(dir: &Path, pg: &Pg, users: &Path) -> (PathBuf, u16) {
+    let port = free_port();
+    let config = dir.join("custos.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[gateway]]\nlisten = \"127.0.0.1:{port}\"\n\
+             upstream = \"postgres://svc:svc-pw@127.0.0.1:{}/app?sslmode=disable\"\n\
+             log = \"db\"\nusers = \"{}\"\n",
+            pg.port,
+            users.display()
+        ),
+    )
+    .unwrap();
+    (config, port)
+}
