@@ -104,8 +104,9 @@ async fn collect_body(mut body: Body, limit: usize, timeout: std::time::Duration
 
 /// Room for the request bodies the server holds at once (read,
 /// decompressed, parsed, being stored), counted in KiB: a request takes
-/// room for its body before reading it and keeps it until it is answered,
-/// so that ingest's memory is bounded whatever the number of connections.
+/// room for its body before reading it and keeps it until its events are
+/// stored, so that ingest's memory is bounded whatever the number of
+/// connections.
 pub struct BodyRoom {
     kib: Arc<tokio::sync::Semaphore>,
     total_kib: usize,
@@ -165,7 +166,7 @@ pub(crate) fn declared_len(headers: &HeaderMap, limit: usize) -> Option<usize> {
 /// Reads the body, at most `max_body_bytes` before and after
 /// decompression, within `body_timeout`. The room it takes among the
 /// bodies in flight (see [`BodyRoom`]) is returned with it: keep it until
-/// the request is answered.
+/// the request's events are stored.
 pub(crate) async fn read_body(
     body: Body,
     headers: &HeaderMap,
@@ -536,8 +537,9 @@ pub async fn post_events(
     let submitter = id.map_or_else(|| "anonymous".to_string(), |i| i.name);
     let submitter_name = submitter.clone();
     let format = content_format(&headers)?;
-    // The room is held until the events are stored and answered.
-    let (body, _room) = read_body(body, &headers, &state).await?;
+    // The room is held until the events are stored (not while waiting for
+    // a checkpoint or the index, which holds only the receipts).
+    let (body, room) = read_body(body, &headers, &state).await?;
     let body_len = body.len();
     let max_event = state.config.max_event_bytes;
     let server = ServerFields {
@@ -563,6 +565,7 @@ pub async fn post_events(
     let seqs: Vec<(String, Option<u64>)> = sealed.iter().map(|e| (String::new(), e.seq)).collect();
     let ext = state.for_write(&log).await?;
     let receipts = store(&ext, sealed).await?;
+    drop(room);
     state.sources.seen(&submitter_name, &seqs);
     metrics::counter!("custos_ingest_events_total", "log" => log.clone()).increment(count as u64);
     metrics::counter!("custos_ingest_bytes_total", "log" => log.clone()).increment(body_len as u64);
