@@ -44,8 +44,8 @@ pub struct Args {
     max_event_bytes: Option<usize>,
     /// Request bodies held at once, over every connection, in bytes; a
     /// request waits up to 10 s for room, then gets 503 [default: 64 MiB].
-    #[arg(long, env = "CUSTOS_MAX_BODY_BYTES_IN_FLIGHT")]
-    max_body_bytes_in_flight: Option<usize>,
+    #[arg(long, env = "CUSTOS_MAX_BODY_BYTES_IN_FLIGHT", value_parser = clap::value_parser!(u64).range(1..))]
+    max_body_bytes_in_flight: Option<u64>,
     /// TLS certificate chain (PEM).
     #[arg(long, env = "CUSTOS_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -196,6 +196,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if let Some(k) = a.key_name.or(file.key_name) {
         store_cfg.key_name = k;
     }
+    if file.max_body_bytes_in_flight == Some(0) {
+        bail!("max_body_bytes_in_flight in the config file must be at least 1");
+    }
     if file.search_timeout_ms == Some(0) {
         bail!("search_timeout_ms in the config file must be at least 1");
     }
@@ -208,6 +211,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         max_event_bytes: a.max_event_bytes.or(file.max_event_bytes).unwrap_or(defaults.max_event_bytes),
         max_body_bytes_in_flight: a
             .max_body_bytes_in_flight
+            .map(|n| n as usize)
             .or(file.max_body_bytes_in_flight)
             .unwrap_or(defaults.max_body_bytes_in_flight),
         checkpoint_interval: a
