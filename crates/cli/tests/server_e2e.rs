@@ -875,3 +875,27 @@ fn request_bodies_wait_for_room_and_then_go_through() {
     assert_eq!(r["receipts"][0]["index"], 1);
     poll_or(|| (room(&s.url) == Some(0.0)).then_some(()), || format!("{:?}", room(&s.url)));
 }
+
+/// A limit of zero in the config file is refused at start, naming the key.
+#[test]
+fn zero_limits_in_the_config_file_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, said) in [
+        ("searches_at_once", "searches_at_once in the config file must be 1 to 1024"),
+        ("search_timeout_ms", "search_timeout_ms in the config file must be at least 1"),
+        ("max_body_bytes_in_flight", "max_body_bytes_in_flight in the config file must be at least 1"),
+    ] {
+        let config = dir.path().join("custos.toml");
+        std::fs::write(&config, format!("{key} = 0\n")).unwrap();
+        let out = Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path().join("data"))
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(said), "{key}: {err}");
+    }
+}
