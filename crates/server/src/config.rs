@@ -32,6 +32,9 @@ pub const DEFAULT_SEARCHES_AT_ONCE: usize = 4;
 /// before it is answered 503.
 pub const SEARCH_QUEUE_WAIT: Duration = Duration::from_secs(10);
 
+/// How long each page of an export waits for a search turn before the
+/// export stops (part way through, with an error).
+pub const EXPORT_TURN_WAIT: Duration = Duration::from_secs(300);
 /// Exports (`format=ndjson|csv|bundle`) streaming at once; one more is
 /// answered 503. Each holds at most a few MiB (see `search::export`).
 pub const MAX_EXPORTS_AT_ONCE: usize = 8;

@@ -275,9 +275,11 @@ impl Turns {
         self.take_within(crate::config::SEARCH_QUEUE_WAIT).await
     }
 
-    /// [`Turns::take`] from a blocking thread of the runtime.
-    pub fn take_blocking(&self) -> Result<Turn, ApiError> {
-        tokio::runtime::Handle::current().block_on(self.take())
+    /// A turn for the next page of an export, from its blocking thread:
+    /// waited for up to [`crate::config::EXPORT_TURN_WAIT`], longer than a
+    /// search waits, since an export that gives up fails part way through.
+    pub fn take_for_export(&self) -> Result<Turn, ApiError> {
+        tokio::runtime::Handle::current().block_on(self.take_within(crate::config::EXPORT_TURN_WAIT))
     }
 
     /// The answer to a failed search: [`index_error`], and 400 naming the
@@ -587,7 +589,7 @@ fn export(
                 // Each page takes a turn among the searches (not the whole
                 // export, which lasts as long as its client reads), let go
                 // before the page is sent.
-                let turn = state.search_turns.take_blocking().map_err(|e| e.message)?;
+                let turn = state.search_turns.take_for_export().map_err(|e| e.message)?;
                 let page = ix.prepare(&q, now).map_err(|e| e.to_string())?.until(turn.deadline);
                 let (hits, _) = ix
                     .search_prepared(&page, MAX_PAGE_HITS, cursor, newest_first)
