@@ -303,7 +303,7 @@ pub(crate) struct State {
     /// yet: writing them failed (a full disk), after their entries were
     /// durable. They go out with the next batch's. The hashes file holds
     /// exactly the first `size - unstored.len()`.
-    unstored: Vec<Hash>,
+    pub(crate) unstored: Vec<Hash>,
     /// Where each bundle is stored.
     bundles: Vec<Loc>,
     /// The leading bundles that are in the bundles file.

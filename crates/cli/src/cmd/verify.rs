@@ -102,6 +102,14 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                     r.unsigned_entries,
                     r.entries as f64 / secs.max(1e-9)
                 );
+                if r.hashes_missing > 0 {
+                    println!(
+                        "     {name}: the stored hashes of the last {} entries are missing (the hashes file is a cache \
+                         that a crash or a full disk can leave short; the server rebuilds it when it opens the log); \
+                         recomputed and checked",
+                        r.hashes_missing
+                    );
+                }
             }
             Err(e) => {
                 failed += 1;
