@@ -15,10 +15,18 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, oneshot};
 
-/// Events queued and not yet durable, across all sessions. In async mode
-/// this is the spool: when it is full, a statement waits up to
-/// [`SPOOL_WAIT`] for room and is then refused; it is never run unrecorded.
+/// Events queued and not yet durable, across all sessions, at most. In
+/// async mode this is the spool: when it is full (this many events, or
+/// [`MAX_SPOOL_BYTES`]), a statement waits up to [`SPOOL_WAIT`] for room
+/// and is then refused; it is never run unrecorded.
 pub const MAX_SPOOL_EVENTS: usize = 100_000;
+/// The spool's events take at most about this much memory (their strings
+/// and members, counted in [`SPOOL_UNIT_BYTES`]): an event can hold 32 KiB
+/// of SQL and 64 parameters, so the event count alone would allow
+/// gigabytes.
+pub const MAX_SPOOL_BYTES: usize = 128 << 20;
+/// What the spool counts in: each event takes at least one unit.
+pub const SPOOL_UNIT_BYTES: usize = 256;
 /// Events in one posted batch.
 pub const MAX_BATCH_EVENTS: usize = 2_000;
 /// How long a statement waits for room in a full spool.
@@ -56,7 +64,27 @@ pub type StoreNow = Arc<
 struct Job {
     events: Vec<Event>,
     count: usize,
+    /// Its room in the spool, in [`SPOOL_UNIT_BYTES`] (at least `count`).
+    units: usize,
     done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// About how many bytes `n` holds: its strings and keys, plus a few per
+/// value. Cheap: no encoding.
+fn approx_bytes(n: &Event) -> usize {
+    match n {
+        custos_event::doc::Node::Str(s) => s.len() + 8,
+        custos_event::doc::Node::Arr(items) => 16 + items.iter().map(approx_bytes).sum::<usize>(),
+        custos_event::doc::Node::Obj(members) => {
+            16 + members.iter().map(|(k, v)| k.len() + 8 + approx_bytes(v)).sum::<usize>()
+        }
+        _ => 8,
+    }
+}
+
+/// The spool units `events` take: at least one each.
+fn units(events: &[Event]) -> usize {
+    events.iter().map(|e| approx_bytes(e).div_ceil(SPOOL_UNIT_BYTES).max(1)).sum()
 }
 
 /// The queue and what it holds.
@@ -75,9 +103,22 @@ struct Queue {
 struct Shared {
     queue: Mutex<Queue>,
     ready: Condvar,
+    /// Events that may still be queued.
     space: Arc<Semaphore>,
+    /// Spool units that may still be queued.
+    room: Arc<Semaphore>,
+    /// How long a submission waits for space or room.
+    wait: Duration,
     post: PostBatch,
     now: Option<StoreNow>,
+}
+
+impl Shared {
+    /// Gives back the space and room of jobs that left the queue.
+    fn release(&self, count: usize, units: usize) {
+        self.space.add_permits(count);
+        self.room.add_permits(units);
+    }
 }
 
 /// The queue of audit events on their way to the log.
@@ -94,10 +135,18 @@ impl Sink {
 
     /// Starts the worker threads; durable submissions use `now` directly.
     pub fn start_with(post: PostBatch, now: Option<StoreNow>) -> Sink {
+        Sink::start_sized(post, now, MAX_SPOOL_EVENTS, MAX_SPOOL_BYTES, SPOOL_WAIT)
+    }
+
+    /// [`Sink::start_with`] with a spool of `events` and `bytes`, waited
+    /// for up to `wait`.
+    fn start_sized(post: PostBatch, now: Option<StoreNow>, events: usize, bytes: usize, wait: Duration) -> Sink {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
-            space: Arc::new(Semaphore::new(MAX_SPOOL_EVENTS)),
+            space: Arc::new(Semaphore::new(events)),
+            room: Arc::new(Semaphore::new(bytes / SPOOL_UNIT_BYTES)),
+            wait,
             post,
             now,
         });
@@ -121,14 +170,27 @@ impl Sink {
             return self.store_now(now, events).await;
         }
         let count = events.len();
-        if count > MAX_SPOOL_EVENTS {
-            return Err(format!("{count} events at once is over the spool's {MAX_SPOOL_EVENTS}"));
+        let units = units(&events);
+        if count > MAX_SPOOL_EVENTS || units * SPOOL_UNIT_BYTES > MAX_SPOOL_BYTES {
+            return Err(format!("{count} events at once are over the spool's size"));
         }
-        let permit = tokio::time::timeout(SPOOL_WAIT, self.shared.space.clone().acquire_many_owned(count as u32))
-            .await
-            .map_err(|_| format!("the audit spool is full ({MAX_SPOOL_EVENTS} events wait for the log)"))?
-            .map_err(|_| "the audit sink is closed".to_string())?;
-        permit.forget();
+        let full = || {
+            format!(
+                "the audit spool is full (at most {MAX_SPOOL_EVENTS} events or {} MiB wait for the log)",
+                MAX_SPOOL_BYTES >> 20
+            )
+        };
+        let s = &self.shared;
+        let taken = tokio::time::timeout(s.wait, async {
+            let space = s.space.clone().acquire_many_owned(count as u32).await?;
+            let room = s.room.clone().acquire_many_owned(units as u32).await?;
+            Ok::<_, tokio::sync::AcquireError>((space, room))
+        })
+        .await
+        .map_err(|_| full())?
+        .map_err(|_| "the audit sink is closed".to_string())?;
+        taken.0.forget();
+        taken.1.forget();
         let (tx, rx) = if durable {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -143,7 +205,7 @@ impl Sink {
             let wake = durable || (q.jobs.is_empty() && q.lingering == 0) || q.events + count >= MAX_BATCH_EVENTS;
             q.events += count;
             q.durable += usize::from(durable);
-            q.jobs.push_back(Job { events, count, done: tx });
+            q.jobs.push_back(Job { events, count, units, done: tx });
             wake
         };
         if wake {
@@ -165,6 +227,7 @@ impl Sink {
             q.jobs.drain(..).collect()
         };
         let ride_count: usize = riders.iter().map(|j| j.count).sum();
+        let ride_units: usize = riders.iter().map(|j| j.units).sum();
         // The riders are copied, not moved: if the append fails they go
         // back to the queue for the workers to retry.
         let mut all = Vec::with_capacity(ride_count + events.len());
@@ -174,7 +237,7 @@ impl Sink {
         all.extend(events);
         match now(all).await {
             Ok(()) => {
-                self.shared.space.add_permits(ride_count);
+                self.shared.release(ride_count, ride_units);
                 Ok(())
             }
             Err(e) => {
@@ -235,6 +298,7 @@ fn worker(s: &Shared) {
         };
         let result = (s.post)(&batch);
         let count: usize = jobs.iter().map(|j| j.count).sum();
+        let units: usize = jobs.iter().map(|j| j.units).sum();
         match result {
             Ok(()) => {
                 backoff = Duration::from_millis(50);
@@ -243,7 +307,7 @@ fn worker(s: &Shared) {
                         let _ = d.send(Ok(()));
                     }
                 }
-                s.space.add_permits(count);
+                s.release(count, units);
             }
             Err(PostError::Rejected(e)) => {
                 // Events the gateway built were refused: a bug or a
@@ -255,14 +319,14 @@ fn worker(s: &Shared) {
                         let _ = d.send(Err(format!("the log rejected the audit event: {e}")));
                     }
                 }
-                s.space.add_permits(count);
+                s.release(count, units);
             }
             Err(PostError::Retry(e)) => {
                 tracing::warn!(error = %e, events = count, "audit log unavailable");
                 // Fail-closed statements are refused now; spooled events
                 // go back to the front and are retried.
                 let mut retry = Vec::new();
-                let mut released = 0;
+                let (mut released, mut released_units) = (0, 0);
                 let mut rest = batch.into_iter();
                 for mut j in jobs {
                     // Each job gets its own events back, in order.
@@ -271,11 +335,12 @@ fn worker(s: &Shared) {
                         Some(d) => {
                             let _ = d.send(Err(format!("the audit log is unavailable: {e}")));
                             released += j.count;
+                            released_units += j.units;
                         }
                         None => retry.push(j),
                     }
                 }
-                s.space.add_permits(released);
+                s.release(released, released_units);
                 if !retry.is_empty() {
                     let mut q = s.queue.lock().expect("sink lock");
                     for j in retry.into_iter().rev() {
@@ -302,6 +367,40 @@ mod tests {
 
     fn numbers(events: &[Event]) -> Vec<u64> {
         events.iter().map(|e| e.get("n").and_then(Node::as_u64).expect("numbered")).collect()
+    }
+
+    /// The spool is bounded in bytes as well as events: large statements
+    /// fill it sooner; a submission that finds no room within the wait is
+    /// refused; room comes back once the log takes the events.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_spool_is_bounded_in_bytes() {
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let posted = Arc::new(Mutex::new(0usize));
+        let (u, p) = (up.clone(), posted.clone());
+        let post: PostBatch = Arc::new(move |events: &[Event]| {
+            if !u.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(PostError::Retry("the log is down".into()));
+            }
+            *p.lock().unwrap() += events.len();
+            Ok(())
+        });
+        let sink = Sink::start_sized(post, None, 1000, 64 << 10, Duration::from_millis(50));
+        let big = |n: u64| Node::obj([("n", n.into()), ("sql", Node::string("x".repeat(10_000)))]);
+        // 64 KiB holds six events of about 10 KB, though 1,000 are allowed.
+        for n in 0..6 {
+            sink.submit(vec![big(n)], false).await.unwrap();
+        }
+        let e = sink.submit(vec![big(6)], false).await.unwrap_err();
+        assert!(e.contains("the audit spool is full"), "{e}");
+        // Small events still fit in what is left.
+        sink.submit(vec![ev(7)], false).await.unwrap();
+        up.store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while *posted.lock().unwrap() < 7 {
+            assert!(std::time::Instant::now() < deadline, "the spool never drained");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sink.submit(vec![big(8)], false).await.unwrap();
     }
 
     /// Events nobody waits for reach the log within a linger or so, also
