@@ -81,12 +81,11 @@ impl Indexes {
         self.wake.1.notify_one();
     }
 
-    /// The indexer's pause between passes: `INDEX_INTERVAL`, or less if
-    /// woken.
-    fn pause(&self) {
+    /// The indexer's pause between passes: `at_most`, or less if woken.
+    fn pause(&self, at_most: Duration) {
         let woken = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
         let (mut woken, _) =
-            self.wake.1.wait_timeout_while(woken, INDEX_INTERVAL, |w| !*w).unwrap_or_else(|e| e.into_inner());
+            self.wake.1.wait_timeout_while(woken, at_most, |w| !*w).unwrap_or_else(|e| e.into_inner());
         *woken = false;
     }
 
@@ -149,13 +148,17 @@ pub fn spawn_indexer(
         // Logs whose indexing failed: consecutive failures, and when to
         // try again.
         let mut trouble: HashMap<String, (u32, std::time::Instant)> = HashMap::new();
+        let mut last_pass = std::time::Instant::now();
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             // A log more than a step behind (a rebuild, a burst) is indexed
-            // on without pausing; otherwise new entries are picked up every
-            // interval.
+            // on without pausing; otherwise passes start every interval
+            // (counted from the start of the last, so that a long pass
+            // under heavy ingest does not add a whole interval to how long
+            // new events wait to be searchable).
             if !behind {
-                state.indexes.pause();
+                state.indexes.pause(INDEX_INTERVAL.saturating_sub(last_pass.elapsed()));
             }
+            last_pass = std::time::Instant::now();
             behind = false;
             for (name, log) in state.store.list() {
                 if trouble.get(&name).is_some_and(|t| std::time::Instant::now() < t.1) {
