@@ -131,8 +131,8 @@ impl BodyRoom {
             Ok(Ok(room)) => Ok(room),
             _ => Err(ApiError::unavailable(
                 format!(
-                    "the server holds {} MiB of request bodies already (max_body_bytes_in_flight) and none \
-                     was answered within {} s; try again",
+                    "the server holds {} MiB of request bodies already (max_body_bytes_in_flight) and no \
+                     room came free within {} s; try again",
                     self.total_kib / 1024,
                     wait.as_secs()
                 ),

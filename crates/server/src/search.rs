@@ -84,8 +84,7 @@ impl Indexes {
     /// The indexer's pause between passes: `at_most`, or less if woken.
     fn pause(&self, at_most: Duration) {
         let woken = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut woken, _) =
-            self.wake.1.wait_timeout_while(woken, at_most, |w| !*w).unwrap_or_else(|e| e.into_inner());
+        let (mut woken, _) = self.wake.1.wait_timeout_while(woken, at_most, |w| !*w).unwrap_or_else(|e| e.into_inner());
         *woken = false;
     }
 
