@@ -703,7 +703,7 @@ fn fail_closed_records_survive_kill_9_of_the_server_under_load() {
     std::fs::write(&script, "\\set v :client_id + 10 * random(1, 100000000)\nINSERT INTO marks VALUES (:v);\n")
         .unwrap();
     let pgbench = |mode: &str| {
-        Command::new("pgbench")
+        Command::new(format!("{PGBIN}/pgbench"))
             .args(["-n", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "alice", "-c", "3", "-T", "60"])
             .args(["-M", mode, "-f"])
             .arg(&script)
