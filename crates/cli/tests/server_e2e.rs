@@ -872,7 +872,10 @@ fn request_bodies_wait_for_room_and_then_go_through() {
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     let (st, r) = second.join().unwrap();
     assert_eq!(st, 200, "{r}");
-    assert_eq!(r["receipts"][0]["index"], 1);
+    // Both are stored; which first is not fixed (the first gives back the
+    // room it did not use as soon as its body is read).
+    assert!(r["receipts"][0]["index"].as_u64().is_some_and(|i| i <= 1), "{r}");
+    assert_eq!(get_json(&format!("{}/v1/logs/room", s.url)).1["size"], 2);
     poll_or(|| (room(&s.url) == Some(0.0)).then_some(()), || format!("{:?}", room(&s.url)));
 }
 
