@@ -498,14 +498,25 @@ pub struct Prepared {
 impl Prepared {
     /// Gives up with [`IndexError::TimedOut`] once `deadline` has passed.
     pub fn until(mut self, deadline: std::time::Instant) -> Prepared {
-        self.deadline = Some(deadline);
+        self.set_deadline(deadline);
         self
+    }
+
+    /// [`Prepared::until`] in place: a query run again (an export's pages)
+    /// with a new deadline each time.
+    pub fn set_deadline(&mut self, deadline: std::time::Instant) {
+        self.deadline = Some(deadline);
     }
 
     /// Whether the deadline has passed.
     fn late(&self) -> bool {
-        self.deadline.is_some_and(|d| std::time::Instant::now() >= d)
+        past(self.deadline)
     }
+}
+
+/// Whether `deadline`, if any, has passed.
+fn past(deadline: Option<std::time::Instant>) -> bool {
+    deadline.is_some_and(|d| std::time::Instant::now() >= d)
 }
 
 /// What a search keeps of each segment, by ID.
@@ -619,7 +630,7 @@ impl<C: tantivy::collector::Collector> tantivy::collector::Collector for Pruned<
             return Ok(self.inner.for_segment(ord, reader)?.harvest());
         }
         let fruit = self.inner.collect_segment(weight, ord, reader)?;
-        if self.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+        if past(self.deadline) {
             self.late.store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(tantivy::TantivyError::InternalError("past the deadline".into()));
         }

@@ -404,19 +404,18 @@ pub async fn search(
         Some("asc") => false,
         Some(o) => return Err(ApiError::bad_request(format!("order {o:?} is not asc or desc"))),
     };
-    let slot = match p.format.as_deref() {
-        Some("ndjson" | "csv" | "bundle") => Some(state.search_turns.export_slot()?),
-        _ => None,
-    };
-    let exporting = match p.format.as_deref() {
-        None | Some("json") => None,
-        Some("ndjson") => Some((Export::Ndjson, searchable_now(&state, &ext, &name).await)),
-        Some("csv") => Some((Export::Csv, searchable_now(&state, &ext, &name).await)),
-        Some("bundle") => Some(bundle_head(&state, &ext, &name, &p).await?),
+    match p.format.as_deref() {
+        None | Some("json") => {}
+        Some(f @ ("ndjson" | "csv" | "bundle")) => {
+            let slot = state.search_turns.export_slot()?;
+            let what = match f {
+                "ndjson" => (Export::Ndjson, searchable_now(&state, &ext, &name).await),
+                "csv" => (Export::Csv, searchable_now(&state, &ext, &name).await),
+                _ => bundle_head(&state, &ext, &name, &p).await?,
+            };
+            return Ok(export(state, (name, ext.log.clone()), q, newest_first, what, slot));
+        }
         Some(f) => return Err(ApiError::bad_request(format!("format {f:?} is not json, ndjson, csv or bundle"))),
-    };
-    if let (Some((kind, upto)), Some(slot)) = (exporting, slot) {
-        return Ok(export(state, (name, ext.log.clone()), q, newest_first, (kind, upto), slot));
     }
     let log = ext.log.clone();
     // A page holds up to 1,000 entries until it is sent: a place among the
@@ -587,12 +586,15 @@ fn export(
                 Export::Ndjson => {}
             }
             let (mut cursor, mut first) = (None, true);
+            // Translated once (wildcards compile to automata); each page
+            // gets its own deadline.
+            let mut page = ix.prepare(&q, now).map_err(|e| e.to_string())?;
             loop {
                 // Each page takes a turn among the searches (not the whole
                 // export, which lasts as long as its client reads), let go
                 // before the page is sent.
                 let turn = state.search_turns.take_for_export().map_err(|e| e.message)?;
-                let page = ix.prepare(&q, now).map_err(|e| e.to_string())?.until(turn.deadline);
+                page.set_deadline(turn.deadline);
                 let (hits, _) = ix
                     .search_prepared(&page, MAX_PAGE_HITS, cursor, newest_first)
                     .map_err(|e| state.search_turns.error(e).message)?;

@@ -147,7 +147,7 @@ struct FileConfig {
     key_name: Option<String>,
     max_body_bytes: Option<usize>,
     max_event_bytes: Option<usize>,
-    max_body_bytes_in_flight: Option<usize>,
+    max_body_bytes_in_flight: Option<u64>,
     idle_timeout_secs: Option<u64>,
     body_timeout_secs: Option<u64>,
     source_silence_secs: Option<u64>,
@@ -206,43 +206,24 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         bail!("searches_at_once in the config file must be 1 to 1024");
     }
     let defaults = ServerConfig::default();
+    // Each setting from its flag, else the file, else the default.
+    let ms = |flag: Option<u64>, file: Option<u64>, default| flag.or(file).map_or(default, Duration::from_millis);
+    let secs = |flag: Option<u64>, file: Option<u64>, default| flag.or(file).map_or(default, Duration::from_secs);
+    let size = |flag: Option<u64>, file: Option<u64>, default| flag.or(file).map_or(default, |n| n as usize);
     let server_cfg = ServerConfig {
         max_body_bytes: a.max_body_bytes.or(file.max_body_bytes).unwrap_or(defaults.max_body_bytes),
         max_event_bytes: a.max_event_bytes.or(file.max_event_bytes).unwrap_or(defaults.max_event_bytes),
-        max_body_bytes_in_flight: a
-            .max_body_bytes_in_flight
-            .map(|n| n as usize)
-            .or(file.max_body_bytes_in_flight)
-            .unwrap_or(defaults.max_body_bytes_in_flight),
-        checkpoint_interval: a
-            .checkpoint_interval_ms
-            .or(file.checkpoint_interval_ms)
-            .map(Duration::from_millis)
-            .unwrap_or(defaults.checkpoint_interval),
-        idle_timeout: a
-            .idle_timeout_secs
-            .or(file.idle_timeout_secs)
-            .map(Duration::from_secs)
-            .unwrap_or(defaults.idle_timeout),
-        body_timeout: a
-            .body_timeout_secs
-            .or(file.body_timeout_secs)
-            .map(Duration::from_secs)
-            .unwrap_or(defaults.body_timeout),
-        source_silence: a
-            .source_silence_secs
-            .or(file.source_silence_secs)
-            .map(Duration::from_secs)
-            .unwrap_or(defaults.source_silence),
-        search_timeout: a
-            .search_timeout_ms
-            .or(file.search_timeout_ms)
-            .map(Duration::from_millis)
-            .unwrap_or(defaults.search_timeout),
-        searches_at_once: a
-            .searches_at_once
-            .or(file.searches_at_once)
-            .map_or(defaults.searches_at_once, |n| n as usize),
+        max_body_bytes_in_flight: size(
+            a.max_body_bytes_in_flight,
+            file.max_body_bytes_in_flight,
+            defaults.max_body_bytes_in_flight,
+        ),
+        checkpoint_interval: ms(a.checkpoint_interval_ms, file.checkpoint_interval_ms, defaults.checkpoint_interval),
+        idle_timeout: secs(a.idle_timeout_secs, file.idle_timeout_secs, defaults.idle_timeout),
+        body_timeout: secs(a.body_timeout_secs, file.body_timeout_secs, defaults.body_timeout),
+        source_silence: secs(a.source_silence_secs, file.source_silence_secs, defaults.source_silence),
+        search_timeout: ms(a.search_timeout_ms, file.search_timeout_ms, defaults.search_timeout),
+        searches_at_once: size(a.searches_at_once, file.searches_at_once, defaults.searches_at_once),
     };
     let syslog_tcp: Vec<(SocketAddr, String)> =
         a.syslog_tcp.iter().map(|s| listener_spec(s)).collect::<anyhow::Result<_>>()?;
