@@ -761,3 +761,180 @@ fn fail_closed_records_survive_kill_9_of_the_server_under_load() {
     let out = Command::new(bin()).args(["verify", "--data"]).arg(&data).output().unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
+
+/// Peak resident memory of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn long_and_odd_statements_are_recorded_within_bounds() {
+    let pg = Pg::start(&[]);
+    pg.exec("postgres", "create role svc login password 'svc-pw'");
+    pg.exec("postgres", "create database app owner svc");
+    pg.exec("app", "create table victim(a int); create table other(a int); create table bulk(id int, v text)");
+    pg.exec("app", "alter table victim owner to svc; alter table other owner to svc; alter table bulk owner to svc");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let gw_token = token(&data, "ingest", "pg-gateway");
+    let reader = token(&data, "auditor", "test-reader");
+    let server = Server::start(&data, &[]);
+    let users = gateway_users(dir.path(), &[("alice", "alice-pw", &["analyst"]), ("bob", "bob-pw", &[])]);
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, DENY_RULES).unwrap();
+    let upstream = format!("postgres://svc:svc-pw@127.0.0.1:{}/app?sslmode=disable", pg.port);
+    let closed = start_gateway(&server.url, &gw_token, &upstream, &users, &["--config", config.to_str().unwrap()]);
+    let spool = start_gateway(&server.url, &gw_token, &upstream, &users, &["--audit-mode", "async"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let connect = |port: u16, user: &str| {
+        let conn = format!("host=127.0.0.1 port={port} user={user} password={user}-pw dbname=app sslmode=disable");
+        rt.block_on(async move {
+            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            client
+        })
+    };
+    let sha = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(custos_tlog::hash::sha256(s.as_bytes()))
+    };
+
+    // JSON doubles every quote and makes a control character six bytes:
+    // such text within the gateway's byte limits once made its events too
+    // large for the log, which refused the statement (fail-closed) or
+    // dropped the whole batch (async).
+    let quotes = format!("select '{}' as q", "\"".repeat(40_000));
+    let alice = connect(closed.port, "alice");
+    rt.block_on(alice.simple_query(&quotes)).expect("a statement full of quotes runs, recorded");
+    let control = "\u{1}".repeat(300);
+    let row =
+        rt.block_on(alice.query_one("select length($1::text) as n, $2::text as t", &[&control, &"x".repeat(20_000)]));
+    assert_eq!(row.unwrap().get::<_, i32>(0), 300);
+    let async_alice = connect(spool.port, "alice");
+    rt.block_on(async_alice.simple_query(&quotes)).unwrap();
+    rt.block_on(connect(spool.port, "bob").simple_query("select 'neighbour'")).unwrap();
+
+    // Statements after the first of a text the parser does not follow
+    // (TABLE is PostgreSQL's, not sqlparser's) are seen by deny rules.
+    let err = rt.block_on(alice.simple_query("select 1; drop table victim; table other")).unwrap_err();
+    assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("42501"), "{err:?}");
+    let still = pg.psql_super("app", "select count(*) from pg_tables where tablename = 'victim'");
+    assert!(String::from_utf8_lossy(&still.stdout).contains(" 1"), "the table must still exist");
+
+    // A 16 MiB INSERT: the parser would take about 1.8 GB for it; it is
+    // analysed by its words instead.
+    let mut bulk = String::from("insert into bulk values ");
+    let mut rows = 0;
+    while bulk.len() < 16 << 20 {
+        bulk.push_str(&format!("({rows}, 'create or drop, as text {rows}'),"));
+        rows += 1;
+    }
+    bulk.pop();
+    let out = rt.block_on(alice.simple_query(&bulk)).expect("a bulk insert by an analyst is not DDL");
+    assert!(matches!(out.first(), Some(tokio_postgres::SimpleQueryMessage::CommandComplete(n)) if *n == rows as u64));
+    let peak = peak_rss(closed.child.id());
+    assert!(peak < 400 << 20, "the gateway peaked at {} MB for a 16 MiB statement", peak >> 20);
+
+    // Sessions sending 30 MiB statements at once share 256 MiB of room
+    // for long messages: they all go through, and memory stays bounded.
+    let big = format!("select length('{}') as n", "y".repeat(30 << 20));
+    let clients: Vec<_> = (0..16).map(|_| connect(closed.port, "bob")).collect();
+    rt.block_on(async {
+        let runs = clients.iter().map(|c| c.simple_query(&big));
+        for r in futures_join_all(runs).await {
+            let msgs = r.expect("a 30 MiB statement goes through");
+            let n = msgs.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            });
+            assert_eq!(n.as_deref(), Some(&*(30usize << 20).to_string()));
+        }
+    });
+    let peak = peak_rss(closed.child.id());
+    assert!(peak < 900 << 20, "16 sessions with 30 MiB statements took the gateway to {} MB", peak >> 20);
+
+    // A session's prepared statements hold at most 4 MiB of text: past
+    // that, a Parse is refused, and closing some makes room again.
+    let carol = connect(closed.port, "bob");
+    let mut kept = Vec::new();
+    let refused = (0..400).find_map(|i| {
+        let text = format!("select {i} as n, '{}' as pad", "p".repeat(40_000));
+        match rt.block_on(carol.prepare(&text)) {
+            Ok(st) => {
+                kept.push(st);
+                None
+            }
+            Err(e) => Some((i, e)),
+        }
+    });
+    let (i, e) = refused.expect("a Parse past the session's 4 MiB is refused");
+    assert_eq!(e.as_db_error().map(|e| e.code().code()), Some("54000"), "{e:?}");
+    assert!((100..140).contains(&i), "refused after {i} statements of 32 KiB kept");
+    kept.truncate(10);
+    rt.block_on(carol.simple_query("select 'closes the dropped statements'")).unwrap();
+    rt.block_on(carol.prepare(&format!("select '{}' as pad", "q".repeat(40_000)))).expect("room again");
+
+    let ev = wait_for(&server.url, &reader, "the events", |ev| {
+        find(ev, |e| e["message"].as_str().is_some_and(|m| m.starts_with("select 'neighbour'"))).len() == 1
+            && find(ev, |e| e["metadata"]["gateway"]["sql_bytes"] == big.len()).len() == 16
+    });
+    let quoted = find(&ev, |e| {
+        e["activity"] == "db.query" && e["message"].as_str().is_some_and(|m| m.starts_with("select '\"\"\""))
+    });
+    assert!(quoted.len() >= 2, "both gateways recorded the quotes: {}", quoted.len());
+    for e in &quoted {
+        let g = &e["metadata"]["gateway"];
+        assert_eq!(g["sql_bytes"], quotes.len(), "{g}");
+        assert_eq!(g["sql_sha256"], sha(&quotes), "{g}");
+        assert!(quotes.starts_with(e["message"].as_str().unwrap()));
+    }
+    let params = find(&ev, |e| e["message"].as_str().is_some_and(|m| m.starts_with("select length($1::text)")));
+    assert!(!params.is_empty());
+    let denied = find(&ev, |e| e["message"] == "select 1; drop table victim; table other");
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0]["status"], "failure");
+    assert_eq!(denied[0]["metadata"]["gateway"]["parsed"], false);
+    let classes = denied[0]["metadata"]["gateway"]["classes"].as_array().unwrap();
+    assert!(classes.iter().any(|c| c == "ddl"), "{classes:?}");
+    let bulk_ev = find(&ev, |e| e["metadata"]["gateway"]["sql_bytes"] == bulk.len());
+    assert!(!bulk_ev.is_empty());
+    assert_eq!(bulk_ev[0]["metadata"]["gateway"]["sql_sha256"], sha(&bulk));
+    assert_eq!(bulk_ev[0]["metadata"]["gateway"]["classes"], serde_json::json!(["write"]));
+    drop(server);
+}
+
+/// Awaits every future, concurrently.
+async fn futures_join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = fs.map(Box::pin).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (i, slot) in pending.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        results[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    out.extend(results.into_iter().map(Option::unwrap));
+    out
+}

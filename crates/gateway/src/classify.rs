@@ -19,6 +19,12 @@ pub const MAX_CACHED_SHAPES: usize = 10_000;
 /// Statements longer than this are analysed but not cached (bulk inserts
 /// would fill the cache with one-off shapes).
 pub const MAX_CACHED_SQL_BYTES: usize = 4096;
+/// Query strings longer than this are not given to the parser, whose
+/// memory and time grow about a hundredfold of the text (a 32 MiB bulk
+/// INSERT took 3.6 GB and 7.8 s): they are analysed by their words, as
+/// texts the parser does not understand are. At this size a parse takes
+/// about 8 ms and 9 MB.
+pub const MAX_PARSED_SQL_BYTES: usize = 64 * 1024;
 
 /// The statement classes of pgAudit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,16 +81,19 @@ pub struct Analysis {
     /// Whether the parser understood the text. When it did not, the
     /// classes come from the leading keyword and `tables` is empty.
     pub parsed: bool,
-    /// When the parser did not understand the text: every word in it,
-    /// lowercased, so that a table rule can still tell whether the text
-    /// could name its table.
-    pub words: Vec<String>,
+    /// When the parser did not understand the text: the classes any of
+    /// its statements may have, from the keywords outside its literals and
+    /// comments. The text may hold more statements than its leading one
+    /// shows (`SELECT 1; DROP TABLE t; TABLE u`), and a deny rule must
+    /// see them.
+    pub possible: Vec<Class>,
 }
 
 impl Analysis {
-    /// Distinct classes, in order.
+    /// Distinct classes, in order: those of the statements, and for a text
+    /// the parser did not understand, every class it may have.
     pub fn classes(&self) -> Vec<Class> {
-        let mut c: Vec<Class> = self.statements.iter().map(|(_, c)| *c).collect();
+        let mut c: Vec<Class> = self.statements.iter().map(|(_, c)| *c).chain(self.possible.iter().copied()).collect();
         c.sort();
         c.dedup();
         c
@@ -145,15 +154,19 @@ fn strip_leading_comments(mut s: &str) -> &str {
 
 /// Analyses a query string, uncached.
 pub fn analyse(sql: &str) -> Analysis {
+    if sql.len() > MAX_PARSED_SQL_BYTES {
+        return by_words(sql);
+    }
     match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(stmts) => {
             let mut tables = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             let statements = stmts
                 .iter()
                 .map(|s| {
                     let mut add = |name: &sqlparser::ast::ObjectName| {
                         let t = name.to_string().replace('"', "").to_ascii_lowercase();
-                        if !tables.contains(&t) {
+                        if seen.insert(t.clone()) {
                             tables.push(t);
                         }
                     };
@@ -179,26 +192,191 @@ pub fn analyse(sql: &str) -> Analysis {
                     command_of(&s.to_string())
                 })
                 .collect();
-            Analysis { statements, tables, parsed: true, words: Vec::new() }
+            Analysis { statements, tables, parsed: true, possible: Vec::new() }
         }
-        Err(_) => {
-            let text = strip_leading_comments(sql);
-            let statements = if text.is_empty() { Vec::new() } else { vec![command_of(text)] };
-            // COPY options the parser does not know (`WITH (FREEZE ON)`,
-            // as pgbench sends) leave its table plain to see.
-            if let Some(table) = copy_table(text) {
-                return Analysis { statements, tables: vec![table], parsed: true, words: Vec::new() };
+        Err(_) => by_words(sql),
+    }
+}
+
+/// The analysis of a text the parser does not understand, or that is too
+/// long for it: the leading keyword's class, and every class a keyword
+/// outside the literals and comments could start.
+fn by_words(sql: &str) -> Analysis {
+    let text = strip_leading_comments(sql);
+    let statements = if text.is_empty() { Vec::new() } else { vec![command_of(text)] };
+    // COPY options the parser does not know (`WITH (FREEZE ON)`, as
+    // pgbench sends) leave its table plain to see.
+    if let Some(table) = copy_table(text) {
+        return Analysis { statements, tables: vec![table], parsed: true, possible: Vec::new() };
+    }
+    let mut possible = Vec::new();
+    let mut add = |c: Class| {
+        if !possible.contains(&c) {
+            possible.push(c);
+        }
+    };
+    // Whether backslashes escape quotes in plain strings depends on the
+    // session's standard_conforming_strings: both readings are taken, so
+    // that no statement hides in what one of them calls a literal.
+    for backslash_quotes in [false, true] {
+        let (mut create_alter_drop, mut role_word, mut statements) = (false, false, 0usize);
+        code_words(sql, backslash_quotes, |w| match w {
+            Token::Semicolon => statements += 1,
+            Token::Word(w) => {
+                let upper = |k: &str| w.eq_ignore_ascii_case(k);
+                // VALUES and WITH read nothing by themselves: a table they
+                // read is named after SELECT or TABLE.
+                if ["SELECT", "TABLE", "COPY"].iter().any(|k| upper(k)) {
+                    add(Class::Read);
+                }
+                if ["INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE", "COPY"].iter().any(|k| upper(k)) {
+                    add(Class::Write);
+                }
+                if ["CREATE", "ALTER", "DROP"].iter().any(|k| upper(k)) {
+                    create_alter_drop = true;
+                    add(Class::Ddl);
+                }
+                if ["COMMENT", "REINDEX", "CLUSTER", "REFRESH", "SECURITY", "IMPORT"].iter().any(|k| upper(k)) {
+                    add(Class::Ddl);
+                }
+                if ["ROLE", "USER", "GROUP"].iter().any(|k| upper(k)) {
+                    role_word = true;
+                }
+                if ["GRANT", "REVOKE"].iter().any(|k| upper(k)) {
+                    add(Class::Role);
+                }
+                if ["CALL", "DO"].iter().any(|k| upper(k)) {
+                    add(Class::Function);
+                }
             }
-            let mut words: Vec<String> = sql
-                .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
-                .filter(|w| !w.is_empty())
-                .map(str::to_lowercase)
-                .collect();
-            words.sort();
-            words.dedup();
-            Analysis { statements, tables: Vec::new(), parsed: false, words }
+        });
+        if create_alter_drop && role_word {
+            add(Class::Role);
+        }
+        // Any further statement may be one of the others (SET, VACUUM, …).
+        if statements > 0 {
+            add(Class::Misc);
         }
     }
+    possible.sort();
+    Analysis { statements, tables: Vec::new(), parsed: false, possible }
+}
+
+/// What [`code_words`] reports.
+enum Token<'a> {
+    /// A word outside literals, quoted identifiers and comments.
+    Word(&'a str),
+    /// A `;` there that more text follows.
+    Semicolon,
+}
+
+/// Walks a query string as PostgreSQL's lexer would, calling `f` for every
+/// word outside string literals, quoted identifiers and comments, and for
+/// every `;` between statements. `backslash_quotes`: whether `\'` inside a
+/// plain string is a quote (standard_conforming_strings off). Linear in
+/// the text, and allocates nothing.
+fn code_words<'a>(sql: &'a str, backslash_quotes: bool, mut f: impl FnMut(Token<'a>)) {
+    let b = sql.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    let mut i = 0;
+    // Whether the word just read was a lone `E`, which makes the string
+    // right after it take backslash escapes (`E'it\'s'`).
+    let mut e_prefix = false;
+    while i < b.len() {
+        let c = b[i];
+        let escaping_string = std::mem::take(&mut e_prefix);
+        match c {
+            b'\'' => {
+                let escapes = backslash_quotes || escaping_string;
+                i += 1;
+                while i < b.len() {
+                    match b[i] {
+                        b'\\' if escapes => i += 2,
+                        b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
+                        b'\'' => break,
+                        _ => i += 1,
+                    }
+                }
+                i += 1;
+            }
+            b'"' => {
+                // "" inside is a quote, which this skips as two quotes.
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                // Comments nest.
+                let mut depth = 0usize;
+                while i < b.len() {
+                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            b'$' => {
+                // $tag$…$tag$, where the tag is empty or an identifier
+                // that does not start with a digit; $1 is a parameter.
+                let start = i;
+                let mut j = i + 1;
+                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] >= 0x80) {
+                    j += 1;
+                }
+                let tag_ok = j < b.len() && b[j] == b'$' && !b.get(i + 1).is_some_and(u8::is_ascii_digit);
+                if tag_ok {
+                    let tag = &sql[start..=j];
+                    i = match sql[j + 1..].find(tag) {
+                        Some(k) => j + 1 + k + tag.len(),
+                        None => b.len(),
+                    };
+                } else {
+                    i = j;
+                }
+            }
+            b';' => {
+                i += 1;
+                if b[i..].iter().any(|c| !c.is_ascii_whitespace() && *c != b';') {
+                    f(Token::Semicolon);
+                }
+            }
+            c if ident(c) => {
+                // Identifiers go on through digits and `$`, as PostgreSQL's
+                // do: `x$tag$` is one word, not a dollar quote.
+                let start = i;
+                while i < b.len() && ident(b[i]) {
+                    i += 1;
+                }
+                let w = &sql[start..i];
+                e_prefix = w.eq_ignore_ascii_case("e");
+                f(Token::Word(w));
+            }
+            _ => i += 1,
+        }
+    }
+}
+
+/// Whether `word` appears in `sql` as a whole word (ASCII letters compared
+/// without case), anywhere, literals and comments included: a table rule
+/// uses it for texts the parser did not understand.
+pub fn names_word(sql: &str, word: &str) -> bool {
+    let word_char = |c: char| c.is_alphanumeric() || c == '_' || c == '$';
+    sql.split(|c: char| !word_char(c)).any(|w| w.eq_ignore_ascii_case(word))
 }
 
 /// The table of a single `COPY name [(columns)] FROM|TO …`.

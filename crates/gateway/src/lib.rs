@@ -99,9 +99,11 @@ pub struct Config {
 /// Checks `(user, token)`: the token must be valid and name that user.
 pub type TokenCheck = std::sync::Arc<dyn Fn(&str, &str) -> Result<Vec<String>, String> + Send + Sync>;
 
-/// Upper bound on concurrent client sessions: each costs two sockets, a
-/// buffer of up to [`wire::MAX_INSPECTED_MESSAGE_BYTES`] and an upstream
-/// backend.
+/// Upper bound on concurrent client sessions: each costs two sockets, two
+/// buffers of [`session::READ_BUFFER_BYTES`] (long messages take shared
+/// room, [`session::MAX_BIG_MESSAGE_BYTES`]), up to
+/// [`session::MAX_REMEMBERED_BYTES_PER_SESSION`] of prepared statements, and
+/// an upstream backend.
 pub const MAX_SESSIONS: usize = 1024;
 
 /// A running gateway, shared by its sessions.
@@ -112,6 +114,8 @@ pub struct Gateway {
     /// Our cancel key → the upstream's, for forwarding CancelRequests.
     pub(crate) cancels: Mutex<HashMap<(i32, Vec<u8>), session::CancelTarget>>,
     sessions: Arc<tokio::sync::Semaphore>,
+    /// Room for long messages, in bytes ([`session::MAX_BIG_MESSAGE_BYTES`]).
+    pub(crate) big_messages: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
@@ -123,6 +127,7 @@ impl Gateway {
             analyser: classify::Analyser::default(),
             cancels: Mutex::new(HashMap::new()),
             sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
+            big_messages: Arc::new(tokio::sync::Semaphore::new(session::MAX_BIG_MESSAGE_BYTES)),
         })
     }
 

@@ -110,8 +110,8 @@ impl DenyRule {
         (self.users.is_empty() && self.roles.is_empty()) || by_user || by_role
     }
 
-    /// Why this rule denies the statement, if it does.
-    fn denies(&self, a: &Analysis) -> Option<String> {
+    /// Why this rule denies the statement `sql`, if it does.
+    fn denies(&self, a: &Analysis, sql: &str) -> Option<String> {
         let classes = a.classes();
         let class_hit = self.classes.is_empty()
             || classes.iter().any(|c| self.classes.iter().any(|r| r.eq_ignore_ascii_case(c.name())));
@@ -119,15 +119,20 @@ impl DenyRule {
             return None;
         }
         if self.tables.is_empty() {
-            return Some(format!("class {}", classes.iter().map(|c| c.name()).collect::<Vec<_>>().join(",")));
+            let classes = classes.iter().map(|c| c.name()).collect::<Vec<_>>().join(",");
+            return Some(if a.parsed {
+                format!("class {classes}")
+            } else {
+                format!("it cannot be parsed, and may be of class {classes}")
+            });
         }
         if !a.parsed {
             // The tables are unknown. A text that names a rule's table
             // anywhere is refused; one that never names it cannot touch it
             // directly (views and functions are out of any text's sight).
             let named = self.tables.iter().any(|r| {
-                let last = r.rsplit('.').next().unwrap_or(r).to_ascii_lowercase();
-                a.words.binary_search(&last).is_ok()
+                let last = r.rsplit('.').next().unwrap_or(r);
+                crate::classify::names_word(sql, last)
             });
             return named.then(|| "it may name a protected table, and cannot be parsed".into());
         }
@@ -144,9 +149,10 @@ fn table_matches(rule: &str, table: &str) -> bool {
     rule == table || (!table.contains('.') && last(&rule) == table) || (!rule.contains('.') && last(table) == rule)
 }
 
-/// The first rule that denies `user` this statement: its name and why.
-pub fn check(rules: &[DenyRule], user: &str, roles: &[String], a: &Analysis) -> Option<(String, String)> {
-    rules.iter().filter(|r| r.applies_to(user, roles)).find_map(|r| r.denies(a).map(|why| (r.name.clone(), why)))
+/// The first rule that denies `user` the statement `sql`, analysed as `a`:
+/// its name and why.
+pub fn check(rules: &[DenyRule], user: &str, roles: &[String], a: &Analysis, sql: &str) -> Option<(String, String)> {
+    rules.iter().filter(|r| r.applies_to(user, roles)).find_map(|r| r.denies(a, sql).map(|why| (r.name.clone(), why)))
 }
 
 #[cfg(test)]
@@ -172,7 +178,7 @@ mod tests {
         ];
         let analyst = vec!["analyst".to_string()];
         let support = vec!["support".to_string()];
-        let deny = |roles: &[String], sql: &str| check(&rules, "x", roles, &analyse(sql)).map(|d| d.0);
+        let deny = |roles: &[String], sql: &str| check(&rules, "x", roles, &analyse(sql), sql).map(|d| d.0);
         assert_eq!(deny(&analyst, "DROP TABLE t").as_deref(), Some("no-ddl-for-analysts"));
         assert_eq!(deny(&analyst, "SELECT * FROM payments.card"), None);
         assert_eq!(deny(&support, "SELECT * FROM payments.card").as_deref(), Some("no-cards-for-support"));
@@ -186,6 +192,36 @@ mod tests {
         );
         assert_eq!(deny(&support, "vacuum analyze pgbench_branches"), None, "never names the table");
         assert_eq!(deny(&[], "DROP TABLE t"), None);
+        // Statements after the first of a text the parser does not
+        // understand are seen too (TABLE is PostgreSQL, not sqlparser).
+        assert_eq!(deny(&analyst, "select 1; drop table victim; table other").as_deref(), Some("no-ddl-for-analysts"));
+        assert_eq!(
+            deny(&analyst, "select 1; /* x */ DrOp table victim; checkpoint").as_deref(),
+            Some("no-ddl-for-analysts")
+        );
+        assert_eq!(deny(&analyst, "select 'drop'; table other"), None, "a literal is not a statement");
+        assert_eq!(deny(&analyst, "select 1 -- drop\n; table other"), None, "nor a comment");
+        // Standard strings end at a quote after a backslash; with
+        // standard_conforming_strings off they do not. Both readings count.
+        assert_eq!(
+            deny(&analyst, "select date'2020-01-01\\'; drop table victim; --'; table t").as_deref(),
+            Some("no-ddl-for-analysts")
+        );
+        assert_eq!(
+            deny(&analyst, "select 'a\\''; drop table victim; --'; table t").as_deref(),
+            Some("no-ddl-for-analysts")
+        );
+        assert_eq!(deny(&analyst, "select $q$; drop table victim; $q$; table t"), None, "a dollar quote");
+        assert_eq!(
+            deny(&analyst, "select x$q$; drop table victim; $q$; table t").as_deref(),
+            Some("no-ddl-for-analysts")
+        );
+        // Too long to parse: analysed by its words.
+        let bulk = format!("insert into t values {}", vec!["(1, 'create')"; 20_000].join(","));
+        assert!(bulk.len() > crate::classify::MAX_PARSED_SQL_BYTES);
+        assert_eq!(deny(&analyst, &bulk), None);
+        assert_eq!(deny(&analyst, &format!("{bulk}; create table x()")).as_deref(), Some("no-ddl-for-analysts"));
+        assert_eq!(deny(&support, &format!("{bulk}; select * from card")).as_deref(), Some("no-cards-for-support"));
         assert!(rule("x", &[], &[], &[]).validate().is_err());
         assert!(rule("x", &[], &["bogus"], &[]).validate().is_err());
     }

@@ -29,8 +29,18 @@ use crate::tls::SslMode;
 use crate::wire::{self, Startup};
 use crate::{AuditMode, Gateway};
 
-/// Bytes read from a socket at a time.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Bytes read from a socket at a time. A message longer than this is read
+/// whole into room shared by all sessions ([`MAX_BIG_MESSAGE_BYTES`]).
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Bytes of long messages (over [`READ_BUFFER_BYTES`], up to
+/// [`wire::MAX_INSPECTED_MESSAGE_BYTES`] each) that all sessions together
+/// read at once; a session waits for room before it reads the rest of one.
+pub const MAX_BIG_MESSAGE_BYTES: usize = 256 << 20;
+/// How long a session waits for that room before it is ended (53200).
+const BIG_MESSAGE_ROOM_WAIT: Duration = Duration::from_secs(30);
+/// How long a long message may take to arrive once it has room, so that a
+/// slow client cannot keep the room from others.
+const BIG_MESSAGE_READ_TIME: Duration = Duration::from_secs(60);
 /// Statement text kept in an event; longer text is cut, and its SHA-256
 /// recorded whole.
 pub const MAX_EVENT_SQL_BYTES: usize = 32 * 1024;
@@ -40,6 +50,20 @@ pub const MAX_EVENT_PARAM_BYTES: usize = 256;
 pub const MAX_EVENT_PARAMS: usize = 64;
 /// Prepared statements and portals remembered per session.
 pub const MAX_PREPARED_PER_SESSION: usize = 10_000;
+/// Bytes of statement text and bound parameters a session's prepared
+/// statements and portals may hold; a Parse or Bind past it is refused
+/// (54000) until the client closes some.
+pub const MAX_REMEMBERED_BYTES_PER_SESSION: usize = 4 << 20;
+/// Commands, tables and outcome tags listed in a statement's event; the
+/// rest are counted (`commands_count`, `tables_count`, `tags_count`).
+pub const MAX_EVENT_LIST_ITEMS: usize = 32;
+/// Bytes of one listed command or table name in an event.
+pub const MAX_EVENT_NAME_BYTES: usize = 128;
+/// Bytes of an error message kept in an event.
+pub const MAX_EVENT_DETAIL_BYTES: usize = 2048;
+/// A statement's event, sealed, stays under this: the log refuses events
+/// over 64 KiB, and the server adds its own fields.
+pub const MAX_GATEWAY_EVENT_BYTES: usize = 60 * 1024;
 /// Statements between a Sync and the next, awaiting their outcome.
 pub const MAX_INFLIGHT_PER_SESSION: usize = 100_000;
 /// Time to reach the upstream and log in.
@@ -574,7 +598,7 @@ struct Refusal {
 struct Exec {
     seq: u64,
     protocol: &'static str,
-    sql: Arc<str>,
+    sql: Sql,
     analysis: Arc<Analysis>,
     params: Option<Event>,
     statement_name: String,
@@ -617,7 +641,7 @@ struct Track {
 
 /// A prepared statement as the client defined it.
 struct Prepared {
-    sql: Arc<str>,
+    sql: Sql,
     /// Parameter types the client declared (0 for "let the server infer").
     param_types: Vec<u32>,
     analysis: Arc<Analysis>,
@@ -629,14 +653,48 @@ struct Portal {
     statement_name: String,
     prepared: Arc<Prepared>,
     params: Option<Event>,
+    /// What its parameters count against the session's remembered bytes.
+    bytes: usize,
+}
+
+/// A statement's text as a session keeps it: the first
+/// [`MAX_EVENT_SQL_BYTES`], and the whole text's length and SHA-256 when
+/// it is longer. A session never holds more of a text than its events
+/// show.
+#[derive(Clone)]
+struct Sql {
+    kept: Arc<str>,
+    bytes: usize,
+    sha256: Option<Arc<str>>,
+}
+
+impl Sql {
+    fn new(full: &str) -> Sql {
+        if full.len() <= MAX_EVENT_SQL_BYTES {
+            return Sql { kept: full.into(), bytes: full.len(), sha256: None };
+        }
+        let hash = ring::digest::digest(&ring::digest::SHA256, full.as_bytes());
+        Sql {
+            kept: full[..full.floor_char_boundary(MAX_EVENT_SQL_BYTES)].into(),
+            bytes: full.len(),
+            sha256: Some(base64::engine::general_purpose::STANDARD.encode(hash).into()),
+        }
+    }
 }
 
 /// The client-to-upstream direction's own state.
 struct ClientSide {
     prepared: HashMap<String, Arc<Prepared>>,
     portals: HashMap<String, Portal>,
+    /// Bytes of text and parameters held by `prepared` and `portals`.
+    remembered_bytes: usize,
     seq: u64,
     passthrough_bytes: usize,
+}
+
+/// What a prepared statement counts against the session's remembered bytes.
+fn prepared_bytes(p: &Prepared) -> usize {
+    p.sql.kept.len() + 4 * p.param_types.len() + 64
 }
 
 /// What scanning one chunk of client bytes produced.
@@ -652,6 +710,68 @@ struct Scanned {
     /// is a simple Query).
     audited: Vec<(usize, usize, usize, bool)>,
     terminate: bool,
+    /// The length of the inspected message at the end of the bytes
+    /// scanned, when not all of it has arrived.
+    need: usize,
+}
+
+/// A session's room for one long message it is reading.
+struct BigRoom {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    bytes: usize,
+    granted: Instant,
+}
+
+/// Takes or gives back room for the message a direction is reading, `need`
+/// bytes long (0 when none is partly read), and sizes `buf` for it. Errs
+/// with the SQLSTATE and text to end the session with.
+async fn big_room(
+    gw: &Gateway,
+    held: &mut Option<BigRoom>,
+    need: usize,
+    buf: &mut Vec<u8>,
+) -> Result<(), (&'static str, String)> {
+    if held.as_ref().is_some_and(|h| h.bytes != need) {
+        *held = None;
+        // A long message's buffer goes back to its usual size.
+        buf.shrink_to(READ_BUFFER_BYTES);
+    }
+    if need <= READ_BUFFER_BYTES || held.is_some() {
+        return Ok(());
+    }
+    let take = gw.big_messages.clone().acquire_many_owned(need as u32);
+    let permit = tokio::time::timeout(BIG_MESSAGE_ROOM_WAIT, take)
+        .await
+        .map_err(|_| {
+            let text = format!(
+                "no room to read a message of {need} bytes: sessions read at most {} MiB of long messages at once",
+                MAX_BIG_MESSAGE_BYTES >> 20
+            );
+            ("53200", text)
+        })?
+        .expect("the room is never closed");
+    buf.reserve_exact(need.saturating_sub(buf.len()));
+    *held = Some(BigRoom { _permit: permit, bytes: need, granted: Instant::now() });
+    Ok(())
+}
+
+/// Reads more of a direction's bytes; a long message must arrive within
+/// [`BIG_MESSAGE_READ_TIME`] of getting room. `Ok(0)` at the end.
+async fn read_more(
+    r: &mut tokio::io::ReadHalf<Stream>,
+    buf: &mut Vec<u8>,
+    held: &Option<BigRoom>,
+) -> Result<usize, (&'static str, String)> {
+    buf.reserve(READ_BUFFER_BYTES.min(held.as_ref().map_or(usize::MAX, |h| h.bytes.saturating_sub(buf.len())).max(1)));
+    let Some(h) = held else { return Ok(r.read_buf(buf).await.unwrap_or(0)) };
+    let left = BIG_MESSAGE_READ_TIME.saturating_sub(h.granted.elapsed());
+    match tokio::time::timeout(left, r.read_buf(buf)).await {
+        Ok(n) => Ok(n.unwrap_or(0)),
+        Err(_) => Err((
+            "08P01",
+            format!("a message of {} bytes did not arrive within {} s", h.bytes, BIG_MESSAGE_READ_TIME.as_secs()),
+        )),
+    }
 }
 
 async fn proxy(ctx: &Ctx, client: Stream, upstream: Stream, buf: Vec<u8>) -> End {
@@ -730,7 +850,13 @@ fn decode_binary(v: &[u8], oid: u32) -> Option<String> {
 
 impl ClientSide {
     fn new() -> ClientSide {
-        ClientSide { prepared: HashMap::new(), portals: HashMap::new(), seq: 0, passthrough_bytes: 0 }
+        ClientSide {
+            prepared: HashMap::new(),
+            portals: HashMap::new(),
+            remembered_bytes: 0,
+            seq: 0,
+            passthrough_bytes: 0,
+        }
     }
 
     /// Scans complete messages at the front of `buf`; returns how many
@@ -763,6 +889,7 @@ impl ClientSide {
                 )));
             }
             if buf.len() - pos < len {
+                s.need = len;
                 break;
             }
             let frame = &buf[pos..pos + len];
@@ -785,31 +912,51 @@ impl ClientSide {
         let body = &frame[5..];
         match tag {
             b'Q' => {
-                let sql: Arc<str> = wire::parse_query(body).map_err(|e| e.0)?.into();
-                let analysis = ctx.gw.analyser.analyse(&sql);
-                let exec = self.exec("simple", sql, analysis, None, "", "");
-                self.statement(ctx, track, exec, frame, true, s);
+                let full = wire::parse_query(body).map_err(|e| e.0)?;
+                let analysis = ctx.gw.analyser.analyse(full);
+                let exec = self.exec("simple", Sql::new(full), analysis, None, "", "");
+                self.statement(ctx, track, exec, frame, full, s);
             }
             b'P' => {
-                let p = wire::parse_parse(body).map_err(|e| e.0)?;
-                let sql: Arc<str> = p.sql.into();
-                let analysis = ctx.gw.analyser.analyse(&sql);
-                let denied = self.denial(ctx, &analysis);
+                let mut p = wire::parse_parse(body).map_err(|e| e.0)?;
+                // Only the types of the parameters an event shows matter.
+                p.param_types.truncate(MAX_EVENT_PARAMS);
+                let analysis = ctx.gw.analyser.analyse(p.sql);
+                let sql = Sql::new(p.sql);
+                let prepared = Prepared { sql, param_types: p.param_types, analysis, denied: None };
+                let old = self.prepared.get(p.name).map_or(0, |o| prepared_bytes(o));
+                let too_many = self.prepared.len() >= MAX_PREPARED_PER_SESSION && old == 0;
+                let too_big =
+                    self.remembered_bytes - old + prepared_bytes(&prepared) > MAX_REMEMBERED_BYTES_PER_SESSION;
+                let denied = if too_many || too_big {
+                    Some(Refusal {
+                        code: "54000",
+                        message: format!(
+                            "custos: this session's prepared statements and portals are at the gateway's limit \
+                             ({MAX_PREPARED_PER_SESSION} statements, {} MiB); close some first",
+                            MAX_REMEMBERED_BYTES_PER_SESSION >> 20
+                        ),
+                    })
+                } else {
+                    self.denial(ctx, &prepared.analysis, p.sql)
+                };
                 if let Some(r) = &denied {
                     self.seq += 1;
-                    let exec = self.exec("extended", sql.clone(), analysis.clone(), None, p.name, "");
+                    let exec = self.exec("extended", prepared.sql.clone(), prepared.analysis.clone(), None, p.name, "");
                     s.events.push(denied_event(ctx, &exec, r));
                     inject(track, r.clone(), false, &mut s.out);
                 } else {
                     s.out.extend_from_slice(frame);
                 }
-                if self.prepared.len() >= MAX_PREPARED_PER_SESSION && !self.prepared.contains_key(p.name) {
-                    self.prepared.clear();
+                if too_many || too_big {
+                    // Never sent upstream, so not remembered either.
+                    return Ok(());
                 }
-                self.prepared.insert(
-                    p.name.to_string(),
-                    Arc::new(Prepared { sql, param_types: p.param_types, analysis, denied }),
-                );
+                self.remembered_bytes += prepared_bytes(&prepared);
+                let prepared = Prepared { denied, ..prepared };
+                if let Some(o) = self.prepared.insert(p.name.to_string(), Arc::new(prepared)) {
+                    self.remembered_bytes -= prepared_bytes(&o);
+                }
             }
             b'B' => {
                 let b = wire::parse_bind(body).map_err(|e| e.0)?;
@@ -837,13 +984,31 @@ impl ClientSide {
                             .collect(),
                     )
                 };
-                if self.portals.len() >= MAX_PREPARED_PER_SESSION && !self.portals.contains_key(b.portal) {
-                    self.portals.clear();
+                let bytes = 64
+                    + b.params
+                        .iter()
+                        .take(MAX_EVENT_PARAMS)
+                        .map(|(v, _)| 16 + v.map_or(0, <[u8]>::len).min(4 * MAX_EVENT_PARAM_BYTES))
+                        .sum::<usize>();
+                let old = self.portals.get(b.portal).map_or(0, |p| p.bytes);
+                let too_many = self.portals.len() >= MAX_PREPARED_PER_SESSION && old == 0;
+                if too_many || self.remembered_bytes - old + bytes > MAX_REMEMBERED_BYTES_PER_SESSION {
+                    let r = Refusal {
+                        code: "54000",
+                        message: format!(
+                            "custos: this session's prepared statements and portals are at the gateway's limit \
+                             ({MAX_PREPARED_PER_SESSION} portals, {} MiB); close some first",
+                            MAX_REMEMBERED_BYTES_PER_SESSION >> 20
+                        ),
+                    };
+                    inject(track, r, false, &mut s.out);
+                    return Ok(());
                 }
-                self.portals.insert(
-                    b.portal.to_string(),
-                    Portal { statement_name: b.statement.to_string(), prepared, params: Some(params) },
-                );
+                self.remembered_bytes += bytes;
+                let portal = Portal { statement_name: b.statement.to_string(), prepared, params: Some(params), bytes };
+                if let Some(o) = self.portals.insert(b.portal.to_string(), portal) {
+                    self.remembered_bytes -= o.bytes;
+                }
                 s.out.extend_from_slice(frame);
             }
             b'E' => {
@@ -855,14 +1020,15 @@ impl ClientSide {
                         p.params.clone(),
                         p.statement_name.clone(),
                     ),
-                    None => ("".into(), Arc::new(Analysis::default()), None, String::new()),
+                    None => (Sql::new(""), Arc::new(Analysis::default()), None, String::new()),
                 };
                 let exec = self.exec("extended", sql, analysis, params, &name, portal);
-                self.statement(ctx, track, exec, frame, false, s);
+                self.statement(ctx, track, exec, frame, "", s);
             }
             b'F' => {
-                let exec = self.exec("function", "(function call)".into(), Arc::new(Analysis::default()), None, "", "");
-                self.statement(ctx, track, exec, frame, true, s);
+                let text = "(function call)";
+                let exec = self.exec("function", Sql::new(text), Arc::new(Analysis::default()), None, "", "");
+                self.statement(ctx, track, exec, frame, text, s);
             }
             b'S' => {
                 s.pending.push(Pending::Sync);
@@ -883,9 +1049,11 @@ impl ClientSide {
             b'C' => {
                 let (kind, name) = wire::parse_target(body).map_err(|e| e.0)?;
                 if kind == b'S' {
-                    self.prepared.remove(name);
-                } else {
-                    self.portals.remove(name);
+                    if let Some(o) = self.prepared.remove(name) {
+                        self.remembered_bytes -= prepared_bytes(&o);
+                    }
+                } else if let Some(o) = self.portals.remove(name) {
+                    self.remembered_bytes -= o.bytes;
                 }
                 s.out.extend_from_slice(frame);
             }
@@ -902,7 +1070,7 @@ impl ClientSide {
     fn exec(
         &mut self,
         protocol: &'static str,
-        sql: Arc<str>,
+        sql: Sql,
         analysis: Arc<Analysis>,
         params: Option<Event>,
         name: &str,
@@ -924,34 +1092,36 @@ impl ClientSide {
         }
     }
 
-    fn denial(&self, ctx: &Ctx, a: &Analysis) -> Option<Refusal> {
+    fn denial(&self, ctx: &Ctx, a: &Analysis, sql: &str) -> Option<Refusal> {
         let rules = &ctx.gw.config.rules;
         if rules.is_empty() {
             return None;
         }
-        crate::rules::check(rules, &ctx.user, &ctx.roles, a).map(|(rule, why)| Refusal {
+        crate::rules::check(rules, &ctx.user, &ctx.roles, a, sql).map(|(rule, why)| Refusal {
             code: "42501",
             message: format!("custos: statement denied by rule \"{rule}\" ({why})"),
         })
     }
 
     /// A statement (Query, Execute, FunctionCall): denied, or recorded and
-    /// forwarded.
+    /// forwarded. `simple`: the whole text of a Query or FunctionCall,
+    /// which deny rules see; `""` for an Execute (its Parse was checked).
     fn statement(
         &mut self,
         ctx: &Ctx,
         track: &Mutex<Track>,
         mut exec: Exec,
         frame: &[u8],
-        simple: bool,
+        simple_text: &str,
         s: &mut Scanned,
     ) {
+        let simple = exec.protocol != "extended";
         self.seq += 1;
         exec.seq = self.seq;
         if simple {
             // A Query or FunctionCall ends with a ReadyForQuery, as a Sync does.
             track.lock().expect("track lock").syncs_sent += 1;
-            if let Some(r) = self.denial(ctx, &exec.analysis) {
+            if let Some(r) = self.denial(ctx, &exec.analysis, simple_text) {
                 s.events.push(denied_event(ctx, &exec, &r));
                 exec.refused = true;
                 inject(track, r, true, &mut s.out);
@@ -993,22 +1163,13 @@ fn statement_event(ctx: &Ctx, e: &Exec, outcome: Option<(&'static str, Option<St
     let mut ev = ctx.event("db.query", status);
     ev.set("class_uid", 6005.into());
     ev.set("uid", format!("{}:{}", ctx.sid, e.seq).into());
-    let mut sql: &str = &e.sql;
-    let truncated = sql.len() > MAX_EVENT_SQL_BYTES;
-    if truncated {
-        let mut cut = MAX_EVENT_SQL_BYTES;
-        while !sql.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        sql = &sql[..cut];
-    }
-    ev.set("message", sql.to_string().into());
-    if !e.analysis.tables.is_empty() {
-        let t: Vec<Event> = e
-            .analysis
-            .tables
+    ev.set("message", e.sql.kept.to_string().into());
+    let tables = &e.analysis.tables;
+    if !tables.is_empty() {
+        let t: Vec<Event> = tables
             .iter()
-            .map(|t| Node::obj([("type", "table".into()), ("name", t.clone().into())]))
+            .take(MAX_EVENT_LIST_ITEMS)
+            .map(|t| Node::obj([("type", "table".into()), ("name", cut(t, MAX_EVENT_NAME_BYTES).into())]))
             .collect();
         ev.set("targets", t.into());
     }
@@ -1016,7 +1177,21 @@ fn statement_event(ctx: &Ctx, e: &Exec, outcome: Option<(&'static str, Option<St
     g.set("seq", e.seq.into());
     g.set("protocol", e.protocol.into());
     g.set("classes", Node::Arr(e.analysis.classes().iter().map(|c| c.name().into()).collect()));
-    g.set("commands", Node::Arr(e.analysis.statements.iter().map(|c| c.0.clone().into()).collect()));
+    let commands = &e.analysis.statements;
+    g.set(
+        "commands",
+        Node::Arr(commands.iter().take(MAX_EVENT_LIST_ITEMS).map(|c| cut(&c.0, MAX_EVENT_NAME_BYTES).into()).collect()),
+    );
+    if commands.len() > MAX_EVENT_LIST_ITEMS {
+        g.set("commands_count", commands.len().into());
+    }
+    if tables.len() > MAX_EVENT_LIST_ITEMS {
+        g.set("tables_count", tables.len().into());
+    }
+    if !e.analysis.parsed {
+        // Its classes are what its words allow, not what a parser read.
+        g.set("parsed", false.into());
+    }
     if e.protocol == "extended" {
         g.set("statement_name", e.statement_name.clone().into());
         g.set("portal", e.portal.clone().into());
@@ -1024,31 +1199,95 @@ fn statement_event(ctx: &Ctx, e: &Exec, outcome: Option<(&'static str, Option<St
     if let Some(p) = &e.params {
         g.set("params", p.clone());
     }
-    if truncated {
-        let hash = ring::digest::digest(&ring::digest::SHA256, e.sql.as_bytes());
-        g.set("sql_bytes", e.sql.len().into());
-        g.set("sql_sha256", base64::engine::general_purpose::STANDARD.encode(hash).into());
+    if let Some(hash) = &e.sql.sha256 {
+        g.set("sql_bytes", e.sql.bytes.into());
+        g.set("sql_sha256", hash.to_string().into());
     }
     if let Some((_, detail)) = outcome {
         add_outcome(&mut ev, e, detail);
     }
+    fit(&mut ev, e);
     ev
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary, marked with
+/// the whole length when cut.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    format!("{}…({} bytes)", &s[..s.floor_char_boundary(max)], s.len())
+}
+
+/// Makes a statement's event fit [`MAX_GATEWAY_EVENT_BYTES`] once sealed:
+/// JSON escapes can make text up to six times longer (`\u0001`), so text
+/// within the byte limits above can still be too long. The statement text
+/// is cut further (its whole length and SHA-256 recorded), then, if need
+/// be, the parameters. The limits on lists and names bound the rest.
+fn fit(ev: &mut Event, e: &Exec) {
+    // Six bytes per byte of text bounds any escaping: most events are far
+    // under the limit, and are not measured.
+    fn bound(n: &Event) -> usize {
+        match n {
+            Node::Str(s) => 2 + 6 * s.len(),
+            Node::Arr(items) => 2 + items.iter().map(|i| 1 + bound(i)).sum::<usize>(),
+            Node::Obj(members) => 2 + members.iter().map(|(k, v)| 4 + 6 * k.len() + bound(v)).sum::<usize>(),
+            _ => 32,
+        }
+    }
+    fn size(n: &Event) -> usize {
+        let mut out = String::new();
+        let _ = custos_event::canonical::write_node(&mut out, n);
+        out.len()
+    }
+    // Room for what the server adds (time, log, received_at, submitter).
+    const BUDGET: usize = MAX_GATEWAY_EVENT_BYTES - 1024;
+    if bound(ev) <= BUDGET {
+        return;
+    }
+    for _ in 0..4 {
+        let over = size(ev).saturating_sub(BUDGET);
+        if over == 0 {
+            return;
+        }
+        let message = ev.get("message").and_then(Node::as_str).unwrap_or("");
+        if message.is_empty() {
+            // Nothing left to cut but the parameters.
+            Ctx::gateway_meta(ev).set("params", "<cut: too large for the event>".into());
+            continue;
+        }
+        // Cut at least `over` escaped bytes, which is at least `over / 6`
+        // bytes of text; a quarter more for margin.
+        let keep = message.len().saturating_sub(over / 6 + over / 24 + 1);
+        let kept = message[..message.floor_char_boundary(keep)].to_string();
+        ev.set("message", kept.into());
+        if e.sql.sha256.is_none() {
+            let hash = ring::digest::digest(&ring::digest::SHA256, e.sql.kept.as_bytes());
+            let g = Ctx::gateway_meta(ev);
+            g.set("sql_bytes", e.sql.bytes.into());
+            g.set("sql_sha256", base64::engine::general_purpose::STANDARD.encode(hash).into());
+        }
+    }
 }
 
 /// The outcome fields: tags and rows, or the error; the duration.
 fn add_outcome(ev: &mut Event, e: &Exec, detail: Option<String>) {
     if let Some((code, message)) = &e.error {
         ev.set("status_code", code.clone().into());
-        ev.set("status_detail", message.clone().into());
+        ev.set("status_detail", cut(message, MAX_EVENT_DETAIL_BYTES).into());
     } else if let Some(d) = detail {
-        ev.set("status_detail", d.into());
+        ev.set("status_detail", cut(&d, MAX_EVENT_DETAIL_BYTES).into());
     }
     let took = e.ended.unwrap_or_else(Instant::now).saturating_duration_since(e.started);
     ev.set("duration_ms", (took.as_secs_f64() * 1000.0).into());
     let rows: Option<u64> =
         e.tags.iter().filter_map(|t| t.rsplit(' ').next()?.parse::<u64>().ok()).reduce(|a, b| a + b);
     let g = Ctx::gateway_meta(ev);
-    g.set("tags", Node::Arr(e.tags.iter().map(|t| t.clone().into()).collect()));
+    let tags = e.tags.iter().take(MAX_EVENT_LIST_ITEMS).map(|t| cut(t, MAX_EVENT_NAME_BYTES).into());
+    g.set("tags", Node::Arr(tags.collect()));
+    if e.tags.len() > MAX_EVENT_LIST_ITEMS {
+        g.set("tags_count", e.tags.len().into());
+    }
     if let Some(r) = rows {
         g.set("rows", r.into());
     }
@@ -1089,6 +1328,7 @@ async fn upstream_direction(
     mut buf: Vec<u8>,
 ) -> End {
     let mut side = ClientSide::new();
+    let mut room = None;
     loop {
         let mut s = Scanned::default();
         let used = match side.scan(ctx, track, &buf, &mut s) {
@@ -1121,10 +1361,14 @@ async fn upstream_direction(
             let _ = uw.shutdown().await;
             return End::Terminate;
         }
-        buf.reserve(READ_BUFFER_BYTES);
-        match cr.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return End::ClientGone,
+        let read = match big_room(&ctx.gw, &mut room, s.need, &mut buf).await {
+            Ok(()) => read_more(&mut cr, &mut buf, &room).await,
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(0) => return End::ClientGone,
             Ok(_) => {}
+            Err((code, why)) => return session_error(ctx, cw, &mut uw, code, why).await,
         }
     }
 }
@@ -1154,14 +1398,25 @@ fn refuse_all(track: &Mutex<Track>, s: &mut Scanned, why: &str) {
 
 /// Ends a session on a protocol violation: tells the client, records it.
 async fn protocol_violation(ctx: &Ctx, cw: &ClientWriter, uw: &mut tokio::io::WriteHalf<Stream>, why: String) -> End {
+    session_error(ctx, cw, uw, "08P01", why).await
+}
+
+/// Ends a session with a FATAL error `code`, recorded as a protocol error.
+async fn session_error(
+    ctx: &Ctx,
+    cw: &ClientWriter,
+    uw: &mut tokio::io::WriteHalf<Stream>,
+    code: &'static str,
+    why: String,
+) -> End {
     let mut f = Vec::new();
-    wire::error_response(&mut f, "FATAL", "08P01", &format!("custos: {why}"), None);
+    wire::error_response(&mut f, "FATAL", code, &format!("custos: {why}"), None);
     let mut c = cw.lock().await;
     let _ = c.write_all(&f).await;
     let _ = c.shutdown().await;
     drop(c);
     let mut e = ctx.event("db.protocol_error", "failure");
-    e.set("status_code", "08P01".into());
+    e.set("status_code", code.into());
     e.set("status_detail", why.clone().into());
     let _ = ctx.record(vec![e]).await;
     let mut t = Vec::new();
@@ -1174,16 +1429,29 @@ async fn protocol_violation(ctx: &Ctx, cw: &ClientWriter, uw: &mut tokio::io::Wr
 async fn downstream(ctx: &Ctx, mut ur: tokio::io::ReadHalf<Stream>, cw: &ClientWriter, track: &Mutex<Track>) -> End {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
     let mut out: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
+    let mut room = None;
+    let mut need = 0;
     let mut passthrough = 0usize;
     let mut done = Vec::new();
     loop {
-        buf.reserve(READ_BUFFER_BYTES);
-        match ur.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => {
+        let read = match big_room(&ctx.gw, &mut room, std::mem::take(&mut need), &mut buf).await {
+            Ok(()) => read_more(&mut ur, &mut buf, &room).await,
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(0) => {
                 let _ = cw.lock().await.shutdown().await;
                 return End::UpstreamGone;
             }
             Ok(_) => {}
+            Err((code, why)) => {
+                let mut b = Vec::new();
+                wire::error_response(&mut b, "FATAL", code, &format!("custos: {why}"), None);
+                let mut c = cw.lock().await;
+                let _ = c.write_all(&b).await;
+                let _ = c.shutdown().await;
+                return End::Failed(why);
+            }
         }
         out.clear();
         let mut pos = 0;
@@ -1217,6 +1485,7 @@ async fn downstream(ctx: &Ctx, mut ur: tokio::io::ReadHalf<Stream>, cw: &ClientW
                 continue;
             }
             if buf.len() - pos < len {
+                need = len;
                 break;
             }
             let frame = &buf[pos..pos + len];
