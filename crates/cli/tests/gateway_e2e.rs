@@ -843,6 +843,7 @@ fn long_and_odd_statements_are_recorded_within_bounds() {
     let out = rt.block_on(alice.simple_query(&bulk)).expect("a bulk insert by an analyst is not DDL");
     assert!(matches!(out.first(), Some(tokio_postgres::SimpleQueryMessage::CommandComplete(n)) if *n == rows as u64));
     let peak = peak_rss(closed.child.id());
+    eprintln!("gateway peak RSS after a 16 MiB INSERT: {} MB", peak >> 20);
     assert!(peak < 400 << 20, "the gateway peaked at {} MB for a 16 MiB statement", peak >> 20);
 
     // Sessions sending 30 MiB statements at once share 256 MiB of room
@@ -861,6 +862,7 @@ fn long_and_odd_statements_are_recorded_within_bounds() {
         }
     });
     let peak = peak_rss(closed.child.id());
+    eprintln!("gateway peak RSS after 16 sessions sent 30 MiB statements at once: {} MB", peak >> 20);
     assert!(peak < 900 << 20, "16 sessions with 30 MiB statements took the gateway to {} MB", peak >> 20);
 
     // A session's prepared statements hold at most 4 MiB of text: past

@@ -32,9 +32,11 @@ use crate::{AuditMode, Gateway};
 /// Bytes read from a socket at a time. A message longer than this is read
 /// whole into room shared by all sessions ([`MAX_BIG_MESSAGE_BYTES`]).
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
-/// Bytes of long messages (over [`READ_BUFFER_BYTES`], up to
+/// Memory for long messages (over [`READ_BUFFER_BYTES`], up to
 /// [`wire::MAX_INSPECTED_MESSAGE_BYTES`] each) that all sessions together
 /// read at once; a session waits for room before it reads the rest of one.
+/// A message takes twice its length: the buffer it is read into, and the
+/// copy forwarded.
 pub const MAX_BIG_MESSAGE_BYTES: usize = 256 << 20;
 /// How long a session waits for that room before it is ended (53200).
 const BIG_MESSAGE_ROOM_WAIT: Duration = Duration::from_secs(30);
@@ -739,7 +741,7 @@ async fn big_room(
     if need <= READ_BUFFER_BYTES || held.is_some() {
         return Ok(());
     }
-    let take = gw.big_messages.clone().acquire_many_owned(need as u32);
+    let take = gw.big_messages.clone().acquire_many_owned(2 * need as u32);
     let permit = tokio::time::timeout(BIG_MESSAGE_ROOM_WAIT, take)
         .await
         .map_err(|_| {
