@@ -152,9 +152,7 @@ fn a_full_disk_loses_no_acknowledged_event_and_keeps_the_index() {
 /// never runs it, and the same session carries on once there is room.
 #[test]
 fn a_full_disk_refuses_gateway_statements_until_there_is_room() {
-    let pg = common::pg::Pg::start(&[]);
-    pg.exec("postgres", "create role svc login password 'svc-pw'");
-    pg.exec("postgres", "create database app owner svc");
+    let pg = common::pg::Pg::start_app(&[]);
     pg.exec("app", "create table t(v int); alter table t owner to svc");
     let fs = Tmpfs::mount(24);
     let data = fs.path.join("data");

@@ -442,9 +442,7 @@ fn read_all(s: &mut TcpStream) -> Vec<u8> {
 
 #[test]
 fn fail_closed_refuses_when_the_log_is_down_and_bad_clients_are_recorded() {
-    let pg = Pg::start(&[]);
-    pg.exec("postgres", "create role svc login password 'svc-pw'");
-    pg.exec("postgres", "create database app owner svc");
+    let pg = Pg::start_app(&[]);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let gw_token = token(&data, "ingest", "pg-gateway");
@@ -568,9 +566,7 @@ fn fail_closed_refuses_when_the_log_is_down_and_bad_clients_are_recorded() {
 #[test]
 fn gateway_inside_the_server_takes_custos_tokens_over_tls() {
     let pki = pki();
-    let pg = Pg::start(&[]);
-    pg.exec("postgres", "create role svc login password 'svc-pw'");
-    pg.exec("postgres", "create database app owner svc");
+    let pg = Pg::start_app(&[]);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let dora = token(&data, "reader", "dora");
@@ -687,9 +683,7 @@ fn gateway_inside_the_server_takes_custos_tokens_over_tls() {
 /// PostgreSQL committed has its INSERT in the log, and the log verifies.
 #[test]
 fn fail_closed_records_survive_kill_9_of_the_server_under_load() {
-    let pg = Pg::start(&[]);
-    pg.exec("postgres", "create role svc login password 'svc-pw'");
-    pg.exec("postgres", "create database app owner svc");
+    let pg = Pg::start_app(&[]);
     pg.exec("app", "create table marks(v bigint); alter table marks owner to svc");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -779,9 +773,7 @@ fn peak_rss(pid: u32) -> u64 {
 
 #[test]
 fn long_and_odd_statements_are_recorded_within_bounds() {
-    let pg = Pg::start(&[]);
-    pg.exec("postgres", "create role svc login password 'svc-pw'");
-    pg.exec("postgres", "create database app owner svc");
+    let pg = Pg::start_app(&[]);
     pg.exec("app", "create table victim(a int); create table other(a int); create table bulk(id int, v text)");
     pg.exec("app", "alter table victim owner to svc; alter table other owner to svc; alter table bulk owner to svc");
     let dir = tempfile::tempdir().unwrap();
@@ -848,19 +840,21 @@ fn long_and_odd_statements_are_recorded_within_bounds() {
 
     // Sessions sending 30 MiB statements at once share 256 MiB of room
     // for long messages: they all go through, and memory stays bounded.
-    let big = format!("select length('{}') as n", "y".repeat(30 << 20));
-    let clients: Vec<_> = (0..16).map(|_| connect(closed.port, "bob")).collect();
-    rt.block_on(async {
-        let runs = clients.iter().map(|c| c.simple_query(&big));
-        for r in futures_join_all(runs).await {
-            let msgs = r.expect("a 30 MiB statement goes through");
-            let n = msgs.iter().find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                _ => None,
-            });
-            assert_eq!(n.as_deref(), Some(&*(30usize << 20).to_string()));
-        }
-    });
+    let big = std::sync::Arc::new(format!("select length('{}') as n", "y".repeat(30 << 20)));
+    let runs: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, big) = (connect(closed.port, "bob"), big.clone());
+            rt.spawn(async move { client.simple_query(&big).await })
+        })
+        .collect();
+    for run in runs {
+        let msgs = rt.block_on(run).unwrap().expect("a 30 MiB statement goes through");
+        let n = msgs.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        });
+        assert_eq!(n.as_deref(), Some(&*(30usize << 20).to_string()));
+    }
     let peak = peak_rss(closed.child.id());
     eprintln!("gateway peak RSS after 16 sessions sent 30 MiB statements at once: {} MB", peak >> 20);
     assert!(peak < 900 << 20, "16 sessions with 30 MiB statements took the gateway to {} MB", peak >> 20);
@@ -913,30 +907,4 @@ fn long_and_odd_statements_are_recorded_within_bounds() {
     assert_eq!(bulk_ev[0]["metadata"]["gateway"]["sql_sha256"], sha(&bulk));
     assert_eq!(bulk_ev[0]["metadata"]["gateway"]["classes"], serde_json::json!(["write"]));
     drop(server);
-}
-
-/// Awaits every future, concurrently.
-async fn futures_join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let handles: Vec<_> = fs.map(Box::pin).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut all = true;
-        for (i, slot) in pending.iter_mut().enumerate() {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        results[i] = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => all = false,
-                }
-            }
-        }
-        if all { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
-    })
-    .await;
-    out.extend(results.into_iter().map(Option::unwrap));
-    out
 }

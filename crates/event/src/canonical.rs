@@ -268,6 +268,33 @@ pub(crate) fn string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Bytes `c` takes inside a JSON string as [`string`] writes it.
+fn escaped_char_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\u{8}' | '\t' | '\n' | '\u{c}' | '\r' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Bytes `s` takes inside a JSON string, escapes included.
+pub fn escaped_len(s: &str) -> usize {
+    s.chars().map(escaped_char_len).sum()
+}
+
+/// The longest prefix of `s` that takes at most `max` bytes inside a JSON
+/// string, escapes included.
+pub fn escaped_prefix(s: &str, max: usize) -> &str {
+    let mut total = 0;
+    for (i, c) in s.char_indices() {
+        total += escaped_char_len(c);
+        if total > max {
+            return &s[..i];
+        }
+    }
+    s
+}
+
 fn number(out: &mut String, n: &Number) {
     use std::fmt::Write;
     if let Some(u) = n.as_u64() {
@@ -320,6 +347,24 @@ pub fn es_number(f: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn escaped_prefixes_measure_what_strings_write() {
+        let s = "a\"b\\c\u{1}d\né€\u{1f600}";
+        let written = |s: &str| {
+            let mut out = String::new();
+            super::string(&mut out, s);
+            out.len() - 2
+        };
+        assert_eq!(super::escaped_len(s), written(s));
+        assert_eq!(super::escaped_prefix(s, written(s)), s);
+        for max in 0..written(s) {
+            let p = super::escaped_prefix(s, max);
+            assert!(written(p) <= max, "{p:?} within {max}");
+            let next = s[p.len()..].chars().next().unwrap();
+            assert!(written(&s[..p.len() + next.len_utf8()]) > max, "{p:?} is the longest within {max}");
+        }
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -198,6 +198,34 @@ pub fn analyse(sql: &str) -> Analysis {
     }
 }
 
+/// Keywords that can start a statement of a class, for texts analysed by
+/// their words. VALUES and WITH read nothing by themselves: a table they
+/// read is named after SELECT or TABLE. COPY reads or writes.
+const CLASS_KEYWORDS: &[(&str, Class)] = &[
+    ("SELECT", Class::Read),
+    ("TABLE", Class::Read),
+    ("COPY", Class::Read),
+    ("COPY", Class::Write),
+    ("INSERT", Class::Write),
+    ("UPDATE", Class::Write),
+    ("DELETE", Class::Write),
+    ("MERGE", Class::Write),
+    ("TRUNCATE", Class::Write),
+    ("CREATE", Class::Ddl),
+    ("ALTER", Class::Ddl),
+    ("DROP", Class::Ddl),
+    ("COMMENT", Class::Ddl),
+    ("REINDEX", Class::Ddl),
+    ("CLUSTER", Class::Ddl),
+    ("REFRESH", Class::Ddl),
+    ("SECURITY", Class::Ddl),
+    ("IMPORT", Class::Ddl),
+    ("GRANT", Class::Role),
+    ("REVOKE", Class::Role),
+    ("CALL", Class::Function),
+    ("DO", Class::Function),
+];
+
 /// The analysis of a text the parser does not understand, or that is too
 /// long for it: the leading keyword's class, and every class a keyword
 /// outside the literals and comments could start.
@@ -218,47 +246,31 @@ fn by_words(sql: &str) -> Analysis {
     // Whether backslashes escape quotes in plain strings depends on the
     // session's standard_conforming_strings: both readings are taken, so
     // that no statement hides in what one of them calls a literal.
+    let mut role_word = false;
     for backslash_quotes in [false, true] {
-        let (mut create_alter_drop, mut role_word, mut statements) = (false, false, 0usize);
+        let mut more_statements = false;
         code_words(sql, backslash_quotes, |w| match w {
-            Token::Semicolon => statements += 1,
+            Token::Semicolon => more_statements = true,
             Token::Word(w) => {
-                let upper = |k: &str| w.eq_ignore_ascii_case(k);
-                // VALUES and WITH read nothing by themselves: a table they
-                // read is named after SELECT or TABLE.
-                if ["SELECT", "TABLE", "COPY"].iter().any(|k| upper(k)) {
-                    add(Class::Read);
+                for (k, c) in CLASS_KEYWORDS {
+                    if w.eq_ignore_ascii_case(k) {
+                        add(*c);
+                    }
                 }
-                if ["INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE", "COPY"].iter().any(|k| upper(k)) {
-                    add(Class::Write);
-                }
-                if ["CREATE", "ALTER", "DROP"].iter().any(|k| upper(k)) {
-                    create_alter_drop = true;
-                    add(Class::Ddl);
-                }
-                if ["COMMENT", "REINDEX", "CLUSTER", "REFRESH", "SECURITY", "IMPORT"].iter().any(|k| upper(k)) {
-                    add(Class::Ddl);
-                }
-                if ["ROLE", "USER", "GROUP"].iter().any(|k| upper(k)) {
-                    role_word = true;
-                }
-                if ["GRANT", "REVOKE"].iter().any(|k| upper(k)) {
-                    add(Class::Role);
-                }
-                if ["CALL", "DO"].iter().any(|k| upper(k)) {
-                    add(Class::Function);
-                }
+                role_word |= ["ROLE", "USER", "GROUP"].iter().any(|k| w.eq_ignore_ascii_case(k));
             }
         });
-        if create_alter_drop && role_word {
-            add(Class::Role);
-        }
         // Any further statement may be one of the others (SET, VACUUM, …).
-        if statements > 0 {
+        if more_statements {
             add(Class::Misc);
         }
     }
+    // CREATE, ALTER or DROP of a role (or `COMMENT ON ROLE`, counted too).
+    if role_word && possible.contains(&Class::Ddl) {
+        possible.push(Class::Role);
+    }
     possible.sort();
+    possible.dedup();
     Analysis { statements, tables: Vec::new(), parsed: false, possible }
 }
 

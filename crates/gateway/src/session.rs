@@ -694,6 +694,19 @@ struct ClientSide {
     passthrough_bytes: usize,
 }
 
+/// The refusal of a Parse or Bind past what a session may remember
+/// (`what`: statements or portals).
+fn at_session_limit(what: &str) -> Refusal {
+    Refusal {
+        code: "54000",
+        message: format!(
+            "custos: this session's prepared statements and portals are at the gateway's limit \
+             ({MAX_PREPARED_PER_SESSION} {what}, {} MiB); close some first",
+            MAX_REMEMBERED_BYTES_PER_SESSION >> 20
+        ),
+    }
+}
+
 /// What a prepared statement counts against the session's remembered bytes.
 fn prepared_bytes(p: &Prepared) -> usize {
     p.sql.kept.len() + 4 * p.param_types.len() + 64
@@ -724,48 +737,43 @@ struct BigRoom {
     granted: Instant,
 }
 
-/// Takes or gives back room for the message a direction is reading, `need`
-/// bytes long (0 when none is partly read), and sizes `buf` for it. Errs
-/// with the SQLSTATE and text to end the session with.
-async fn big_room(
-    gw: &Gateway,
-    held: &mut Option<BigRoom>,
-    need: usize,
-    buf: &mut Vec<u8>,
-) -> Result<(), (&'static str, String)> {
-    if held.as_ref().is_some_and(|h| h.bytes != need) {
-        *held = None;
-        // A long message's buffer goes back to its usual size.
-        buf.shrink_to(READ_BUFFER_BYTES);
-    }
-    if need <= READ_BUFFER_BYTES || held.is_some() {
-        return Ok(());
-    }
-    let take = gw.big_messages.clone().acquire_many_owned(2 * need as u32);
-    let permit = tokio::time::timeout(BIG_MESSAGE_ROOM_WAIT, take)
-        .await
-        .map_err(|_| {
-            let text = format!(
-                "no room to read a message of {need} bytes: sessions read at most {} MiB of long messages at once",
-                MAX_BIG_MESSAGE_BYTES >> 20
-            );
-            ("53200", text)
-        })?
-        .expect("the room is never closed");
-    buf.reserve_exact(need.saturating_sub(buf.len()));
-    *held = Some(BigRoom { _permit: permit, bytes: need, granted: Instant::now() });
-    Ok(())
-}
-
-/// Reads more of a direction's bytes; a long message must arrive within
-/// [`BIG_MESSAGE_READ_TIME`] of getting room. `Ok(0)` at the end.
+/// Reads more of a direction's bytes into `buf`; `Ok(0)` at the end.
+/// `need` is the length of the message partly read (0 when none is):
+/// room for a long one is taken first, and given back (the buffer shrunk)
+/// once it has been read; it must arrive within [`BIG_MESSAGE_READ_TIME`]
+/// of getting room. Errs with the SQLSTATE and text to end the session
+/// with.
 async fn read_more(
+    gw: &Gateway,
     r: &mut tokio::io::ReadHalf<Stream>,
     buf: &mut Vec<u8>,
-    held: &Option<BigRoom>,
+    held: &mut Option<BigRoom>,
+    need: usize,
 ) -> Result<usize, (&'static str, String)> {
-    buf.reserve(READ_BUFFER_BYTES.min(held.as_ref().map_or(usize::MAX, |h| h.bytes.saturating_sub(buf.len())).max(1)));
-    let Some(h) = held else { return Ok(r.read_buf(buf).await.unwrap_or(0)) };
+    if held.as_ref().is_some_and(|h| h.bytes != need) {
+        *held = None;
+        buf.shrink_to(READ_BUFFER_BYTES);
+    }
+    if need > READ_BUFFER_BYTES && held.is_none() {
+        let take = gw.big_messages.clone().acquire_many_owned(2 * need as u32);
+        let permit = tokio::time::timeout(BIG_MESSAGE_ROOM_WAIT, take)
+            .await
+            .map_err(|_| {
+                let text = format!(
+                    "no room to read a message of {need} bytes: sessions read at most {} MiB of long messages at once",
+                    MAX_BIG_MESSAGE_BYTES >> 20
+                );
+                ("53200", text)
+            })?
+            .expect("the room is never closed");
+        // Exactly the message: no doubling past it.
+        buf.reserve_exact(need.saturating_sub(buf.len()));
+        *held = Some(BigRoom { _permit: permit, bytes: need, granted: Instant::now() });
+    }
+    let Some(h) = held else {
+        buf.reserve(READ_BUFFER_BYTES);
+        return Ok(r.read_buf(buf).await.unwrap_or(0));
+    };
     let left = BIG_MESSAGE_READ_TIME.saturating_sub(h.granted.elapsed());
     match tokio::time::timeout(left, r.read_buf(buf)).await {
         Ok(n) => Ok(n.unwrap_or(0)),
@@ -774,6 +782,13 @@ async fn read_more(
             format!("a message of {} bytes did not arrive within {} s", h.bytes, BIG_MESSAGE_READ_TIME.as_secs()),
         )),
     }
+}
+
+/// Ends the client's side with a FATAL error.
+async fn tell_client(cw: &ClientWriter, code: &str, why: &str) {
+    let mut c = cw.lock().await;
+    let _ = c.write_all(&fatal(code, &format!("custos: {why}"))).await;
+    let _ = c.shutdown().await;
 }
 
 async fn proxy(ctx: &Ctx, client: Stream, upstream: Stream, buf: Vec<u8>) -> End {
@@ -931,14 +946,7 @@ impl ClientSide {
                 let too_big =
                     self.remembered_bytes - old + prepared_bytes(&prepared) > MAX_REMEMBERED_BYTES_PER_SESSION;
                 let denied = if too_many || too_big {
-                    Some(Refusal {
-                        code: "54000",
-                        message: format!(
-                            "custos: this session's prepared statements and portals are at the gateway's limit \
-                             ({MAX_PREPARED_PER_SESSION} statements, {} MiB); close some first",
-                            MAX_REMEMBERED_BYTES_PER_SESSION >> 20
-                        ),
-                    })
+                    Some(at_session_limit("statements"))
                 } else {
                     self.denial(ctx, &prepared.analysis, p.sql)
                 };
@@ -995,15 +1003,7 @@ impl ClientSide {
                 let old = self.portals.get(b.portal).map_or(0, |p| p.bytes);
                 let too_many = self.portals.len() >= MAX_PREPARED_PER_SESSION && old == 0;
                 if too_many || self.remembered_bytes - old + bytes > MAX_REMEMBERED_BYTES_PER_SESSION {
-                    let r = Refusal {
-                        code: "54000",
-                        message: format!(
-                            "custos: this session's prepared statements and portals are at the gateway's limit \
-                             ({MAX_PREPARED_PER_SESSION} portals, {} MiB); close some first",
-                            MAX_REMEMBERED_BYTES_PER_SESSION >> 20
-                        ),
-                    };
-                    inject(track, r, false, &mut s.out);
+                    inject(track, at_session_limit("portals"), false, &mut s.out);
                     return Ok(());
                 }
                 self.remembered_bytes += bytes;
@@ -1106,7 +1106,7 @@ impl ClientSide {
     }
 
     /// A statement (Query, Execute, FunctionCall): denied, or recorded and
-    /// forwarded. `simple`: the whole text of a Query or FunctionCall,
+    /// forwarded. `simple_text`: the whole text of a Query or FunctionCall,
     /// which deny rules see; `""` for an Execute (its Parse was checked).
     fn statement(
         &mut self,
@@ -1224,51 +1224,40 @@ fn cut(s: &str, max: usize) -> String {
 /// Makes a statement's event fit [`MAX_GATEWAY_EVENT_BYTES`] once sealed:
 /// JSON escapes can make text up to six times longer (`\u0001`), so text
 /// within the byte limits above can still be too long. The statement text
-/// is cut further (its whole length and SHA-256 recorded), then, if need
-/// be, the parameters. The limits on lists and names bound the rest.
+/// is cut to what fits (its whole length and SHA-256 recorded), then, if
+/// need be, the parameters go. The limits on lists and names bound the
+/// rest.
 fn fit(ev: &mut Event, e: &Exec) {
-    // Six bytes per byte of text bounds any escaping: most events are far
-    // under the limit, and are not measured.
-    fn bound(n: &Event) -> usize {
-        match n {
-            Node::Str(s) => 2 + 6 * s.len(),
-            Node::Arr(items) => 2 + items.iter().map(|i| 1 + bound(i)).sum::<usize>(),
-            Node::Obj(members) => 2 + members.iter().map(|(k, v)| 4 + 6 * k.len() + bound(v)).sum::<usize>(),
-            _ => 32,
-        }
-    }
     fn size(n: &Event) -> usize {
         let mut out = String::new();
         let _ = custos_event::canonical::write_node(&mut out, n);
         out.len()
     }
-    // Room for what the server adds (time, log, received_at, submitter).
+    // Room for what the server adds (time, log, received_at, submitter),
+    // and for `sql_bytes` and `sql_sha256` if the text is cut here.
     const BUDGET: usize = MAX_GATEWAY_EVENT_BYTES - 1024;
-    if bound(ev) <= BUDGET {
+    // Six bytes per byte held bounds any escaping: most events are far
+    // under the limit, and are not measured.
+    if 6 * crate::sink::approx_bytes(ev) <= BUDGET {
         return;
     }
-    for _ in 0..4 {
-        let over = size(ev).saturating_sub(BUDGET);
-        if over == 0 {
-            return;
-        }
-        let message = ev.get("message").and_then(Node::as_str).unwrap_or("");
-        if message.is_empty() {
-            // Nothing left to cut but the parameters.
-            Ctx::gateway_meta(ev).set("params", "<cut: too large for the event>".into());
-            continue;
-        }
-        // Cut at least `over` escaped bytes, which is at least `over / 6`
-        // bytes of text; a quarter more for margin.
-        let keep = message.len().saturating_sub(over / 6 + over / 24 + 1);
-        let kept = message[..message.floor_char_boundary(keep)].to_string();
-        ev.set("message", kept.into());
-        if e.sql.sha256.is_none() {
-            let hash = ring::digest::digest(&ring::digest::SHA256, e.sql.kept.as_bytes());
-            let g = Ctx::gateway_meta(ev);
-            g.set("sql_bytes", e.sql.bytes.into());
-            g.set("sql_sha256", base64::engine::general_purpose::STANDARD.encode(hash).into());
-        }
+    let over = size(ev).saturating_sub(BUDGET);
+    if over == 0 {
+        return;
+    }
+    let message = ev.get("message").and_then(Node::as_str).unwrap_or("");
+    let within = custos_event::canonical::escaped_len(message).saturating_sub(over);
+    let kept = custos_event::canonical::escaped_prefix(message, within).to_string();
+    ev.set("message", kept.into());
+    if e.sql.sha256.is_none() {
+        // Not cut before, so what the session kept is the whole text.
+        let hash = ring::digest::digest(&ring::digest::SHA256, e.sql.kept.as_bytes());
+        let g = Ctx::gateway_meta(ev);
+        g.set("sql_bytes", e.sql.bytes.into());
+        g.set("sql_sha256", base64::engine::general_purpose::STANDARD.encode(hash).into());
+    }
+    if size(ev) > BUDGET {
+        Ctx::gateway_meta(ev).set("params", "<cut: too large for the event>".into());
     }
 }
 
@@ -1363,11 +1352,7 @@ async fn upstream_direction(
             let _ = uw.shutdown().await;
             return End::Terminate;
         }
-        let read = match big_room(&ctx.gw, &mut room, s.need, &mut buf).await {
-            Ok(()) => read_more(&mut cr, &mut buf, &room).await,
-            Err(e) => Err(e),
-        };
-        match read {
+        match read_more(&ctx.gw, &mut cr, &mut buf, &mut room, s.need).await {
             Ok(0) => return End::ClientGone,
             Ok(_) => {}
             Err((code, why)) => return session_error(ctx, cw, &mut uw, code, why).await,
@@ -1411,12 +1396,7 @@ async fn session_error(
     code: &'static str,
     why: String,
 ) -> End {
-    let mut f = Vec::new();
-    wire::error_response(&mut f, "FATAL", code, &format!("custos: {why}"), None);
-    let mut c = cw.lock().await;
-    let _ = c.write_all(&f).await;
-    let _ = c.shutdown().await;
-    drop(c);
+    tell_client(cw, code, &why).await;
     let mut e = ctx.event("db.protocol_error", "failure");
     e.set("status_code", code.into());
     e.set("status_detail", why.clone().into());
@@ -1436,22 +1416,14 @@ async fn downstream(ctx: &Ctx, mut ur: tokio::io::ReadHalf<Stream>, cw: &ClientW
     let mut passthrough = 0usize;
     let mut done = Vec::new();
     loop {
-        let read = match big_room(&ctx.gw, &mut room, std::mem::take(&mut need), &mut buf).await {
-            Ok(()) => read_more(&mut ur, &mut buf, &room).await,
-            Err(e) => Err(e),
-        };
-        match read {
+        match read_more(&ctx.gw, &mut ur, &mut buf, &mut room, std::mem::take(&mut need)).await {
             Ok(0) => {
                 let _ = cw.lock().await.shutdown().await;
                 return End::UpstreamGone;
             }
             Ok(_) => {}
             Err((code, why)) => {
-                let mut b = Vec::new();
-                wire::error_response(&mut b, "FATAL", code, &format!("custos: {why}"), None);
-                let mut c = cw.lock().await;
-                let _ = c.write_all(&b).await;
-                let _ = c.shutdown().await;
+                tell_client(cw, code, &why).await;
                 return End::Failed(why);
             }
         }

@@ -53,6 +53,15 @@ impl Pg {
         Pg::start_tls(conf, None)
     }
 
+    /// Like `start`, with the login role `svc` (password `svc-pw`) owning
+    /// the database `app`, as a gateway's service credential.
+    pub fn start_app(conf: &[&str]) -> Pg {
+        let pg = Pg::start(conf);
+        pg.exec("postgres", "create role svc login password 'svc-pw'");
+        pg.exec("postgres", "create database app owner svc");
+        pg
+    }
+
     /// Like `start`, with TLS from a PEM certificate and key.
     pub fn start_tls(conf: &[&str], tls: Option<(&str, &str)>) -> Pg {
         assert!(Path::new(PGBIN).exists(), "PostgreSQL 15 is not installed (apt-get install postgresql-15)");
