@@ -677,6 +677,119 @@ fn gateway_inside_the_server_takes_custos_tokens_over_tls() {
     assert_eq!((st, &top["buckets"]), (200, &serde_json::json!([{"key": "t", "count": 1}])), "{top}");
 }
 
+/// psql through the gateway over TLS, presenting a client certificate.
+fn psql_cert(port: u16, user: &str, password: &str, cert: Option<(&str, &str)>, sql: &str) -> Output {
+    let mut c = Command::new(format!("{PGBIN}/psql"));
+    c.args(["-X", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, "-d", "app", "-c", sql]);
+    c.env("PGPASSWORD", password).env("PGSSLMODE", "require").env("PGCONNECT_TIMEOUT", "10");
+    // A missing file means no certificate (and libpq does not look in ~/.postgresql/).
+    let (crt, key) = cert.unwrap_or(("/nonexistent.crt", "/nonexistent.key"));
+    c.env("PGSSLCERT", crt).env("PGSSLKEY", key);
+    c.stdin(Stdio::null()).output().unwrap()
+}
+
+/// Client certificates both ways: the gateway logs in upstream as a role
+/// that only a certificate admits (pg_hba `cert`), and people must show a
+/// certificate naming them (`tls_client_ca`), besides their password.
+/// Each refusal is recorded, and a login names the certificate used.
+#[test]
+fn client_certificates_toward_the_gateway_and_the_upstream() {
+    let pki = pki();
+    let pg = Pg::start_client_certs(
+        &[],
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+        &pki.path("ca.pem"),
+        &["hostssl app svc 127.0.0.1/32 cert"],
+    );
+    // No password: only its certificate logs the service role in.
+    pg.exec("postgres", "create role svc login");
+    pg.exec("postgres", "create database app owner svc");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let gw_token = token(&data, "ingest", "pg-gateway");
+    let reader = token(&data, "auditor", "test-reader");
+    let server = Server::start(&data, &[]);
+    let users = gateway_users(dir.path(), &[("alice", "alice-pw", &[]), ("bob", "bob-pw", &[])]);
+    let base =
+        format!("postgres://svc@127.0.0.1:{}/app?sslmode=verify-full&sslrootcert={}", pg.port, pki.path("ca.pem"));
+    let tls = ["--tls-cert", &pki.path("server.pem"), "--tls-key", &pki.path("server.key")].map(String::from);
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let alice = (pki.path("alice.pem"), pki.path("alice.key"));
+    let alice = Some((alice.0.as_str(), alice.1.as_str()));
+
+    // Without its certificate, the service role is refused upstream.
+    let gw = start_gateway(&server.url, &gw_token, &base, &users, &tls);
+    let o = psql_cert(gw.port, "alice", "alice-pw", None, "select 1");
+    assert!(text(&o).contains("custos: cannot reach the upstream database"), "{}", text(&o));
+    drop(gw);
+
+    let upstream = format!("{base}&sslcert={}&sslkey={}", pki.path("svc.pem"), pki.path("svc.key"));
+    let mut with_ca = tls.clone();
+    let ca = pki.path("ca.pem");
+    with_ca.extend(["--tls-client-ca", &ca]);
+    let gw = start_gateway(&server.url, &gw_token, &upstream, &users, &with_ca);
+    let o = psql_cert(
+        gw.port,
+        "alice",
+        "alice-pw",
+        alice,
+        "select client_dn from pg_stat_ssl where pid = pg_backend_pid()",
+    );
+    assert!(o.status.success() && text(&o).contains("/CN=svc"), "{}", text(&o));
+    // Refused: no certificate; someone else's; one from another CA; a right
+    // certificate with a wrong password.
+    let o = psql_cert(gw.port, "alice", "alice-pw", None, "select 1");
+    assert!(text(&o).contains("the gateway requires a client certificate"), "{}", text(&o));
+    let o = psql_cert(gw.port, "bob", "bob-pw", alice, "select 1");
+    assert!(text(&o).contains("certificate authentication failed for user \"bob\""), "{}", text(&o));
+    let evil = (pki.path("evil-alice.pem"), pki.path("evil-alice.key"));
+    let o = psql_cert(gw.port, "alice", "alice-pw", Some((&evil.0, &evil.1)), "select 1");
+    assert!(!o.status.success(), "{}", text(&o));
+    let o = psql_cert(gw.port, "alice", "wrong", alice, "select 1");
+    assert!(text(&o).contains("password authentication failed for user \"alice\""), "{}", text(&o));
+
+    let ev = wait_for(&server.url, &reader, "four refused logins", |ev| {
+        ev.iter().filter(|e| e["activity"] == "db.login" && e["status"] == "failure").count() >= 4
+    });
+    let fingerprint = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in", &pki.path("alice.pem")])
+        .output()
+        .unwrap();
+    let fingerprint = String::from_utf8(fingerprint.stdout).unwrap();
+    let fingerprint = fingerprint.trim().rsplit('=').next().unwrap().replace(':', "").to_lowercase();
+    // Two logins succeeded: at the gateway without a CA (whose upstream
+    // then refused it), and alice's with her certificate.
+    let ok = find(&ev, |e| e["activity"] == "db.login" && e["status"] == "success");
+    assert_eq!(ok.len(), 2, "{ok:?}");
+    assert!(ok[0]["metadata"]["gateway"]["client_cert"].is_null(), "{:?}", ok[0]);
+    let ok = &ok[1..];
+    assert_eq!(user_of(ok[0]), "alice");
+    assert_eq!(ok[0]["status_detail"], "SCRAM-SHA-256 over TLS with a client certificate");
+    assert_eq!(
+        ok[0]["metadata"]["gateway"]["client_cert"],
+        serde_json::json!({"sha256": fingerprint, "common_name": "alice"})
+    );
+    assert!(ev.iter().any(|e| e["message"] == "select client_dn from pg_stat_ssl where pid = pg_backend_pid()"));
+    let failed = |user: &str, detail: &str| {
+        find(&ev, |e| {
+            e["activity"] == "db.login"
+                && e["status"] == "failure"
+                && user_of(e) == user
+                && e["status_detail"].as_str().unwrap_or("").contains(detail)
+        })
+        .len()
+    };
+    assert_eq!(failed("alice", "requires a client certificate"), 1);
+    assert_eq!(failed("bob", "the certificate is for \"alice\""), 1);
+    assert_eq!(failed("unknown", "TLS handshake failed"), 1);
+    assert_eq!(failed("alice", "password authentication failed"), 1);
+    let bob = find(&ev, |e| e["activity"] == "db.login" && user_of(e) == "bob");
+    assert_eq!(bob[0]["metadata"]["gateway"]["client_cert"]["sha256"], fingerprint.as_str());
+    // The upstream refused the gateway that had no certificate.
+    assert!(ev.iter().any(|e| e["activity"] == "db.connect" && e["status"] == "failure"));
+}
+
 /// Fail-closed means a statement runs only once its record is durable. So
 /// after a kill -9 of the server hosting the gateway, in the middle of
 /// pgbench inserting rows (simple and extended protocol), every row that
@@ -906,5 +1019,8 @@ fn long_and_odd_statements_are_recorded_within_bounds() {
     assert!(!bulk_ev.is_empty());
     assert_eq!(bulk_ev[0]["metadata"]["gateway"]["sql_sha256"], sha(&bulk));
     assert_eq!(bulk_ev[0]["metadata"]["gateway"]["classes"], serde_json::json!(["write"]));
+    // Too long to parse, yet its table is named by its leading words.
+    assert_eq!(bulk_ev[0]["targets"], serde_json::json!([{"type": "table", "name": "bulk"}]));
+    assert_eq!(denied[0]["targets"], serde_json::json!([{"type": "table", "name": "other"}]));
     drop(server);
 }

@@ -251,6 +251,7 @@ fn by_words(sql: &str) -> Analysis {
         let mut more_statements = false;
         code_words(sql, backslash_quotes, |w| match w {
             Token::Semicolon => more_statements = true,
+            Token::Dot | Token::Quoted(_) => {}
             Token::Word(w) => {
                 for (k, c) in CLASS_KEYWORDS {
                     if w.eq_ignore_ascii_case(k) {
@@ -271,13 +272,108 @@ fn by_words(sql: &str) -> Analysis {
     }
     possible.sort();
     possible.dedup();
-    Analysis { statements, tables: Vec::new(), parsed: false, possible }
+    Analysis { statements, tables: written_tables(sql), parsed: false, possible }
 }
+
+/// The tables that statements of a text not parsed write or read whole,
+/// where the statement's own leading words name them: `INSERT INTO t`,
+/// `UPDATE [ONLY] t`, `DELETE FROM [ONLY] t`, `TRUNCATE [TABLE] [ONLY] t`,
+/// `COPY t`, `TABLE t`. A bulk INSERT too long to parse is the common
+/// case. Tables named elsewhere (after FROM or JOIN) are left out: without
+/// the parser, a word after FROM may as well be a column
+/// (`extract(year from ts)`), and an audit record must not name tables a
+/// statement did not touch. Read as with `standard_conforming_strings` on;
+/// names are lowercased, as the parser's are, and a quoted name holding
+/// `""` is cut there.
+fn written_tables(sql: &str) -> Vec<String> {
+    /// Where the walk is in a statement's leading words.
+    #[derive(Clone, Copy, PartialEq)]
+    enum At {
+        /// At a statement's first word.
+        Start,
+        /// Past the words before a name (`INTO`, `ONLY`, …); `skip` lists
+        /// the words that may still come before it.
+        Before(&'static [&'static str]),
+        /// In a name, after a part (`Dot` continues it).
+        Name,
+        /// After a dot in a name.
+        AfterDot,
+        /// Elsewhere: nothing to take until the next statement.
+        Rest,
+    }
+    let mut tables: Vec<String> = Vec::new();
+    let mut name = String::new();
+    let mut at = At::Start;
+    let finish = |name: &mut String, tables: &mut Vec<String>| {
+        if !name.is_empty() && !tables.contains(name) && tables.len() < MAX_WORD_TABLES {
+            tables.push(std::mem::take(name));
+        }
+        name.clear();
+    };
+    code_words(sql, false, |t| {
+        let part = match t {
+            Token::Word(w) => Some((w, false)),
+            Token::Quoted(q) => Some((q, true)),
+            Token::Dot => None,
+            Token::Semicolon => {
+                finish(&mut name, &mut tables);
+                at = At::Start;
+                return;
+            }
+        };
+        at = match (at, part) {
+            (At::Start, Some((w, false))) => {
+                let leading: &[(&str, &'static [&'static str])] = &[
+                    ("INSERT", &["INTO"]),
+                    ("UPDATE", &["ONLY"]),
+                    ("DELETE", &["FROM", "ONLY"]),
+                    ("TRUNCATE", &["TABLE", "ONLY"]),
+                    ("COPY", &[]),
+                    ("TABLE", &["ONLY"]),
+                ];
+                match leading.iter().find(|(k, _)| w.eq_ignore_ascii_case(k)) {
+                    Some((_, skip)) => At::Before(skip),
+                    None => At::Rest,
+                }
+            }
+            (At::Before(skip), Some((w, false))) if skip.iter().any(|k| w.eq_ignore_ascii_case(k)) => {
+                let left = skip.iter().position(|k| w.eq_ignore_ascii_case(k)).map_or(skip, |i| &skip[i + 1..]);
+                At::Before(left)
+            }
+            (At::Before(_) | At::AfterDot, Some((w, _))) => {
+                if at == At::AfterDot {
+                    name.push('.');
+                }
+                name.push_str(w);
+                At::Name
+            }
+            (At::Name, None) => At::AfterDot,
+            (At::Name, Some(_)) => {
+                finish(&mut name, &mut tables);
+                At::Rest
+            }
+            (_, _) => At::Rest,
+        };
+        if at == At::Rest {
+            name.clear();
+        }
+    });
+    finish(&mut name, &mut tables);
+    tables.into_iter().map(|t| t.to_ascii_lowercase()).collect()
+}
+
+/// Tables [`written_tables`] lists at most: a text of many statements
+/// could otherwise name thousands.
+const MAX_WORD_TABLES: usize = 64;
 
 /// What [`code_words`] reports.
 enum Token<'a> {
     /// A word outside literals, quoted identifiers and comments.
     Word(&'a str),
+    /// A quoted identifier, without its quotes (`""` inside left as is).
+    Quoted(&'a str),
+    /// A `.` there.
+    Dot,
     /// A `;` there that more text follows.
     Semicolon,
 }
@@ -314,9 +410,15 @@ fn code_words<'a>(sql: &'a str, backslash_quotes: bool, mut f: impl FnMut(Token<
             b'"' => {
                 // "" inside is a quote, which this skips as two quotes.
                 i += 1;
+                let start = i;
                 while i < b.len() && b[i] != b'"' {
                     i += 1;
                 }
+                f(Token::Quoted(&sql[start..i]));
+                i += 1;
+            }
+            b'.' => {
+                f(Token::Dot);
                 i += 1;
             }
             b'-' if b.get(i + 1) == Some(&b'-') => {
@@ -516,6 +618,28 @@ mod tests {
         assert_eq!(a.tables, ["pgbench_accounts"]);
         assert_eq!(a.statements[0].1, Class::Write);
         assert!(!analyse("copy (select 1) to stdout with (bogus)").parsed);
+    }
+
+    /// Texts not parsed (too long, or syntax the parser lacks) list the
+    /// tables their statements' leading words name, and no others.
+    #[test]
+    fn texts_not_parsed_list_the_tables_their_leading_words_name() {
+        let rows = "(1, 'a; drop table x'), ".repeat(MAX_PARSED_SQL_BYTES / 20);
+        let bulk = format!("insert into Payments.\"Card\" (id, v) values {rows}(0, '')");
+        let a = analyse(&bulk);
+        assert!(!a.parsed);
+        assert_eq!(a.tables, ["payments.card"]);
+        let a = analyse(
+            "table only audit.t; update only u set a = 1 from v; delete from only w; \
+             truncate table x, y; copy z from stdin; select extract(year from ts) from q; \
+             insert into \"my tab\"(a) select 1; table only",
+        );
+        assert!(!a.parsed, "{a:?}");
+        assert_eq!(a.tables, ["audit.t", "u", "w", "x", "z", "my tab"]);
+        // Words in literals, comments and dollar quotes are not statements.
+        let a = analyse("table t; select 'insert into a'; /* update b */ select $$delete from c$$");
+        assert_eq!(a.tables, ["t"]);
+        assert!(analyse("select 1; checkpoint; table").tables.is_empty());
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub struct Config {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Refuse clients that do not use TLS.
     pub require_tls: bool,
+    /// Require a client certificate whose common name is the user's (the
+    /// acceptor in `tls` checks it against the CA), as PostgreSQL's
+    /// `clientcert=verify-full`; the password is still asked for.
+    pub client_certs: bool,
     /// The people who may log in.
     pub users: Users,
     /// Deny rules, checked in order.

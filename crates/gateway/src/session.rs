@@ -118,6 +118,8 @@ struct Ctx {
     app: String,
     database: String,
     started: Instant,
+    /// The client's certificate, when it sent one the gateway verified.
+    cert: Option<crate::tls::ClientCert>,
 }
 
 fn now() -> String {
@@ -159,6 +161,20 @@ impl Ctx {
         ])
     }
 
+    /// A `db.login` event, naming the client's certificate if it sent one.
+    fn login_event(&self, status: &'static str) -> Event {
+        let mut e = self.event("db.login", status);
+        e.set("class_uid", 3002.into());
+        if let Some(c) = &self.cert {
+            let mut cert = Node::obj([("sha256", c.sha256.clone().into())]);
+            if let Some(cn) = &c.common_name {
+                cert.set("common_name", cut(cn, MAX_EVENT_NAME_BYTES).into());
+            }
+            Ctx::gateway_meta(&mut e).set("client_cert", cert);
+        }
+        e
+    }
+
     fn gateway_meta(e: &mut Event) -> &mut Event {
         e.get_mut("metadata").and_then(|m| m.get_mut("gateway")).expect("built by event")
     }
@@ -182,14 +198,14 @@ pub async fn run(gw: Arc<Gateway>, tcp: tokio::net::TcpStream, peer: SocketAddr)
         app: String::new(),
         database: String::new(),
         started: Instant::now(),
+        cert: None,
     };
     let client: Stream = Box::new(tcp);
     let handshake = tokio::time::timeout(gw.config.auth_timeout, handshake(&mut ctx, client));
     let (client, upstream, buf) = match handshake.await {
         Err(_) => {
-            let mut e = ctx.event("db.login", "failure");
+            let mut e = ctx.login_event("failure");
             e.set("status_detail", "authentication timed out".into());
-            e.set("class_uid", 3002.into());
             let _ = ctx.record(vec![e]).await;
             return;
         }
@@ -272,7 +288,20 @@ async fn handshake(ctx: &mut Ctx, mut client: Stream) -> Result<(Stream, Stream,
                         // trusted as if encrypted (CVE-2021-23222).
                         return Err(login_failed(ctx, client, "08P01", "unencrypted data after the SSL request").await);
                     }
-                    let stream = acceptor.accept(client).await.map_err(|_| None)?;
+                    let stream = match acceptor.accept(client).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            // Who it was is unknown (the startup packet
+                            // comes after TLS), but a refused certificate
+                            // is a failed login all the same.
+                            let mut ev = ctx.login_event("failure");
+                            ev.set("status_code", "08P01".into());
+                            ev.set("status_detail", cut(&format!("TLS handshake failed: {e}"), 512).into());
+                            let _ = ctx.record(vec![ev]).await;
+                            return Err(None);
+                        }
+                    };
+                    ctx.cert = crate::tls::ClientCert::of(stream.get_ref().1);
                     client = Box::new(stream);
                     tls = true;
                 }
@@ -301,6 +330,22 @@ async fn handshake(ctx: &mut Ctx, mut client: Stream) -> Result<(Stream, Stream,
     }
     if gw.config.require_tls && !tls {
         return Err(login_failed(ctx, client, "28000", "the gateway requires TLS (use sslmode=require)").await);
+    }
+    if gw.config.client_certs {
+        // As PostgreSQL's clientcert=verify-full: the certificate (checked
+        // against the CA during the handshake) must name this user.
+        let why = match &ctx.cert {
+            None => Some("the gateway requires a client certificate (sslcert and sslkey)".to_string()),
+            Some(c) if c.common_name.as_deref() != Some(ctx.user.as_str()) => Some(format!(
+                "certificate authentication failed for user \"{}\": the certificate is for {:?}",
+                ctx.user,
+                c.common_name.as_deref().unwrap_or("no common name")
+            )),
+            Some(_) => None,
+        };
+        if let Some(text) = why {
+            return Err(login_failed(ctx, client, "28000", &text).await);
+        }
     }
     if version != wire::PROTOCOL_3_0 {
         let mut v = Vec::new();
@@ -348,8 +393,8 @@ async fn handshake(ctx: &mut Ctx, mut client: Stream) -> Result<(Stream, Stream,
             (Some(f), format!("SCRAM-SHA-256{}", if tls { " over TLS" } else { "" }))
         }
     };
-    let mut ok = ctx.event("db.login", "success");
-    ok.set("class_uid", 3002.into());
+    let mut ok = ctx.login_event("success");
+    let method = if ctx.cert.is_some() { format!("{method} with a client certificate") } else { method };
     ok.set("status_detail", method.into());
     if let Err(e) = ctx.record(vec![ok]).await {
         return Err(Some((client, fatal("57P03", &format!("custos: {e}; connection refused (fail-closed)")))));
@@ -420,8 +465,7 @@ async fn scram_login(
 
 /// Records a failed login and returns the FATAL error for the client.
 async fn login_failed(ctx: &Ctx, client: Stream, code: &str, text: &str) -> HandshakeEnd {
-    let mut e = ctx.event("db.login", "failure");
-    e.set("class_uid", 3002.into());
+    let mut e = ctx.login_event("failure");
     e.set("status_code", code.to_string().into());
     e.set("status_detail", text.to_string().into());
     let _ = ctx.record(vec![e]).await;

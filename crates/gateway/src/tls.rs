@@ -11,21 +11,74 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A TLS acceptor for clients from PEM files. It offers the ALPN protocol
-/// `postgresql`, which libpq 17 and later ask for.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+/// Reads a PEM certificate chain.
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .and_then(|i| i.collect::<Result<_, _>>())
-        .map_err(|e| format!("reading certificate {}: {e}", cert.display()))?;
+        .map_err(|e| format!("reading certificate {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Reads a PEM bundle of CA certificates.
+fn read_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in read_certs(path).map_err(|e| format!("reading CA: {e}"))? {
+        roots.add(c).map_err(|e| format!("parsing CA {}: {e}", path.display()))?;
+    }
+    Ok(roots)
+}
+
+/// A TLS acceptor for clients from PEM files. It offers the ALPN protocol
+/// `postgresql`, which libpq 17 and later ask for. With `client_ca`,
+/// a client certificate must chain to it; the session refuses clients
+/// without one, and checks that its common name is the user's.
+pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<tokio_rustls::TlsAcceptor, String> {
+    let certs = read_certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("reading key {}: {e}", key.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("certificate and key do not match: {e}"))?;
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(read_roots(ca)?), provider())
+                    // Clients without a certificate complete the handshake, so that
+                    // the session can refuse them by name, with a recorded reason.
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| format!("client CA {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config =
+        builder.with_single_cert(certs, key).map_err(|e| format!("certificate and key do not match: {e}"))?;
     config.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A client certificate the gateway verified, as events name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The subject's common name, if it has one.
+    pub common_name: Option<String>,
+    /// SHA-256 of the certificate (DER), lowercase hex.
+    pub sha256: String,
+}
+
+impl ClientCert {
+    /// The verified certificate of a client connection, if it sent one.
+    pub fn of(conn: &rustls::ServerConnection) -> Option<ClientCert> {
+        let der = conn.peer_certificates()?.first()?.as_ref();
+        let digest = ring::digest::digest(&ring::digest::SHA256, der);
+        Some(ClientCert {
+            common_name: custos_auth::der::subject_common_name(der),
+            sha256: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
+        })
+    }
 }
 
 /// libpq's `sslmode`, toward the upstream.
@@ -66,26 +119,49 @@ pub struct UpstreamTls {
 
 impl UpstreamTls {
     /// Builds the connector for a mode; `ca` is required for
-    /// `verify-full`.
-    pub fn new(mode: SslMode, ca: Option<&Path>) -> Result<UpstreamTls, String> {
+    /// `verify-full`. `client` is a certificate and key (PEM) to present
+    /// when the upstream asks for one, as libpq's `sslcert` and `sslkey`.
+    pub fn new(mode: SslMode, ca: Option<&Path>, client: Option<(&Path, &Path)>) -> Result<UpstreamTls, String> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?;
-        let config = match (mode, ca) {
+        let builder = match (mode, ca) {
             (SslMode::Disable, _) => return Ok(UpstreamTls { mode, connector: None }),
             (SslMode::VerifyFull, None) => return Err("sslmode verify-full needs a CA file (sslrootcert)".into()),
-            (_, Some(ca)) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for c in CertificateDer::pem_file_iter(ca).map_err(|e| format!("reading CA {}: {e}", ca.display()))? {
-                    roots
-                        .add(c.map_err(|e| format!("parsing CA {}: {e}", ca.display()))?)
-                        .map_err(|e| e.to_string())?;
-                }
-                builder.with_root_certificates(roots).with_no_client_auth()
+            (_, Some(ca)) => builder.with_root_certificates(read_roots(ca)?),
+            (_, None) => builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify)),
+        };
+        let config = match client {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                private_key_is_private(key)?;
+                let certs = read_certs(cert)?;
+                let key =
+                    PrivateKeyDer::from_pem_file(key).map_err(|e| format!("reading key {}: {e}", key.display()))?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|e| format!("client certificate {} and its key do not match: {e}", cert.display()))?
             }
-            (_, None) => builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify)).with_no_client_auth(),
         };
         Ok(UpstreamTls { mode, connector: Some(tokio_rustls::TlsConnector::from(Arc::new(config))) })
+    }
+}
+
+/// libpq's rule for `sslkey`: a key file that group or others may read is
+/// refused, unless root owns it and only its group may read it (0640, for
+/// keys a system package manages).
+fn private_key_is_private(key: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(key).map_err(|e| format!("reading key {}: {e}", key.display()))?;
+    let mode = meta.mode() & 0o777;
+    let ok = if meta.uid() == 0 { mode & 0o037 == 0 } else { mode & 0o077 == 0 };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the key {} may be read by others (mode {mode:o}); it should be 0600, or 0640 if root owns it",
+            key.display()
+        ))
     }
 }
 

@@ -25,7 +25,7 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Command {
     /// Run a PostgreSQL gateway.
-    Postgres(PgArgs),
+    Postgres(Box<PgArgs>),
     /// Add or replace a person in a users file (the password is read
     /// from standard input).
     User(UserArgs),
@@ -41,7 +41,7 @@ struct PgArgs {
     /// Listen address [default: 127.0.0.1:6432].
     #[arg(long)]
     listen: Option<String>,
-    /// The database: postgres://USER[:PASSWORD]@HOST[:PORT][/DB][?sslmode=M&sslrootcert=F].
+    /// The database: postgres://USER[:PASSWORD]@HOST[:PORT][/DB][?sslmode=M&sslrootcert=F&sslcert=C&sslkey=K].
     /// The password may also come from CUSTOS_UPSTREAM_PASSWORD.
     #[arg(long, env = "CUSTOS_UPSTREAM", hide_env_values = true)]
     upstream: Option<String>,
@@ -64,6 +64,11 @@ struct PgArgs {
     /// Refuse clients that do not use TLS.
     #[arg(long)]
     require_tls: bool,
+    /// CA bundle (PEM) for client certificates: every client must then
+    /// use TLS and present a certificate from this CA whose common name is
+    /// the user it logs in as, besides its password.
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// `fail-closed` (default): a statement runs only once its event is
     /// durable. `async`: statements run at once and events go through a
     /// bounded in-memory spool, lost if the gateway crashes.
@@ -92,6 +97,7 @@ pub(crate) struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     require_tls: Option<bool>,
+    tls_client_ca: Option<PathBuf>,
     audit_mode: Option<String>,
     redact_params: Option<bool>,
     auth_timeout_secs: Option<u64>,
@@ -117,7 +123,7 @@ const DEFAULT_USERS: &str = "custos-gateway-users.json";
 /// Runs a gateway subcommand.
 pub fn run(a: Args) -> anyhow::Result<i32> {
     match a.command {
-        Command::Postgres(p) => postgres(p),
+        Command::Postgres(p) => postgres(*p),
         Command::User(u) => user(u),
     }
 }
@@ -173,15 +179,18 @@ fn parse_upstream(url: &str) -> anyhow::Result<(Upstream, Option<PathBuf>)> {
     let mut port = port;
     let mut mode = SslMode::Prefer;
     let mut ca = None;
+    let (mut cert, mut key) = (None, None);
     for kv in query.split('&').filter(|s| !s.is_empty()) {
         match kv.split_once('=') {
             Some(("sslmode", m)) => mode = SslMode::parse(m).map_err(anyhow::Error::msg)?,
             Some(("sslrootcert", f)) => ca = Some(PathBuf::from(decode(f)?)),
+            Some(("sslcert", f)) => cert = Some(PathBuf::from(decode(f)?)),
+            Some(("sslkey", f)) => key = Some(PathBuf::from(decode(f)?)),
             // As in libpq: `host=/run/postgresql` names the directory of a
             // Unix socket, for a URL with no host of its own.
             Some(("host", h)) => host = decode(h)?,
             Some(("port", p)) => port = decode(p)?.parse().context("upstream port")?,
-            _ => bail!("unsupported upstream URL parameter {kv:?} (sslmode, sslrootcert, host, port)"),
+            _ => bail!("unsupported upstream URL parameter {kv:?} (sslmode, sslrootcert, sslcert, sslkey, host, port)"),
         }
     }
     if host.is_empty() {
@@ -192,8 +201,18 @@ fn parse_upstream(url: &str) -> anyhow::Result<(Upstream, Option<PathBuf>)> {
             "the upstream {host} is a Unix socket directory, and TLS does not run over a Unix socket; use sslmode=disable"
         );
     }
+    let client = match (&cert, &key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        (None, None) => None,
+        _ => bail!("the upstream URL's sslcert and sslkey go together"),
+    };
+    if client.is_some() && (mode == SslMode::Disable || host.starts_with('/')) {
+        bail!(
+            "a client certificate (sslcert) needs TLS toward the upstream: a TCP host and sslmode prefer, require or verify-full"
+        );
+    }
     let password = password.or_else(|| std::env::var("CUSTOS_UPSTREAM_PASSWORD").ok());
-    let tls = UpstreamTls::new(mode, ca.as_deref()).map_err(anyhow::Error::msg)?;
+    let tls = UpstreamTls::new(mode, ca.as_deref(), client).map_err(anyhow::Error::msg)?;
     Ok((Upstream { host, port, user, password, database, tls }, ca))
 }
 
@@ -296,6 +315,7 @@ fn postgres(a: PgArgs) -> anyhow::Result<i32> {
         tls_cert: a.tls_cert.or(file.tls_cert),
         tls_key: a.tls_key.or(file.tls_key),
         require_tls: Some(a.require_tls || file.require_tls.unwrap_or(false)),
+        tls_client_ca: a.tls_client_ca.or(file.tls_client_ca),
         audit_mode: a.audit_mode.or(file.audit_mode),
         redact_params: Some(a.redact_params || file.redact_params.unwrap_or(false)),
         auth_timeout_secs: a.auth_timeout_secs.or(file.auth_timeout_secs),
@@ -352,11 +372,16 @@ pub(crate) fn build(f: FileConfig) -> anyhow::Result<(String, String, Config)> {
         eprintln!("warning: {} has no users; add one with `custos gateway user NAME`", users_path.display());
     }
     let tls = match (f.tls_cert, f.tls_key) {
-        (Some(c), Some(k)) => Some(custos_gateway::tls::acceptor(&c, &k).map_err(anyhow::Error::msg)?),
+        (Some(c), Some(k)) => {
+            Some(custos_gateway::tls::acceptor(&c, &k, f.tls_client_ca.as_deref()).map_err(anyhow::Error::msg)?)
+        }
+        (None, None) if f.tls_client_ca.is_some() => bail!("tls_client_ca needs tls_cert and tls_key"),
         (None, None) => None,
         _ => bail!("tls_cert and tls_key go together"),
     };
-    let require_tls = f.require_tls.unwrap_or(false);
+    let client_certs = f.tls_client_ca.is_some();
+    // Client certificates come only over TLS.
+    let require_tls = f.require_tls.unwrap_or(false) || client_certs;
     if require_tls && tls.is_none() {
         bail!("require_tls needs tls_cert and tls_key");
     }
@@ -373,6 +398,7 @@ pub(crate) fn build(f: FileConfig) -> anyhow::Result<(String, String, Config)> {
         upstream,
         tls,
         require_tls,
+        client_certs,
         users,
         rules: f.deny,
         redact_params: f.redact_params.unwrap_or(false),
@@ -399,6 +425,29 @@ mod tests {
         assert_eq!((u.port, u.database), (5432, None));
         assert!(parse_upstream("mysql://x@y").is_err());
         assert!(parse_upstream("postgres://x@y?bogus=1").is_err());
+        let Err(e) = parse_upstream("postgres://x@y?sslcert=/c.pem") else { panic!("accepted") };
+        assert!(e.to_string().contains("sslcert and sslkey go together"), "{e}");
+        let Err(e) = parse_upstream("postgres://x@y?sslmode=disable&sslcert=/c.pem&sslkey=/c.key") else {
+            panic!("accepted")
+        };
+        assert!(e.to_string().contains("needs TLS toward the upstream"), "{e}");
+    }
+
+    /// As libpq, a client key others may read is refused.
+    #[test]
+    fn upstream_client_keys_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["svc".into()]).unwrap();
+        let (cert, key) = (dir.path().join("svc.pem"), dir.path().join("svc.key"));
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        let url = format!("postgres://svc@db?sslmode=require&sslcert={}&sslkey={}", cert.display(), key.display());
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let Err(e) = parse_upstream(&url) else { panic!("accepted") };
+        assert!(e.to_string().contains("may be read by others (mode 644)"), "{e}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        parse_upstream(&url).unwrap();
     }
 
     #[test]

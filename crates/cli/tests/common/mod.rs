@@ -263,7 +263,15 @@ impl Pki {
 pub fn pki() -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     let dir = tempfile::tempdir().unwrap();
-    let w = |name: &str, s: String| std::fs::write(dir.path().join(name), s).unwrap();
+    let w = |name: &str, s: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, s).unwrap();
+        // Keys private to their owner, as libpq insists for sslkey.
+        if name.ends_with(".key") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    };
     let ca = |cn: &str| {
         let mut p = CertificateParams::new(vec![]).unwrap();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -299,6 +307,15 @@ pub fn pki() -> Pki {
     let (c, k) = leaf(&good_ca, "stranger", vec![], false);
     w("stranger.pem", c);
     w("stranger.key", k);
+    // People and a service role, for the gateway's client certificates.
+    for name in ["alice", "svc"] {
+        let (c, k) = leaf(&good_ca, name, vec![], false);
+        w(&format!("{name}.pem"), c);
+        w(&format!("{name}.key"), k);
+    }
+    let (c, k) = leaf(&evil_ca, "alice", vec![], false);
+    w("evil-alice.pem", c);
+    w("evil-alice.key", k);
     Pki { dir }
 }
 

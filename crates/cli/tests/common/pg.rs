@@ -64,6 +64,17 @@ impl Pg {
 
     /// Like `start`, with TLS from a PEM certificate and key.
     pub fn start_tls(conf: &[&str], tls: Option<(&str, &str)>) -> Pg {
+        Pg::start_full(conf, tls, None, &[])
+    }
+
+    /// Like `start_tls`, also trusting client certificates from the CA
+    /// bundle `client_ca` (`ssl_ca_file`), with `hba` lines put first in
+    /// pg_hba.conf (such as `hostssl all svc 127.0.0.1/32 cert`).
+    pub fn start_client_certs(conf: &[&str], cert: &str, key: &str, client_ca: &str, hba: &[&str]) -> Pg {
+        Pg::start_full(conf, Some((cert, key)), Some(client_ca), hba)
+    }
+
+    fn start_full(conf: &[&str], tls: Option<(&str, &str)>, client_ca: Option<&str>, hba: &[&str]) -> Pg {
         assert!(Path::new(PGBIN).exists(), "PostgreSQL 15 is not installed (apt-get install postgresql-15)");
         let dir = tempfile::Builder::new().prefix("custos-pg").tempdir_in("/tmp").unwrap();
         if is_root() {
@@ -88,7 +99,8 @@ impl Pg {
         ];
         lines.extend(conf.iter().map(|s| s.to_string()));
         if let Some((cert, key)) = tls {
-            for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            let ca = client_ca.map(|ca| (ca, "client-ca.crt"));
+            for (from, to) in [(cert, "server.crt"), (key, "server.key")].into_iter().chain(ca) {
                 let dest = data.join(to);
                 std::fs::copy(from, &dest).unwrap();
                 check(Command::new("chmod").arg("600").arg(&dest).output().unwrap(), "chmod");
@@ -97,6 +109,14 @@ impl Pg {
                 }
             }
             lines.push("ssl = on".into());
+            if client_ca.is_some() {
+                lines.push("ssl_ca_file = 'client-ca.crt'".into());
+            }
+        }
+        if !hba.is_empty() {
+            let hba_path = data.join("pg_hba.conf");
+            let old = std::fs::read_to_string(&hba_path).unwrap();
+            std::fs::write(&hba_path, format!("{}\n{old}", hba.join("\n"))).unwrap();
         }
         let conf_path = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf_path).unwrap();
