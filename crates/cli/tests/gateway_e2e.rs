@@ -725,9 +725,18 @@ fn client_certificates_toward_the_gateway_and_the_upstream() {
     drop(gw);
 
     let upstream = format!("{base}&sslcert={}&sslkey={}", pki.path("svc.pem"), pki.path("svc.key"));
+    // A revocation list that revokes the upstream's certificate.
+    let revoked_upstream = format!("{upstream}&sslcrl={}", pki.path("crl-server.pem"));
+    let gw = start_gateway(&server.url, &gw_token, &revoked_upstream, &users, &tls);
+    let o = psql_cert(gw.port, "alice", "alice-pw", None, "select 1");
+    assert!(text(&o).contains("custos: cannot reach the upstream database"), "{}", text(&o));
+    assert!(text(&o).to_lowercase().contains("revoked"), "{}", text(&o));
+    drop(gw);
+
+    let upstream = format!("{upstream}&sslcrl={}", pki.path("crl.pem"));
     let mut with_ca = tls.clone();
-    let ca = pki.path("ca.pem");
-    with_ca.extend(["--tls-client-ca", &ca]);
+    let (ca, crl) = (pki.path("ca.pem"), pki.path("crl.pem"));
+    with_ca.extend(["--tls-client-ca", &ca, "--tls-client-crl", &crl]);
     let gw = start_gateway(&server.url, &gw_token, &upstream, &users, &with_ca);
     let o = psql_cert(
         gw.port,
@@ -746,11 +755,14 @@ fn client_certificates_toward_the_gateway_and_the_upstream() {
     let evil = (pki.path("evil-alice.pem"), pki.path("evil-alice.key"));
     let o = psql_cert(gw.port, "alice", "alice-pw", Some((&evil.0, &evil.1)), "select 1");
     assert!(!o.status.success(), "{}", text(&o));
+    let revoked = (pki.path("revoked-alice.pem"), pki.path("revoked-alice.key"));
+    let o = psql_cert(gw.port, "alice", "alice-pw", Some((&revoked.0, &revoked.1)), "select 1");
+    assert!(!o.status.success(), "{}", text(&o));
     let o = psql_cert(gw.port, "alice", "wrong", alice, "select 1");
     assert!(text(&o).contains("password authentication failed for user \"alice\""), "{}", text(&o));
 
-    let ev = wait_for(&server.url, &reader, "four refused logins", |ev| {
-        ev.iter().filter(|e| e["activity"] == "db.login" && e["status"] == "failure").count() >= 4
+    let ev = wait_for(&server.url, &reader, "five refused logins", |ev| {
+        ev.iter().filter(|e| e["activity"] == "db.login" && e["status"] == "failure").count() >= 5
     });
     let fingerprint = Command::new("openssl")
         .args(["x509", "-noout", "-fingerprint", "-sha256", "-in", &pki.path("alice.pem")])
@@ -758,12 +770,12 @@ fn client_certificates_toward_the_gateway_and_the_upstream() {
         .unwrap();
     let fingerprint = String::from_utf8(fingerprint.stdout).unwrap();
     let fingerprint = fingerprint.trim().rsplit('=').next().unwrap().replace(':', "").to_lowercase();
-    // Two logins succeeded: at the gateway without a CA (whose upstream
-    // then refused it), and alice's with her certificate.
+    // Three logins succeeded: at the two gateways without a CA (whose
+    // upstreams then failed), and alice's with her certificate.
     let ok = find(&ev, |e| e["activity"] == "db.login" && e["status"] == "success");
-    assert_eq!(ok.len(), 2, "{ok:?}");
-    assert!(ok[0]["metadata"]["gateway"]["client_cert"].is_null(), "{:?}", ok[0]);
-    let ok = &ok[1..];
+    assert_eq!(ok.len(), 3, "{ok:?}");
+    assert!(ok[..2].iter().all(|e| e["metadata"]["gateway"]["client_cert"].is_null()), "{ok:?}");
+    let ok = &ok[2..];
     assert_eq!(user_of(ok[0]), "alice");
     assert_eq!(ok[0]["status_detail"], "SCRAM-SHA-256 over TLS with a client certificate");
     assert_eq!(
@@ -782,12 +794,19 @@ fn client_certificates_toward_the_gateway_and_the_upstream() {
     };
     assert_eq!(failed("alice", "requires a client certificate"), 1);
     assert_eq!(failed("bob", "the certificate is for \"alice\""), 1);
-    assert_eq!(failed("unknown", "TLS handshake failed"), 1);
+    assert_eq!(failed("unknown", "TLS handshake failed"), 2);
+    assert_eq!(failed("unknown", "Revoked"), 1);
     assert_eq!(failed("alice", "password authentication failed"), 1);
     let bob = find(&ev, |e| e["activity"] == "db.login" && user_of(e) == "bob");
     assert_eq!(bob[0]["metadata"]["gateway"]["client_cert"]["sha256"], fingerprint.as_str());
-    // The upstream refused the gateway that had no certificate.
-    assert!(ev.iter().any(|e| e["activity"] == "db.connect" && e["status"] == "failure"));
+    // The upstream refused the gateway that had no certificate, and the
+    // gateway refused the upstream whose certificate was revoked.
+    let connect_failures: Vec<&str> = find(&ev, |e| e["activity"] == "db.connect" && e["status"] == "failure")
+        .iter()
+        .map(|e| e["status_detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(connect_failures.len(), 2, "{connect_failures:?}");
+    assert!(connect_failures[1].to_lowercase().contains("revoked"), "{connect_failures:?}");
 }
 
 /// Fail-closed means a statement runs only once its record is durable. So

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls_pki_types::pem::PemObject;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -31,25 +31,50 @@ fn read_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
+/// Reads a PEM file of certificate revocation lists.
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let crls: Vec<CertificateRevocationListDer<'static>> = CertificateRevocationListDer::pem_file_iter(path)
+        .and_then(|i| i.collect::<Result<_, _>>())
+        .map_err(|e| format!("reading CRL {}: {e}", path.display()))?;
+    if crls.is_empty() {
+        return Err(format!("{} holds no PEM certificate revocation list (X509 CRL)", path.display()));
+    }
+    Ok(crls)
+}
+
+/// Trust and revocation for the certificates of the other end: a CA
+/// bundle and, optionally, revocation lists. With lists, a certificate
+/// whose revocation status they do not give (no list from its issuer) is
+/// refused too, and so is a revoked one.
+#[derive(Debug, Clone, Copy)]
+pub struct Trust<'a> {
+    /// PEM CA bundle.
+    pub ca: &'a Path,
+    /// PEM file of CRLs (`X509 CRL` blocks), as PostgreSQL's `ssl_crl_file`.
+    pub crl: Option<&'a Path>,
+}
+
 /// A TLS acceptor for clients from PEM files. It offers the ALPN protocol
 /// `postgresql`, which libpq 17 and later ask for. With `client_ca`,
 /// a client certificate must chain to it; the session refuses clients
 /// without one, and checks that its common name is the user's.
-pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<tokio_rustls::TlsAcceptor, String> {
+pub fn acceptor(cert: &Path, key: &Path, clients: Option<Trust>) -> Result<tokio_rustls::TlsAcceptor, String> {
     let certs = read_certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("reading key {}: {e}", key.display()))?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let builder = match client_ca {
-        Some(ca) => {
+    let builder = match clients {
+        Some(t) => {
+            let crls = t.crl.map(read_crls).transpose()?.unwrap_or_default();
             let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(read_roots(ca)?), provider())
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(read_roots(t.ca)?), provider())
+                    .with_crls(crls)
                     // Clients without a certificate complete the handshake, so that
                     // the session can refuse them by name, with a recorded reason.
                     .allow_unauthenticated()
                     .build()
-                    .map_err(|e| format!("client CA {}: {e}", ca.display()))?;
+                    .map_err(|e| format!("client CA {}: {e}", t.ca.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -118,17 +143,28 @@ pub struct UpstreamTls {
 }
 
 impl UpstreamTls {
-    /// Builds the connector for a mode; `ca` is required for
-    /// `verify-full`. `client` is a certificate and key (PEM) to present
-    /// when the upstream asks for one, as libpq's `sslcert` and `sslkey`.
-    pub fn new(mode: SslMode, ca: Option<&Path>, client: Option<(&Path, &Path)>) -> Result<UpstreamTls, String> {
+    /// Builds the connector for a mode; a CA (`sslrootcert`, with
+    /// `sslcrl` optionally) is required for `verify-full`. `client` is a
+    /// certificate and key (PEM) to present when the upstream asks for
+    /// one, as libpq's `sslcert` and `sslkey`.
+    pub fn new(mode: SslMode, server: Option<Trust>, client: Option<(&Path, &Path)>) -> Result<UpstreamTls, String> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?;
-        let builder = match (mode, ca) {
+        let builder = match (mode, server) {
             (SslMode::Disable, _) => return Ok(UpstreamTls { mode, connector: None }),
             (SslMode::VerifyFull, None) => return Err("sslmode verify-full needs a CA file (sslrootcert)".into()),
-            (_, Some(ca)) => builder.with_root_certificates(read_roots(ca)?),
+            (_, Some(t)) => {
+                let crls = t.crl.map(read_crls).transpose()?.unwrap_or_default();
+                let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(read_roots(t.ca)?),
+                    provider(),
+                )
+                .with_crls(crls)
+                .build()
+                .map_err(|e| format!("CA {}: {e}", t.ca.display()))?;
+                builder.with_webpki_verifier(verifier)
+            }
             (_, None) => builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify)),
         };
         let config = match client {

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use custos_gateway::rules::{User, UsersFile};
 use custos_gateway::scram::Verifier;
 use custos_gateway::sink::{PostBatch, PostError, Sink};
-use custos_gateway::tls::{SslMode, UpstreamTls};
+use custos_gateway::tls::{SslMode, Trust, UpstreamTls};
 use custos_gateway::{AuditMode, Config, DenyRule, Gateway, Upstream, Users};
 use serde::Deserialize;
 
@@ -69,6 +69,10 @@ struct PgArgs {
     /// the user it logs in as, besides its password.
     #[arg(long, requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM) for client certificates: a
+    /// revoked certificate, or one whose CA has no list here, is refused.
+    #[arg(long, requires = "tls_client_ca")]
+    tls_client_crl: Option<PathBuf>,
     /// `fail-closed` (default): a statement runs only once its event is
     /// durable. `async`: statements run at once and events go through a
     /// bounded in-memory spool, lost if the gateway crashes.
@@ -98,6 +102,7 @@ pub(crate) struct FileConfig {
     tls_key: Option<PathBuf>,
     require_tls: Option<bool>,
     tls_client_ca: Option<PathBuf>,
+    tls_client_crl: Option<PathBuf>,
     audit_mode: Option<String>,
     redact_params: Option<bool>,
     auth_timeout_secs: Option<u64>,
@@ -178,19 +183,22 @@ fn parse_upstream(url: &str) -> anyhow::Result<(Upstream, Option<PathBuf>)> {
     let mut host = decode(host.trim_start_matches('[').trim_end_matches(']'))?;
     let mut port = port;
     let mut mode = SslMode::Prefer;
-    let mut ca = None;
+    let (mut ca, mut crl) = (None, None);
     let (mut cert, mut key) = (None, None);
     for kv in query.split('&').filter(|s| !s.is_empty()) {
         match kv.split_once('=') {
             Some(("sslmode", m)) => mode = SslMode::parse(m).map_err(anyhow::Error::msg)?,
             Some(("sslrootcert", f)) => ca = Some(PathBuf::from(decode(f)?)),
+            Some(("sslcrl", f)) => crl = Some(PathBuf::from(decode(f)?)),
             Some(("sslcert", f)) => cert = Some(PathBuf::from(decode(f)?)),
             Some(("sslkey", f)) => key = Some(PathBuf::from(decode(f)?)),
             // As in libpq: `host=/run/postgresql` names the directory of a
             // Unix socket, for a URL with no host of its own.
             Some(("host", h)) => host = decode(h)?,
             Some(("port", p)) => port = decode(p)?.parse().context("upstream port")?,
-            _ => bail!("unsupported upstream URL parameter {kv:?} (sslmode, sslrootcert, sslcert, sslkey, host, port)"),
+            _ => bail!(
+                "unsupported upstream URL parameter {kv:?} (sslmode, sslrootcert, sslcrl, sslcert, sslkey, host, port)"
+            ),
         }
     }
     if host.is_empty() {
@@ -211,8 +219,12 @@ fn parse_upstream(url: &str) -> anyhow::Result<(Upstream, Option<PathBuf>)> {
             "a client certificate (sslcert) needs TLS toward the upstream: a TCP host and sslmode prefer, require or verify-full"
         );
     }
+    if crl.is_some() && ca.is_none() {
+        bail!("the upstream URL's sslcrl needs sslrootcert: revocation is checked only for verified certificates");
+    }
     let password = password.or_else(|| std::env::var("CUSTOS_UPSTREAM_PASSWORD").ok());
-    let tls = UpstreamTls::new(mode, ca.as_deref(), client).map_err(anyhow::Error::msg)?;
+    let trust = ca.as_deref().map(|ca| Trust { ca, crl: crl.as_deref() });
+    let tls = UpstreamTls::new(mode, trust, client).map_err(anyhow::Error::msg)?;
     Ok((Upstream { host, port, user, password, database, tls }, ca))
 }
 
@@ -316,6 +328,7 @@ fn postgres(a: PgArgs) -> anyhow::Result<i32> {
         tls_key: a.tls_key.or(file.tls_key),
         require_tls: Some(a.require_tls || file.require_tls.unwrap_or(false)),
         tls_client_ca: a.tls_client_ca.or(file.tls_client_ca),
+        tls_client_crl: a.tls_client_crl.or(file.tls_client_crl),
         audit_mode: a.audit_mode.or(file.audit_mode),
         redact_params: Some(a.redact_params || file.redact_params.unwrap_or(false)),
         auth_timeout_secs: a.auth_timeout_secs.or(file.auth_timeout_secs),
@@ -373,12 +386,16 @@ pub(crate) fn build(f: FileConfig) -> anyhow::Result<(String, String, Config)> {
     }
     let tls = match (f.tls_cert, f.tls_key) {
         (Some(c), Some(k)) => {
-            Some(custos_gateway::tls::acceptor(&c, &k, f.tls_client_ca.as_deref()).map_err(anyhow::Error::msg)?)
+            let clients = f.tls_client_ca.as_deref().map(|ca| Trust { ca, crl: f.tls_client_crl.as_deref() });
+            Some(custos_gateway::tls::acceptor(&c, &k, clients).map_err(anyhow::Error::msg)?)
         }
         (None, None) if f.tls_client_ca.is_some() => bail!("tls_client_ca needs tls_cert and tls_key"),
         (None, None) => None,
         _ => bail!("tls_cert and tls_key go together"),
     };
+    if f.tls_client_crl.is_some() && f.tls_client_ca.is_none() {
+        bail!("tls_client_crl needs tls_client_ca");
+    }
     let client_certs = f.tls_client_ca.is_some();
     // Client certificates come only over TLS.
     let require_tls = f.require_tls.unwrap_or(false) || client_certs;

@@ -281,9 +281,13 @@ pub fn pki() -> Pki {
     let good_ca = ca("Custos Test CA");
     let evil_ca = ca("Evil CA");
     w("ca.pem", good_ca.pem());
+    // Serial numbers, for the revocation lists below.
+    let serial = std::cell::Cell::new(100u64);
     let leaf = |issuer: &CertifiedIssuer<KeyPair>, cn: &str, names: Vec<String>, expired: bool| {
         let mut p = CertificateParams::new(names).unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
+        serial.set(serial.get() + 1);
+        p.serial_number = Some(serial.get().into());
         if expired {
             p.not_before = rcgen::date_time_ymd(2020, 1, 1);
             p.not_after = rcgen::date_time_ymd(2021, 1, 1);
@@ -293,6 +297,7 @@ pub fn pki() -> Pki {
         (cert.pem(), key.serialize_pem())
     };
     let (c, k) = leaf(&good_ca, "custos-server", vec!["127.0.0.1".into(), "localhost".into()], false);
+    let server_serial = serial.get();
     w("server.pem", c);
     w("server.key", k);
     let (c, k) = leaf(&good_ca, "collector-1", vec![], false);
@@ -316,6 +321,28 @@ pub fn pki() -> Pki {
     let (c, k) = leaf(&evil_ca, "alice", vec![], false);
     w("evil-alice.pem", c);
     w("evil-alice.key", k);
+    let (c, k) = leaf(&good_ca, "alice", vec![], false);
+    w("revoked-alice.pem", c);
+    w("revoked-alice.key", k);
+    // crl.pem revokes revoked-alice.pem; crl-server.pem revokes server.pem.
+    let crl = |revoked: u64| {
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2025, 1, 1),
+            next_update: rcgen::date_time_ymd(2035, 1, 1),
+            crl_number: revoked.into(),
+            issuing_distribution_point: None,
+            revoked_certs: vec![rcgen::RevokedCertParams {
+                serial_number: revoked.into(),
+                revocation_time: rcgen::date_time_ymd(2025, 6, 1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            }],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&good_ca).unwrap().pem().unwrap()
+    };
+    w("crl.pem", crl(serial.get()));
+    w("crl-server.pem", crl(server_serial));
     Pki { dir }
 }
 
