@@ -809,6 +809,130 @@ fn client_certificates_toward_the_gateway_and_the_upstream() {
     assert!(connect_failures[1].to_lowercase().contains("revoked"), "{connect_failures:?}");
 }
 
+/// The statements of `sql`'s events in the log, each with how often.
+fn statement_counts(ev: &[Value], prefix: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for e in ev.iter().filter(|e| e["activity"] == "db.query") {
+        if let Some(m) = e["message"].as_str().filter(|m| m.starts_with(prefix)) {
+            *counts.entry(m.to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// An async gateway with a spool on disk rides out an outage of its
+/// server, and loses nothing to a kill -9 of its own during one: what
+/// the spool wrote is posted by the gateway that starts after it, each
+/// event once.
+#[test]
+fn async_spool_on_disk_survives_a_server_outage_and_kill_9_of_the_gateway() {
+    let pg = Pg::start_app(&[]);
+    pg.exec("app", "create table marks(v int); alter table marks owner to svc");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let spool = dir.path().join("spool");
+    let gw_token = token(&data, "ingest", "pg-gateway");
+    let reader = token(&data, "auditor", "test-reader");
+    let port = free_port().to_string();
+    let listen = ["--listen", &format!("127.0.0.1:{port}")];
+    let server = Server::start(&data, &listen);
+    let users = gateway_users(dir.path(), &[("alice", "alice-pw", &[])]);
+    let upstream = format!("postgres://svc:svc-pw@127.0.0.1:{}/app?sslmode=disable", pg.port);
+    let args = ["--audit-mode", "async", "--spool-dir", spool.to_str().unwrap()];
+    let gw = start_gateway(&server.url, &gw_token, &upstream, &users, &args);
+    let marks =
+        |from: i32, to: i32| -> Vec<String> { (from..to).map(|i| format!("insert into marks values ({i})")).collect() };
+    let run = |port: u16, sqls: &[String]| {
+        let sqls: Vec<&str> = sqls.iter().map(String::as_str).collect();
+        let o = psql(port, "alice", "alice-pw", "disable", &sqls, "");
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    let spooled = |needle: &str| {
+        std::fs::read_dir(&spool)
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|f| std::fs::read(f.path()).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes())))
+    };
+
+    // The server goes away; statements run all the same (async), and their
+    // events wait on disk, then reach the log once it is back.
+    drop(server);
+    run(gw.port, &marks(0, 20));
+    let server = Server::start(&data, &listen);
+    let ev = wait_for(&server.url, &reader, "the first 20 statements", |ev| {
+        statement_counts(ev, "insert into marks").len() == 20
+    });
+    assert!(statement_counts(&ev, "insert into marks").values().all(|&n| n == 1));
+
+    // Again, and this time the gateway is killed before the server is back.
+    drop(server);
+    run(gw.port, &marks(20, 40));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !spooled("insert into marks values (39)") {
+        assert!(Instant::now() < deadline, "the last statement never reached the spool");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(gw); // SIGKILL
+    let server = Server::start(&data, &listen);
+    let gw = start_gateway(&server.url, &gw_token, &upstream, &users, &args);
+    let ev =
+        wait_for(&server.url, &reader, "all 40 statements", |ev| statement_counts(ev, "insert into marks").len() == 40);
+    let counts = statement_counts(&ev, "insert into marks");
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    let rows = pg.psql_super("app", "select count(*) from marks");
+    assert!(String::from_utf8_lossy(&rows.stdout).contains(" 40\n"), "{rows:?}");
+    // Once more after a clean restart: each event still once in the log
+    // (the server also drops repeated uids, so this holds either way).
+    drop(gw);
+    let gw = start_gateway(&server.url, &gw_token, &upstream, &users, &args);
+    run(gw.port, &marks(40, 41));
+    let ev = wait_for(&server.url, &reader, "the 41st statement", |ev| {
+        statement_counts(ev, "insert into marks").len() == 41
+    });
+    let counts = statement_counts(&ev, "insert into marks");
+    assert!(counts.values().all(|&n| n == 1), "a restart posted events again: {counts:?}");
+
+    // A full spool refuses statements rather than run them unrecorded: a
+    // 1 MiB spool, the server down, and statements of 32 KiB each.
+    drop(gw);
+    let small = dir.path().join("small-spool");
+    let small_args = ["--audit-mode", "async", "--spool-dir", small.to_str().unwrap(), "--spool-max-mb", "1"];
+    let gw = start_gateway(&server.url, &gw_token, &upstream, &users, &small_args);
+    drop(server);
+    let pad = "p".repeat(32 << 10);
+    let script: String = (0..64).map(|i| format!("select {i} as n, '{pad}' as pad;\n")).collect();
+    let mut c = Command::new(format!("{PGBIN}/psql"));
+    c.args(["-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &gw.port.to_string(), "-U", "alice", "-d", "app"]);
+    c.env("PGPASSWORD", "alice-pw").env("PGSSLMODE", "disable");
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::spawn(move || stdin.write_all(script.as_bytes()));
+    let o = child.wait_with_output().unwrap();
+    let out = text(&o);
+    assert!(
+        out.contains("could not be recorded (the audit spool on disk is full"),
+        "{}",
+        &out[out.len().saturating_sub(2000)..]
+    );
+    let ran = String::from_utf8_lossy(&o.stdout).matches(" row)").count();
+    assert!((16..40).contains(&ran), "{ran} statements ran before the 1 MiB spool was full");
+    // The server comes back; the spool drains, and statements run again.
+    let server = Server::start(&data, &listen);
+    // (Their text is cut at 32 KiB in the events.)
+    let ev = wait_for(&server.url, &reader, "the spooled big statements", |ev| {
+        statement_counts(ev, "select ").keys().filter(|m| m.contains(" as n, 'ppp")).count() >= ran
+    });
+    // The refused statement did not run, and no event says it did.
+    let refused = format!("select {ran} as n");
+    let claims =
+        find(&ev, |e| e["message"].as_str().is_some_and(|m| m.starts_with(&refused)) && e["status"] == "success");
+    assert!(claims.is_empty(), "{claims:?}");
+    run(gw.port, &marks(41, 42));
+    wait_for(&server.url, &reader, "a statement after the spool drained", |ev| {
+        statement_counts(ev, "insert into marks").len() == 42
+    });
+}
+
 /// Fail-closed means a statement runs only once its record is durable. So
 /// after a kill -9 of the server hosting the gateway, in the middle of
 /// pgbench inserting rows (simple and extended protocol), every row that

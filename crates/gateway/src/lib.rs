@@ -10,6 +10,7 @@
 //! - [`classify`]: statement classes and tables, via `sqlparser` (pure).
 //! - [`rules`]: people, their roles and the deny rules (pure).
 //! - [`sink`]: the bounded queue of events on their way to the log.
+//! - [`spool`]: the spool on disk, for a gateway posting over HTTP.
 //! - [`session`]: one client connection: handshake, proxy, events.
 //! - [`tls`]: TLS toward clients and toward the upstream.
 //!
@@ -21,6 +22,7 @@ pub mod rules;
 pub mod scram;
 pub mod session;
 pub mod sink;
+pub mod spool;
 pub mod tls;
 pub mod wire;
 

@@ -765,8 +765,8 @@ struct Scanned {
     /// with denial events.
     events: Vec<Event>,
     /// Where each statement's message sits in `out`, to replace it if the
-    /// log turns out to be unavailable: (start, end, index in pending,
-    /// is a simple Query).
+    /// log turns out to be unavailable (fail-closed) or the spool has no
+    /// room (async): (start, end, index in pending, is a simple Query).
     audited: Vec<(usize, usize, usize, bool)>,
     terminate: bool,
     /// The length of the inspected message at the end of the bytes
@@ -1179,8 +1179,8 @@ impl ClientSide {
         s.out.extend_from_slice(frame);
         if ctx.gw.config.mode == AuditMode::FailClosed {
             s.events.push(statement_event(ctx, &exec, None));
-            s.audited.push((start, s.out.len(), s.pending.len(), simple));
         }
+        s.audited.push((start, s.out.len(), s.pending.len(), simple));
         s.pending.push(Pending::Exec(Box::new(exec)));
     }
 }
@@ -1382,6 +1382,15 @@ async fn upstream_direction(
                 refuse_all(track, &mut s, &e);
             }
         }
+        // Async: a statement runs before its event exists, so it runs only
+        // if the spool has room for that event.
+        if ctx.gw.config.mode == AuditMode::Async
+            && !s.audited.is_empty()
+            && let Err(e) = ctx.gw.sink.wait_for_room().await
+        {
+            tracing::warn!(session = %ctx.sid, error = %e, "statements refused: the audit spool is full");
+            refuse_all(track, &mut s, &e);
+        }
         if !s.pending.is_empty() {
             let mut t = track.lock().expect("track lock");
             if t.inflight.len() + s.pending.len() > MAX_INFLIGHT_PER_SESSION {
@@ -1409,9 +1418,7 @@ async fn upstream_direction(
 fn refuse_all(track: &Mutex<Track>, s: &mut Scanned, why: &str) {
     let r = Refusal {
         code: "55000",
-        message: format!(
-            "custos: statement refused because it could not be recorded ({why}); the gateway is fail-closed"
-        ),
+        message: format!("custos: statement refused because it could not be recorded ({why})"),
     };
     let mut out = Vec::with_capacity(s.out.len());
     let mut last = 0;

@@ -27,6 +27,9 @@ pub const MAX_SPOOL_EVENTS: usize = 100_000;
 pub const MAX_SPOOL_BYTES: usize = 128 << 20;
 /// What the spool counts in: each event takes at least one unit.
 pub const SPOOL_UNIT_BYTES: usize = 256;
+/// The room a statement's event may take at most (its sealed JSON stays
+/// under 64 KiB): what [`Sink::wait_for_room`] looks for.
+pub const EVENT_ROOM_BYTES: usize = 64 << 10;
 /// Events in one posted batch.
 pub const MAX_BATCH_EVENTS: usize = 2_000;
 /// How long a statement waits for room in a full spool.
@@ -112,6 +115,8 @@ struct Shared {
     wait: Duration,
     post: PostBatch,
     now: Option<StoreNow>,
+    /// Where events nobody waits for go instead of the queue, if on disk.
+    disk: Option<crate::spool::DiskSpool>,
 }
 
 impl Shared {
@@ -136,12 +141,25 @@ impl Sink {
 
     /// Starts the worker threads; durable submissions use `now` directly.
     pub fn start_with(post: PostBatch, now: Option<StoreNow>) -> Sink {
-        Sink::start_sized(post, now, MAX_SPOOL_EVENTS, MAX_SPOOL_BYTES, SPOOL_WAIT)
+        Sink::start_sized(post, now, None, MAX_SPOOL_EVENTS, MAX_SPOOL_BYTES, SPOOL_WAIT)
+    }
+
+    /// Starts the worker threads, for the events someone waits for; the
+    /// others go to `disk`, which posts them itself.
+    pub fn start_spooled(post: PostBatch, disk: crate::spool::DiskSpool) -> Sink {
+        Sink::start_sized(post, None, Some(disk), MAX_SPOOL_EVENTS, MAX_SPOOL_BYTES, SPOOL_WAIT)
     }
 
     /// [`Sink::start_with`] with a spool of `events` and `bytes`, waited
     /// for up to `wait`.
-    fn start_sized(post: PostBatch, now: Option<StoreNow>, events: usize, bytes: usize, wait: Duration) -> Sink {
+    fn start_sized(
+        post: PostBatch,
+        now: Option<StoreNow>,
+        disk: Option<crate::spool::DiskSpool>,
+        events: usize,
+        bytes: usize,
+        wait: Duration,
+    ) -> Sink {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
@@ -150,6 +168,7 @@ impl Sink {
             wait,
             post,
             now,
+            disk,
         });
         for i in 0..WORKERS {
             let s = shared.clone();
@@ -164,11 +183,26 @@ impl Sink {
     /// Queues events. With `durable`, returns once they are stored, or an
     /// error saying why they are not; else returns once they are queued.
     pub async fn submit(&self, events: Vec<Event>, durable: bool) -> Result<(), String> {
+        let count = events.len();
+        let r = self.submit_inner(events, durable).await;
+        if let Err(e) = &r
+            && !durable
+        {
+            // Nobody waits for these: this line is all that is left of them.
+            tracing::error!(error = %e, events = count, "audit events dropped");
+        }
+        r
+    }
+
+    async fn submit_inner(&self, events: Vec<Event>, durable: bool) -> Result<(), String> {
         if events.is_empty() {
             return Ok(());
         }
         if durable && let Some(now) = &self.shared.now {
             return self.store_now(now, events).await;
+        }
+        if !durable && let Some(disk) = &self.shared.disk {
+            return disk.append(&events).await;
         }
         let count = events.len();
         let units = units(&events);
@@ -216,6 +250,34 @@ impl Sink {
             Some(rx) => rx.await.map_err(|_| "the audit sink stopped".to_string())?,
             None => Ok(()),
         }
+    }
+
+    /// Waits up to [`SPOOL_WAIT`] until the spool has room for a
+    /// statement's event (about the largest one), without taking it: in
+    /// async mode a statement runs before its event exists, so a full
+    /// spool must refuse statements rather than drop their events later.
+    pub async fn wait_for_room(&self) -> Result<(), String> {
+        if let Some(disk) = &self.shared.disk {
+            return disk.wait_for_room().await;
+        }
+        let s = &self.shared;
+        let units = (EVENT_ROOM_BYTES / SPOOL_UNIT_BYTES) as u32;
+        if s.space.available_permits() > 0 && s.room.available_permits() >= units as usize {
+            return Ok(());
+        }
+        tokio::time::timeout(s.wait, async {
+            let _space = s.space.acquire().await?;
+            let _room = s.room.acquire_many(units).await?;
+            Ok::<_, tokio::sync::AcquireError>(())
+        })
+        .await
+        .map_err(|_| {
+            format!(
+                "the audit spool is full (at most {MAX_SPOOL_EVENTS} events or {} MiB wait for the log)",
+                MAX_SPOOL_BYTES >> 20
+            )
+        })?
+        .map_err(|_| "the audit sink is closed".to_string())
     }
 
     /// Stores events someone waits for directly, with every spooled event
@@ -385,13 +447,18 @@ mod tests {
             *p.lock().unwrap() += events.len();
             Ok(())
         });
-        let sink = Sink::start_sized(post, None, 1000, 64 << 10, Duration::from_millis(50));
+        let sink = Sink::start_sized(post, None, None, 1000, 64 << 10, Duration::from_millis(50));
         let big = |n: u64| Node::obj([("n", n.into()), ("sql", Node::string("x".repeat(10_000)))]);
+        // Room for a statement's largest event: statements may run.
+        sink.wait_for_room().await.unwrap();
         // 64 KiB holds six events of about 10 KB, though 1,000 are allowed.
         for n in 0..6 {
             sink.submit(vec![big(n)], false).await.unwrap();
         }
         let e = sink.submit(vec![big(6)], false).await.unwrap_err();
+        assert!(e.contains("the audit spool is full"), "{e}");
+        // No room for another large event: statements would be refused.
+        let e = sink.wait_for_room().await.unwrap_err();
         assert!(e.contains("the audit spool is full"), "{e}");
         // Small events still fit in what is left.
         sink.submit(vec![ev(7)], false).await.unwrap();
@@ -402,6 +469,12 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         sink.submit(vec![big(8)], false).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while *posted.lock().unwrap() < 8 {
+            assert!(std::time::Instant::now() < deadline, "the spool never drained");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sink.wait_for_room().await.unwrap();
     }
 
     /// Events nobody waits for reach the log within a linger or so, also

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use custos_gateway::rules::{User, UsersFile};
 use custos_gateway::scram::Verifier;
 use custos_gateway::sink::{PostBatch, PostError, Sink};
+use custos_gateway::spool::{DEFAULT_MAX_SPOOL_DISK_BYTES, DiskSpool, PostNdjson};
 use custos_gateway::tls::{SslMode, Trust, UpstreamTls};
 use custos_gateway::{AuditMode, Config, DenyRule, Gateway, Upstream, Users};
 use serde::Deserialize;
@@ -78,6 +79,14 @@ struct PgArgs {
     /// bounded in-memory spool, lost if the gateway crashes.
     #[arg(long)]
     audit_mode: Option<String>,
+    /// Keep events nobody waits for (async mode, and outcomes) in a spool
+    /// on disk in this directory until the server has them, so that a
+    /// crash or restart of the gateway loses none.
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
+    /// The spool on disk takes at most this many MiB [default: 1024].
+    #[arg(long, requires = "spool_dir")]
+    spool_max_mb: Option<u64>,
     /// Record bound parameters as "<redacted>".
     #[arg(long)]
     redact_params: bool,
@@ -104,6 +113,8 @@ pub(crate) struct FileConfig {
     tls_client_ca: Option<PathBuf>,
     tls_client_crl: Option<PathBuf>,
     audit_mode: Option<String>,
+    spool_dir: Option<PathBuf>,
+    spool_max_mb: Option<u64>,
     redact_params: Option<bool>,
     auth_timeout_secs: Option<u64>,
     name: Option<String>,
@@ -273,9 +284,9 @@ fn token_check(server: &str) -> custos_gateway::TokenCheck {
     })
 }
 
-/// Posts NDJSON batches to the server's ingest API. The receipt comes
+/// Posts NDJSON bodies to the server's ingest API. The receipt comes
 /// only after the server's fsync, so success means durable.
-fn poster(server: &str, log: &str) -> PostBatch {
+fn ndjson_poster(server: &str, log: &str) -> PostNdjson {
     let url = format!("{}/v1/logs/{log}/events", server.trim_end_matches('/'));
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -283,20 +294,12 @@ fn poster(server: &str, log: &str) -> PostBatch {
         .build()
         .into();
     let token = crate::http::token();
-    Arc::new(move |events: &[custos_gateway::sink::Event]| {
-        let mut body = String::with_capacity(events.len() * 512);
-        for e in events {
-            // The gateway's events have unique keys and finite numbers, so
-            // they always have a canonical form; the server seals them anew.
-            custos_event::canonical::write_node(&mut body, e)
-                .map_err(|err| PostError::Rejected(format!("an audit event has no JSON form: {err}")))?;
-            body.push('\n');
-        }
+    Arc::new(move |body: &[u8], _events: usize| {
         let mut req = agent.post(&url).header("Content-Type", "application/x-ndjson");
         if let Some(t) = &token {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
-        match req.send(body.as_bytes()) {
+        match req.send(body) {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 if (200..300).contains(&status) {
@@ -311,6 +314,21 @@ fn poster(server: &str, log: &str) -> PostBatch {
     })
 }
 
+/// Posts batches of events as NDJSON through `post`.
+fn poster(post: PostNdjson) -> PostBatch {
+    Arc::new(move |events: &[custos_gateway::sink::Event]| {
+        let mut body = String::with_capacity(events.len() * 512);
+        for e in events {
+            // The gateway's events have unique keys and finite numbers, so
+            // they always have a canonical form; the server seals them anew.
+            custos_event::canonical::write_node(&mut body, e)
+                .map_err(|err| PostError::Rejected(format!("an audit event has no JSON form: {err}")))?;
+            body.push('\n');
+        }
+        post(body.as_bytes(), events.len())
+    })
+}
+
 fn postgres(a: PgArgs) -> anyhow::Result<i32> {
     let file: FileConfig = match &a.config {
         Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
@@ -318,7 +336,7 @@ fn postgres(a: PgArgs) -> anyhow::Result<i32> {
         None => FileConfig::default(),
     };
     // Flags win over the file.
-    let merged = FileConfig {
+    let mut merged = FileConfig {
         listen: a.listen.or(file.listen),
         upstream: a.upstream.or(file.upstream),
         log: a.log.or(file.log),
@@ -330,20 +348,37 @@ fn postgres(a: PgArgs) -> anyhow::Result<i32> {
         tls_client_ca: a.tls_client_ca.or(file.tls_client_ca),
         tls_client_crl: a.tls_client_crl.or(file.tls_client_crl),
         audit_mode: a.audit_mode.or(file.audit_mode),
+        spool_dir: a.spool_dir.or(file.spool_dir),
+        spool_max_mb: a.spool_max_mb.or(file.spool_max_mb),
         redact_params: Some(a.redact_params || file.redact_params.unwrap_or(false)),
         auth_timeout_secs: a.auth_timeout_secs.or(file.auth_timeout_secs),
         name: a.name.or(file.name),
         deny: file.deny,
     };
     let server = merged.server.clone().unwrap_or_else(|| "http://127.0.0.1:7600".into());
+    let spool = merged.spool_dir.take().map(|d| (d, merged.spool_max_mb.take()));
     let (listen, log, config) = build(merged)?;
+    let post = ndjson_poster(&server, &log);
+    let disk = match spool {
+        Some((dir, mb)) => {
+            let max = mb.map_or(DEFAULT_MAX_SPOOL_DISK_BYTES, |mb| mb << 20);
+            let disk = DiskSpool::open(&dir, max, post.clone()).map_err(anyhow::Error::msg)?;
+            eprintln!("audit spool on disk: {} (at most {} MiB)", dir.display(), max >> 20);
+            Some(disk)
+        }
+        None => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let (listener, line) = bind(&listen, &log, &format!("{server} over HTTP"), &config).await?;
         eprintln!("{line}");
         let mut config = config;
         config.tokens = Some(token_check(&server));
-        let gw = Gateway::new(config, Sink::start(poster(&server, &log)));
+        let sink = match disk {
+            Some(disk) => Sink::start_spooled(poster(post), disk),
+            None => Sink::start(poster(post)),
+        };
+        let gw = Gateway::new(config, sink);
         gw.serve(listener, super::serve::shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
@@ -376,6 +411,12 @@ pub(crate) async fn bind(
 /// listen address, the log, and the configuration.
 pub(crate) fn build(f: FileConfig) -> anyhow::Result<(String, String, Config)> {
     let listen = f.listen.unwrap_or_else(|| "127.0.0.1:6432".into());
+    if f.spool_dir.is_some() || f.spool_max_mb.is_some() {
+        bail!(
+            "spool_dir is for a gateway that posts to a server (custos gateway postgres); \
+             inside custos serve, events go straight to the log"
+        );
+    }
     let upstream_url = f.upstream.context("the upstream (postgres://USER@HOST:PORT/DB) is required")?;
     let (upstream, _) = parse_upstream(&upstream_url)?;
     let log = f.log.unwrap_or_else(|| "db".into());
