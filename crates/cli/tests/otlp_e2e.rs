@@ -13,6 +13,13 @@ use serde_json::json;
 /// A venv with the OpenTelemetry SDK and its OTLP/HTTP exporter, made once
 /// per machine (pinned versions, from PyPI).
 fn otel_python() -> PathBuf {
+    // The tests of this file run in parallel: one of them makes the venv,
+    // the others wait for it (two at once made it fail on a fresh machine).
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(make_otel_python).clone()
+}
+
+fn make_otel_python() -> PathBuf {
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
     let venv = home.join(".cache").join("custos-otel-venv");
     let python = venv.join("bin").join("python");
@@ -27,7 +34,7 @@ fn otel_python() -> PathBuf {
             .is_ok_and(|o| o.status.success())
     };
     if !ready(&python) {
-        let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().unwrap().success();
+        let ok = Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv).status().unwrap().success();
         assert!(ok, "python3 -m venv failed");
         let ok = Command::new(venv.join("bin").join("pip"))
             .args([
