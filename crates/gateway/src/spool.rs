@@ -15,7 +15,8 @@
 //! (the log's own framing: the checksum covers the length too). The
 //! layout is specified in docs/format.md, "The gateway's spool".
 //!
-//! and `cursor`, 20 bytes: the segment and offset up to which records have
+//! `lock`, held locked (flock) by the one gateway using the spool, and
+//! `cursor`, 20 bytes: the segment and offset up to which records have
 //! been posted (two u64 LE), and the crc32c of those 16 bytes (u32 LE).
 //!
 //! # Threads
@@ -53,6 +54,7 @@ pub const MAX_POST_BYTES: usize = 4 << 20;
 const MAX_RECORD_BYTES: usize = 1 << 20;
 const HEADER: usize = 8;
 const CURSOR: &str = "cursor";
+const LOCK: &str = "lock";
 
 /// Posts an NDJSON body of `n` events, durably; blocking.
 pub type PostNdjson = Arc<dyn Fn(&[u8], usize) -> Result<(), PostError> + Send + Sync>;
@@ -84,6 +86,8 @@ struct Shared {
     room: Arc<Semaphore>,
     /// Bytes of memory the unwritten records may still take.
     memory: Arc<Semaphore>,
+    /// Held locked while the spool is open.
+    _lock: File,
 }
 
 /// The spool on disk. Dropping it does not stop its threads; they live as
@@ -181,6 +185,17 @@ impl DiskSpool {
     /// posted first; a record the crash tore at the end is dropped.
     pub fn open(dir: &Path, max_bytes: u64, post: PostNdjson) -> Result<DiskSpool, String> {
         std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
+        // One gateway per spool: two would post and delete each other's
+        // records. The lock goes with the process, kill -9 included.
+        let lock_path = dir.join(LOCK);
+        let lock = File::create(&lock_path).map_err(|e| io("creating", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!("the spool {} is in use by another gateway", dir.display()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", &lock_path, e)),
+        }
         let segs = segments(dir)?;
         let first = segs.first().copied().unwrap_or(1);
         let mut pos = read_cursor(dir).filter(|p| segs.contains(&p.seg)).unwrap_or(Pos { seg: first, off: 0 });
@@ -228,6 +243,7 @@ impl DiskSpool {
             to_post: Condvar::new(),
             room: Arc::new(Semaphore::new(permits(max_bytes.saturating_sub(used)))),
             memory: Arc::new(Semaphore::new(MAX_UNWRITTEN_BYTES)),
+            _lock: lock,
         });
         let mut cursor = OpenOptions::new()
             .read(true)
@@ -315,12 +331,17 @@ impl DiskSpool {
         self.shared.room.available_permits()
     }
 
-    /// Stops the threads (tests).
+    /// Stops the threads and closes the spool, as a gateway that exits
+    /// (tests).
     #[cfg(test)]
-    fn stop(&self) {
+    fn stop(self) {
         self.shared.state.lock().unwrap().stopped = true;
         self.shared.to_write.notify_all();
         self.shared.to_post.notify_all();
+        // The threads hold the spool (and its lock) until they end.
+        while Arc::strong_count(&self.shared) > 1 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
@@ -528,7 +549,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (post, posted) = recorder(down.clone());
-        let spool = DiskSpool::open(dir.path(), 1 << 20, post).unwrap();
+        let spool = DiskSpool::open(dir.path(), 1 << 20, post.clone()).unwrap();
+        let Err(e) = DiskSpool::open(dir.path(), 1 << 20, post) else { panic!("two gateways share a spool") };
+        assert!(e.contains("in use by another gateway"), "{e}");
         for n in 0..10 {
             spool.append(&[ev(n)]).await.unwrap();
         }
