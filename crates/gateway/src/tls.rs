@@ -11,21 +11,26 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Reads the PEM blocks of one kind (`what`) in a file: at least one.
+fn read_pem<T: PemObject>(path: &Path, what: &str) -> Result<Vec<T>, String> {
+    let items: Vec<T> = T::pem_file_iter(path)
+        .and_then(|i| i.collect::<Result<_, _>>())
+        .map_err(|e| format!("reading {what} {}: {e}", path.display()))?;
+    if items.is_empty() {
+        return Err(format!("{} holds no PEM {what}", path.display()));
+    }
+    Ok(items)
+}
+
 /// Reads a PEM certificate chain.
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .and_then(|i| i.collect::<Result<_, _>>())
-        .map_err(|e| format!("reading certificate {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
+    read_pem(path, "certificate")
 }
 
 /// Reads a PEM bundle of CA certificates.
 fn read_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in read_certs(path).map_err(|e| format!("reading CA: {e}"))? {
+    for c in read_pem(path, "CA certificate")? {
         roots.add(c).map_err(|e| format!("parsing CA {}: {e}", path.display()))?;
     }
     Ok(roots)
@@ -33,13 +38,7 @@ fn read_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
 
 /// Reads a PEM file of certificate revocation lists.
 fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
-    let crls: Vec<CertificateRevocationListDer<'static>> = CertificateRevocationListDer::pem_file_iter(path)
-        .and_then(|i| i.collect::<Result<_, _>>())
-        .map_err(|e| format!("reading CRL {}: {e}", path.display()))?;
-    if crls.is_empty() {
-        return Err(format!("{} holds no PEM certificate revocation list (X509 CRL)", path.display()));
-    }
-    Ok(crls)
+    read_pem(path, "certificate revocation list (X509 CRL)")
 }
 
 /// Trust and revocation for the certificates of the other end: a CA
