@@ -20,19 +20,52 @@ pub fn enc(s: &str) -> String {
 /// Largest answer read into memory.
 const MAX_RESPONSE_BYTES: u64 = 256 << 20;
 
+/// The TLS settings of every HTTP client of the CLI, set once at start by
+/// [`init_tls`].
+static TLS: std::sync::OnceLock<ureq::tls::TlsConfig> = std::sync::OnceLock::new();
+
+/// Reads `CUSTOS_CA_FILE`, a PEM bundle of CA certificates: when set, the
+/// CLI's HTTP clients (search, export, the standalone gateway, …) trust
+/// those instead of the bundled Mozilla roots, for a server whose
+/// certificate comes from a private CA (or `custos serve --tls-self-signed`).
+pub fn init_tls() -> anyhow::Result<()> {
+    let Some(path) = std::env::var_os("CUSTOS_CA_FILE") else { return Ok(()) };
+    let path = std::path::PathBuf::from(path);
+    let pem = std::fs::read(&path).with_context(|| format!("reading CUSTOS_CA_FILE {}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(c) =
+            item.with_context(|| format!("parsing CUSTOS_CA_FILE {}", path.display()))?
+        {
+            certs.push(c);
+        }
+    }
+    if certs.is_empty() {
+        bail!("CUSTOS_CA_FILE {} holds no PEM certificate", path.display());
+    }
+    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&certs)).build();
+    let _ = TLS.set(tls);
+    Ok(())
+}
+
+/// An agent's settings, with the TLS settings of [`init_tls`].
+pub fn config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    let b = ureq::Agent::config_builder();
+    match TLS.get() {
+        Some(tls) => b.tls_config(tls.clone()),
+        None => b,
+    }
+}
+
 /// An agent that returns 4xx/5xx answers instead of failing on them.
 pub fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into()
+    config().http_status_as_error(false).timeout_global(Some(Duration::from_secs(120))).build().into()
 }
 
 /// An agent for answers streamed for as long as they last (exports): no
 /// bound on the whole exchange, but on the wait for each part of it.
 pub fn streaming_agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
+    config()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(10)))
         .timeout_recv_response(Some(Duration::from_secs(120)))

@@ -87,6 +87,10 @@ fn main() {
         .init();
     let cli = Cli::parse();
     http::set_token(cli.token);
+    if let Err(e) = http::init_tls() {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
     let result = match cli.command {
         Command::Token(a) => cmd::token::run(a),
         Command::Sources(a) => cmd::sources::run(a),

@@ -39,11 +39,23 @@ fn token(data: &Path, role: &str, name: &str) -> String {
 }
 
 fn start_gateway(server_url: &str, token: &str, upstream: &str, users: &Path, extra: &[&str]) -> Gw {
+    start_gateway_env(server_url, token, upstream, users, extra, &[])
+}
+
+fn start_gateway_env(
+    server_url: &str,
+    token: &str,
+    upstream: &str,
+    users: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Gw {
     let mut child = Command::new(bin())
         .args(["gateway", "postgres", "--listen", "127.0.0.1:0", "--log", "db", "--server", server_url])
         .args(["--upstream", upstream, "--token", token, "--users"])
         .arg(users)
         .args(extra)
+        .envs(env.iter().copied())
         .env("CUSTOS_LOG", "warn")
         .stderr(Stdio::piped())
         .spawn()
@@ -807,6 +819,60 @@ fn client_certificates_toward_the_gateway_and_the_upstream() {
         .collect();
     assert_eq!(connect_failures.len(), 2, "{connect_failures:?}");
     assert!(connect_failures[1].to_lowercase().contains("revoked"), "{connect_failures:?}");
+}
+
+/// A standalone gateway and the CLI reach a server whose certificate
+/// comes from a private CA, once told to trust it (`CUSTOS_CA_FILE`);
+/// without it, fail-closed refuses the login.
+#[test]
+fn the_cli_and_a_standalone_gateway_trust_a_private_ca_when_told() {
+    let pki = pki();
+    let pg = Pg::start_app(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let gw_token = token(&data, "ingest", "pg-gateway");
+    let reader = token(&data, "auditor", "test-reader");
+    let server = Server::start(&data, &["--tls-cert", &pki.path("server.pem"), "--tls-key", &pki.path("server.key")]);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let users = gateway_users(dir.path(), &[("alice", "alice-pw", &[])]);
+    let upstream = format!("postgres://svc:svc-pw@127.0.0.1:{}/app?sslmode=disable", pg.port);
+    let ca = pki.path("ca.pem");
+
+    let gw = start_gateway(&server.url, &gw_token, &upstream, &users, &[]);
+    // Fail-closed: even the login is refused, since it cannot be recorded.
+    let o = psql(gw.port, "alice", "alice-pw", "disable", &["select 'unseen' as x"], "");
+    assert!(text(&o).contains("invalid peer certificate: UnknownIssuer"), "{}", text(&o));
+    assert!(!text(&o).contains("unseen"), "{}", text(&o));
+    drop(gw);
+
+    let gw = start_gateway_env(&server.url, &gw_token, &upstream, &users, &[], &[("CUSTOS_CA_FILE", &ca)]);
+    let o = psql(gw.port, "alice", "alice-pw", "disable", &["select 'trusted' as x"], "");
+    assert!(text(&o).contains("trusted"), "{}", text(&o));
+    let ev = poll(|| events_with_curl(&pki, &server.url, &reader, "db", 1));
+    assert!(ev.iter().any(|e| e["message"] == "select 'trusted' as x"), "{ev:?}");
+
+    // The CLI too: a search over HTTPS, then a CA file that is not one.
+    let search = |ca: &str| {
+        Command::new(bin())
+            .args(["search", "--url", &server.url, "--log", "db", "--output", "ndjson", "trusted"])
+            .env("CUSTOS_TOKEN", &reader)
+            .env("CUSTOS_CA_FILE", ca)
+            .output()
+            .unwrap()
+    };
+    let last = std::cell::RefCell::new(String::new());
+    let o = poll_or(
+        || {
+            let o = search(&ca);
+            *last.borrow_mut() = text(&o);
+            String::from_utf8_lossy(&o.stdout).contains("select 'trusted' as x").then_some(o)
+        },
+        || last.borrow().clone(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = search(&pki.path("server.key"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("holds no PEM certificate"), "{}", text(&o));
 }
 
 /// The statements of `sql`'s events in the log, each with how often.

@@ -261,11 +261,8 @@ fn decode(s: &str) -> anyhow::Result<String> {
 /// is (`GET /v1/whoami`): it must be valid and named after the user.
 fn token_check(server: &str) -> custos_gateway::TokenCheck {
     let url = format!("{}/v1/whoami", server.trim_end_matches('/'));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
+    let agent: ureq::Agent =
+        crate::http::config().http_status_as_error(false).timeout_global(Some(Duration::from_secs(10))).build().into();
     Arc::new(move |user: &str, token: &str| {
         let mut resp = agent
             .get(&url)
@@ -288,11 +285,8 @@ fn token_check(server: &str) -> custos_gateway::TokenCheck {
 /// only after the server's fsync, so success means durable.
 fn ndjson_poster(server: &str, log: &str) -> PostNdjson {
     let url = format!("{}/v1/logs/{log}/events", server.trim_end_matches('/'));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
+    let agent: ureq::Agent =
+        crate::http::config().http_status_as_error(false).timeout_global(Some(Duration::from_secs(10))).build().into();
     let token = crate::http::token();
     Arc::new(move |body: &[u8], _events: usize| {
         let mut req = agent.post(&url).header("Content-Type", "application/x-ndjson");
