@@ -24,27 +24,55 @@ const MAX_RESPONSE_BYTES: u64 = 256 << 20;
 /// [`init_tls`].
 static TLS: std::sync::OnceLock<ureq::tls::TlsConfig> = std::sync::OnceLock::new();
 
-/// Reads `CUSTOS_CA_FILE`, a PEM bundle of CA certificates: when set, the
-/// CLI's HTTP clients (search, export, the standalone gateway, …) trust
-/// those instead of the bundled Mozilla roots, for a server whose
-/// certificate comes from a private CA (or `custos serve --tls-self-signed`).
-pub fn init_tls() -> anyhow::Result<()> {
-    let Some(path) = std::env::var_os("CUSTOS_CA_FILE") else { return Ok(()) };
+/// The PEM items of the file an environment variable names, if it is set.
+fn pem_items(var: &str) -> anyhow::Result<Option<Vec<ureq::tls::PemItem<'static>>>> {
+    let Some(path) = std::env::var_os(var) else { return Ok(None) };
     let path = std::path::PathBuf::from(path);
-    let pem = std::fs::read(&path).with_context(|| format!("reading CUSTOS_CA_FILE {}", path.display()))?;
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
-        if let ureq::tls::PemItem::Certificate(c) =
-            item.with_context(|| format!("parsing CUSTOS_CA_FILE {}", path.display()))?
-        {
-            certs.push(c);
+    let pem = std::fs::read(&path).with_context(|| format!("reading {var} {}", path.display()))?;
+    let items = ureq::tls::parse_pem(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing {var} {}", path.display()))?;
+    Ok(Some(items))
+}
+
+/// Reads, once at start, the TLS settings of the CLI's HTTP clients
+/// (search, export, the standalone gateway, …) from the environment:
+/// - `CUSTOS_CA_FILE`, a PEM bundle of CA certificates: the server's
+///   certificate is checked against those instead of the bundled Mozilla
+///   roots, for a server with a private CA (or `--tls-self-signed`);
+/// - `CUSTOS_CLIENT_CERT` and `CUSTOS_CLIENT_KEY` (PEM): a client
+///   certificate to show a server that asks for one (`--tls-client-ca`),
+///   which maps it to an identity with `--cert-identity`.
+pub fn init_tls() -> anyhow::Result<()> {
+    use ureq::tls::PemItem;
+    let mut tls = ureq::tls::TlsConfig::builder();
+    let mut set = false;
+    if let Some(items) = pem_items("CUSTOS_CA_FILE")? {
+        let certs: Vec<_> =
+            items.into_iter().filter_map(|i| if let PemItem::Certificate(c) = i { Some(c) } else { None }).collect();
+        if certs.is_empty() {
+            bail!("CUSTOS_CA_FILE holds no PEM certificate");
         }
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+        set = true;
     }
-    if certs.is_empty() {
-        bail!("CUSTOS_CA_FILE {} holds no PEM certificate", path.display());
+    match (pem_items("CUSTOS_CLIENT_CERT")?, pem_items("CUSTOS_CLIENT_KEY")?) {
+        (None, None) => {}
+        (Some(cert), Some(key)) => {
+            let chain: Vec<_> =
+                cert.into_iter().filter_map(|i| if let PemItem::Certificate(c) = i { Some(c) } else { None }).collect();
+            let key = key.into_iter().find_map(|i| if let PemItem::PrivateKey(k) = i { Some(k) } else { None });
+            let (false, Some(key)) = (chain.is_empty(), key) else {
+                bail!("CUSTOS_CLIENT_CERT must hold a PEM certificate and CUSTOS_CLIENT_KEY a PEM private key");
+            };
+            tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
+            set = true;
+        }
+        _ => bail!("CUSTOS_CLIENT_CERT and CUSTOS_CLIENT_KEY go together"),
     }
-    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&certs)).build();
-    let _ = TLS.set(tls);
+    if set {
+        let _ = TLS.set(tls.build());
+    }
     Ok(())
 }
 

@@ -52,7 +52,10 @@ fn start_gateway_env(
 ) -> Gw {
     let mut child = Command::new(bin())
         .args(["gateway", "postgres", "--listen", "127.0.0.1:0", "--log", "db", "--server", server_url])
-        .args(["--upstream", upstream, "--token", token, "--users"])
+        .args(["--upstream", upstream])
+        // No token: the gateway shows a client certificate instead.
+        .args(if token.is_empty() { vec![] } else { vec!["--token", token] })
+        .arg("--users")
         .arg(users)
         .args(extra)
         .envs(env.iter().copied())
@@ -823,9 +826,10 @@ fn client_certificates_toward_the_gateway_and_the_upstream() {
 
 /// A standalone gateway and the CLI reach a server whose certificate
 /// comes from a private CA, once told to trust it (`CUSTOS_CA_FILE`);
-/// without it, fail-closed refuses the login.
+/// without it, fail-closed refuses the login. With a client certificate
+/// (`CUSTOS_CLIENT_CERT`/`KEY`) the gateway needs no token.
 #[test]
-fn the_cli_and_a_standalone_gateway_trust_a_private_ca_when_told() {
+fn the_cli_and_a_standalone_gateway_use_a_private_ca_and_a_client_certificate() {
     let pki = pki();
     let pg = Pg::start_app(&[]);
     let dir = tempfile::tempdir().unwrap();
@@ -873,6 +877,23 @@ fn the_cli_and_a_standalone_gateway_trust_a_private_ca_when_told() {
     let o = search(&pki.path("server.key"));
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("holds no PEM certificate"), "{}", text(&o));
+    drop(gw);
+
+    // With no token at all: a client certificate that the server maps to
+    // an ingest identity for the log (mutual TLS).
+    let data = dir.path().join("mtls-data");
+    let reader = token(&data, "auditor", "test-reader");
+    let server = start_mtls(&data, &pki, "db");
+    let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
+    let env = [("CUSTOS_CA_FILE", ca.as_str()), ("CUSTOS_CLIENT_CERT", &cert), ("CUSTOS_CLIENT_KEY", &key)];
+    let gw = start_gateway_env(&server.url, "", &upstream, &users, &[], &env);
+    let o = psql(gw.port, "alice", "alice-pw", "disable", &["select 'by certificate' as x"], "");
+    assert!(text(&o).contains("by certificate"), "{}", text(&o));
+    let ev = poll(|| events_with_curl(&pki, &server.url, &reader, "db", 1));
+    let e = ev.iter().find(|e| e["message"] == "select 'by certificate' as x").expect("recorded");
+    // The server names who posted it: the certificate's identity.
+    assert_eq!(e["submitter"]["name"], "cert:collector-1", "{e}");
+    assert!(ev.iter().any(|e| e["activity"] == "db.login" && e["status"] == "success"));
 }
 
 /// The statements of `sql`'s events in the log, each with how often.
