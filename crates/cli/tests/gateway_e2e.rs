@@ -896,6 +896,49 @@ fn the_cli_and_a_standalone_gateway_use_a_private_ca_and_a_client_certificate() 
     assert!(ev.iter().any(|e| e["activity"] == "db.login" && e["status"] == "success"));
 }
 
+/// People added to or removed from the users file while the gateway runs
+/// can, or can no longer, log in, with no restart; each change is
+/// recorded, and a broken file changes nothing but is recorded too.
+#[test]
+fn users_file_changes_apply_without_a_restart_and_are_recorded() {
+    let pg = Pg::start_app(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let gw_token = token(&data, "ingest", "pg-gateway");
+    let reader = token(&data, "auditor", "test-reader");
+    let server = Server::start(&data, &[]);
+    let users = gateway_users(dir.path(), &[("alice", "alice-pw", &[])]);
+    let upstream = format!("postgres://svc:svc-pw@127.0.0.1:{}/app?sslmode=disable", pg.port);
+    let gw = start_gateway(&server.url, &gw_token, &upstream, &users, &[]);
+    let login = |user: &str, password: &str| psql(gw.port, user, password, "disable", &["select 'in' as x"], "");
+    // Someone not in the file is asked for a token, which needs TLS.
+    let refused = |o: &Output| !o.status.success() && text(o).contains("token logins need TLS");
+
+    assert!(refused(&login("erin", "erin-pw")));
+    gateway_users(dir.path(), &[("erin", "erin-pw", &["analyst"])]);
+    poll(|| login("erin", "erin-pw").status.success().then_some(()));
+    let o = Command::new(bin()).args(["gateway", "user", "alice", "--remove", "--users"]).arg(&users).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    poll(|| refused(&login("alice", "alice-pw")).then_some(()));
+    let o = Command::new(bin()).args(["gateway", "user", "alice", "--remove", "--users"]).arg(&users).output().unwrap();
+    assert!(!o.status.success() && text(&o).contains("has no user alice"), "{}", text(&o));
+    // A file that does not parse: the people stay as they were.
+    std::fs::write(&users, "{not json").unwrap();
+    let ev = wait_for(&server.url, &reader, "three reloads", |ev| {
+        ev.iter().filter(|e| e["activity"] == "gateway.users.reload").count() == 3
+    });
+    assert!(login("erin", "erin-pw").status.success());
+    let reloads = find(&ev, |e| e["activity"] == "gateway.users.reload");
+    let g = |i: usize| &reloads[i]["metadata"]["gateway"];
+    assert_eq!(g(0)["added"], serde_json::json!(["erin"]), "{:?}", reloads[0]);
+    assert_eq!(reloads[0]["targets"], serde_json::json!([{"type": "user", "name": "erin"}]));
+    assert_eq!((&g(0)["users"], &reloads[0]["status"]), (&Value::from(2), &Value::from("success")));
+    assert_eq!(g(1)["removed"], serde_json::json!(["alice"]), "{:?}", reloads[1]);
+    assert_eq!(reloads[2]["status"], "failure", "{:?}", reloads[2]);
+    assert!(reloads[2]["status_detail"].as_str().unwrap().contains("keeps the people it had"), "{:?}", reloads[2]);
+    assert_eq!(reloads[0]["actor"]["user"]["name"], "gateway:postgres");
+}
+
 /// The statements of `sql`'s events in the log, each with how often.
 fn statement_counts(ev: &[Value], prefix: &str) -> std::collections::BTreeMap<String, usize> {
     let mut counts = std::collections::BTreeMap::new();

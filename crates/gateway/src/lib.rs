@@ -9,6 +9,7 @@
 //! - [`scram`]: SCRAM-SHA-256, server and client side (pure).
 //! - [`classify`]: statement classes and tables, via `sqlparser` (pure).
 //! - [`rules`]: people, their roles and the deny rules (pure).
+//! - [`reload`]: picks up changes to the users file, and records them.
 //! - [`sink`]: the bounded queue of events on their way to the log.
 //! - [`spool`]: the spool on disk, for a gateway posting over HTTP.
 //! - [`session`]: one client connection: handshake, proxy, events.
@@ -18,6 +19,7 @@
 //! the [`sink::Sink`] a function that stores a batch of events durably.
 
 pub mod classify;
+pub mod reload;
 pub mod rules;
 pub mod scram;
 pub mod session;
@@ -88,6 +90,9 @@ pub struct Config {
     pub client_certs: bool,
     /// The people who may log in.
     pub users: Users,
+    /// The file they come from, watched for changes while the gateway
+    /// runs ([`reload`]); `None` keeps `users` as they are.
+    pub users_file: Option<std::path::PathBuf>,
     /// Deny rules, checked in order.
     pub rules: Vec<DenyRule>,
     /// Record bound parameter values as `"<redacted>"`.
@@ -122,12 +127,17 @@ pub struct Gateway {
     sessions: Arc<tokio::sync::Semaphore>,
     /// Room for long messages, in bytes ([`session::MAX_BIG_MESSAGE_BYTES`]).
     pub(crate) big_messages: Arc<tokio::sync::Semaphore>,
+    /// The people who may log in now: `config.users` at start, replaced
+    /// when the users file changes.
+    pub(crate) users: std::sync::RwLock<Arc<Users>>,
 }
 
 impl Gateway {
     /// A gateway that records through `sink`.
-    pub fn new(config: Config, sink: sink::Sink) -> Arc<Gateway> {
+    pub fn new(mut config: Config, sink: sink::Sink) -> Arc<Gateway> {
+        let users = std::sync::RwLock::new(Arc::new(std::mem::take(&mut config.users)));
         Arc::new(Gateway {
+            users,
             config,
             sink,
             analyser: classify::Analyser::default(),
@@ -144,6 +154,16 @@ impl Gateway {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
         tokio::pin!(shutdown);
+        // Watches the users file while this runs.
+        struct Abort(Option<tokio::task::JoinHandle<()>>);
+        impl Drop for Abort {
+            fn drop(&mut self) {
+                if let Some(h) = &self.0 {
+                    h.abort();
+                }
+            }
+        }
+        let _watch = Abort(self.config.users_file.clone().map(|p| tokio::spawn(reload::watch_users(self.clone(), p))));
         loop {
             let permit = tokio::select! {
                 p = self.sessions.clone().acquire_owned() => p.expect("the semaphore is never closed"),

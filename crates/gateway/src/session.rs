@@ -122,7 +122,7 @@ struct Ctx {
     cert: Option<crate::tls::ClientCert>,
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     custos_event::time::format_rfc3339(custos_event::time::now_nanos())
 }
 
@@ -352,7 +352,7 @@ async fn handshake(ctx: &mut Ctx, mut client: Stream) -> Result<(Stream, Stream,
         wire::negotiate_version(&mut v);
         client.write_all(&v).await.map_err(|_| None)?;
     }
-    let known = gw.config.users.get(&ctx.user).cloned();
+    let known = gw.users.read().expect("users lock").get(&ctx.user).cloned();
     let (server_final, method) = match (&known, &gw.config.tokens) {
         (None, Some(check)) => {
             // Not in the users file: a Custos token as the password. It

@@ -132,6 +132,9 @@ struct UserArgs {
     /// A role deny rules can name; repeatable.
     #[arg(long = "role")]
     roles: Vec<String>,
+    /// Remove the person instead (no password is read).
+    #[arg(long, conflicts_with = "roles")]
+    remove: bool,
 }
 
 const DEFAULT_USERS: &str = "custos-gateway-users.json";
@@ -155,6 +158,20 @@ fn read_users(path: &Path) -> anyhow::Result<UsersFile> {
 fn user(a: UserArgs) -> anyhow::Result<i32> {
     let path = a.users.unwrap_or_else(|| DEFAULT_USERS.into());
     let mut file = read_users(&path)?;
+    let save = |file: &UsersFile| -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(file)?;
+        custos_log::store::write_secret_file(&path, &text).with_context(|| format!("writing {}", path.display()))
+    };
+    if a.remove {
+        let before = file.users.len();
+        file.users.retain(|u| u.name != a.name);
+        if file.users.len() == before {
+            bail!("{} has no user {}", path.display(), a.name);
+        }
+        save(&file)?;
+        eprintln!("user {} removed from {}", a.name, path.display());
+        return Ok(0);
+    }
     let mut password = String::new();
     std::io::stdin().lock().read_line(&mut password).context("reading the password from standard input")?;
     let password = password.trim_end_matches(['\r', '\n']);
@@ -164,8 +181,7 @@ fn user(a: UserArgs) -> anyhow::Result<i32> {
     let entry = User { name: a.name.clone(), verifier: Verifier::new(password).encode(), roles: a.roles };
     file.users.retain(|u| u.name != a.name);
     file.users.push(entry);
-    let text = serde_json::to_string_pretty(&file)?;
-    custos_log::store::write_secret_file(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    save(&file)?;
     eprintln!("user {} saved in {}", a.name, path.display());
     Ok(0)
 }
@@ -452,6 +468,7 @@ pub(crate) fn build(f: FileConfig) -> anyhow::Result<(String, String, Config)> {
         require_tls,
         client_certs,
         users,
+        users_file: Some(users_path),
         rules: f.deny,
         redact_params: f.redact_params.unwrap_or(false),
         mode,
