@@ -86,6 +86,9 @@ struct Shared {
     room: Arc<Semaphore>,
     /// Bytes of memory the unwritten records may still take.
     memory: Arc<Semaphore>,
+    /// Bytes the spool held at open beyond its room (its limit lowered
+    /// since): posting them gives no room back.
+    debt: std::sync::atomic::AtomicU64,
     /// Held locked while the spool is open.
     _lock: File,
 }
@@ -165,14 +168,28 @@ fn record(b: &[u8]) -> Result<Option<(&[u8], usize)>, String> {
     Ok(Some((event, HEADER + len)))
 }
 
-/// The length of the whole records at the start of `path`.
+/// The length of the whole, valid records at the start of `path`, read
+/// one record at a time (a segment can be 72 MiB).
 fn whole_records(path: &Path) -> Result<u64, String> {
-    let b = std::fs::read(path).map_err(|e| io("reading", path, e))?;
-    let mut at = 0;
-    while let Ok(Some((_, n))) = record(&b[at..]) {
-        at += n;
+    let f = File::open(path).map_err(|e| io("reading", path, e))?;
+    let mut r = std::io::BufReader::new(f);
+    let mut b = Vec::with_capacity(HEADER + 64 * 1024);
+    let mut at = 0u64;
+    loop {
+        b.clear();
+        if (&mut r).take(HEADER as u64).read_to_end(&mut b).map_err(|e| io("reading", path, e))? < HEADER {
+            return Ok(at);
+        }
+        let len = u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as usize;
+        if len == 0 || len > MAX_RECORD_BYTES {
+            return Ok(at);
+        }
+        (&mut r).take(len as u64).read_to_end(&mut b).map_err(|e| io("reading", path, e))?;
+        match record(&b) {
+            Ok(Some((_, n))) => at += n as u64,
+            _ => return Ok(at),
+        }
     }
-    Ok(at as u64)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), String> {
@@ -243,6 +260,7 @@ impl DiskSpool {
             to_post: Condvar::new(),
             room: Arc::new(Semaphore::new(permits(max_bytes.saturating_sub(used)))),
             memory: Arc::new(Semaphore::new(MAX_UNWRITTEN_BYTES)),
+            debt: std::sync::atomic::AtomicU64::new(used.saturating_sub(max_bytes)),
             _lock: lock,
         });
         let mut cursor = OpenOptions::new()
@@ -342,6 +360,19 @@ impl DiskSpool {
         while Arc::strong_count(&self.shared) > 1 {
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+}
+
+impl Shared {
+    /// Gives back the room of `n` bytes that left the spool.
+    fn release(&self, n: u64) {
+        use std::sync::atomic::Ordering;
+        let mut paid = 0;
+        let _ = self.debt.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+            paid = d.min(n);
+            Some(d - paid)
+        });
+        self.room.add_permits(usize::try_from(n - paid).unwrap_or(usize::MAX));
     }
 }
 
@@ -468,7 +499,7 @@ fn poster(s: &Shared, mut pos: Pos, mut cursor: File, post: &PostNdjson) {
             // Durable bytes that do not read back: the rest of this
             // segment is lost, and the gateway says so loudly.
             tracing::error!(segment = %path.display(), offset = pos.off, error = %e, lost_bytes = end - pos.off, "the audit spool is corrupt; skipping the rest of the segment");
-            s.room.add_permits(usize::try_from(end - pos.off).unwrap_or(0));
+            s.release(end - pos.off);
             pos.off = end;
             let _ = write_cursor(&mut cursor, pos);
             continue;
@@ -476,7 +507,7 @@ fn poster(s: &Shared, mut pos: Pos, mut cursor: File, post: &PostNdjson) {
         if n == 0 {
             // A record longer than `want` cannot be: treat as corrupt.
             tracing::error!(segment = %path.display(), offset = pos.off, "an unreadable record in the audit spool");
-            s.room.add_permits(usize::try_from(end - pos.off).unwrap_or(0));
+            s.release(end - pos.off);
             pos.off = end;
             let _ = write_cursor(&mut cursor, pos);
             continue;
@@ -497,7 +528,7 @@ fn poster(s: &Shared, mut pos: Pos, mut cursor: File, post: &PostNdjson) {
         if let Err(e) = write_cursor(&mut cursor, pos) {
             tracing::error!(error = %e, "the audit spool cannot move its cursor; events may be posted twice");
         }
-        s.room.add_permits(used);
+        s.release(used as u64);
     }
 }
 
@@ -610,6 +641,37 @@ mod tests {
         wait_for(&posted, &(0..n).collect::<Vec<_>>());
         spool.append(&[ev(n)]).await.unwrap();
         wait_for(&posted, &(0..=n).collect::<Vec<_>>());
+        spool.stop();
+    }
+
+    /// A spool reopened with a lower limit than it holds gets no more room
+    /// than the new limit once it has posted everything.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lowered_limit_holds_after_the_backlog_is_posted() {
+        let dir = tempfile::tempdir().unwrap();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (post, _) = recorder(down.clone());
+        let spool = DiskSpool::open(dir.path(), 1 << 20, post).unwrap();
+        for n in 0..20 {
+            spool.append(&[ev(n)]).await.unwrap();
+        }
+        let seg = segment_path(dir.path(), 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::metadata(&seg).unwrap().len() < 20 * 200 {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        spool.stop();
+        down.store(false, std::sync::atomic::Ordering::SeqCst);
+        let (post, posted) = recorder(down);
+        let spool = DiskSpool::open(dir.path(), 2048, post).unwrap();
+        wait_for(&posted, &(0..20).collect::<Vec<_>>());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while spool.room() != 2048 {
+            assert!(spool.room() < 2048, "room {} over the limit", spool.room());
+            assert!(std::time::Instant::now() < deadline, "room {}", spool.room());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         spool.stop();
     }
 
