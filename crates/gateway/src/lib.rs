@@ -95,6 +95,9 @@ pub struct Config {
     pub users_file: Option<std::path::PathBuf>,
     /// Deny rules, checked in order.
     pub rules: Vec<DenyRule>,
+    /// The file the rules come from, watched for changes while the
+    /// gateway runs, and how to read the rules from it ([`reload`]).
+    pub rules_file: Option<(std::path::PathBuf, RulesLoader)>,
     /// Record bound parameter values as `"<redacted>"`.
     pub redact_params: bool,
     /// Fail-closed or async.
@@ -106,6 +109,10 @@ pub struct Config {
     /// allows users of the users file only.
     pub tokens: Option<TokenCheck>,
 }
+
+/// Reads and checks the deny rules of a gateway from its configuration
+/// file, whose layout the caller knows.
+pub type RulesLoader = Arc<dyn Fn() -> Result<Vec<DenyRule>, String> + Send + Sync>;
 
 /// Checks `(user, token)`: the token must be valid and name that user.
 pub type TokenCheck = std::sync::Arc<dyn Fn(&str, &str) -> Result<Vec<String>, String> + Send + Sync>;
@@ -130,14 +137,19 @@ pub struct Gateway {
     /// The people who may log in now: `config.users` at start, replaced
     /// when the users file changes.
     pub(crate) users: std::sync::RwLock<Arc<Users>>,
+    /// The deny rules now: `config.rules` at start, replaced when their
+    /// file changes.
+    pub(crate) rules: std::sync::RwLock<Arc<Vec<DenyRule>>>,
 }
 
 impl Gateway {
     /// A gateway that records through `sink`.
     pub fn new(mut config: Config, sink: sink::Sink) -> Arc<Gateway> {
         let users = std::sync::RwLock::new(Arc::new(std::mem::take(&mut config.users)));
+        let rules = std::sync::RwLock::new(Arc::new(std::mem::take(&mut config.rules)));
         Arc::new(Gateway {
             users,
+            rules,
             config,
             sink,
             analyser: classify::Analyser::default(),
@@ -155,15 +167,20 @@ impl Gateway {
     ) -> std::io::Result<()> {
         tokio::pin!(shutdown);
         // Watches the users file while this runs.
-        struct Abort(Option<tokio::task::JoinHandle<()>>);
+        struct Abort(Vec<tokio::task::JoinHandle<()>>);
         impl Drop for Abort {
             fn drop(&mut self) {
-                if let Some(h) = &self.0 {
-                    h.abort();
-                }
+                self.0.iter().for_each(tokio::task::JoinHandle::abort);
             }
         }
-        let _watch = Abort(self.config.users_file.clone().map(|p| tokio::spawn(reload::watch_users(self.clone(), p))));
+        let mut watches = Vec::new();
+        if let Some(p) = self.config.users_file.clone() {
+            watches.push(tokio::spawn(reload::watch_users(self.clone(), p)));
+        }
+        if let Some((p, load)) = self.config.rules_file.clone() {
+            watches.push(tokio::spawn(reload::watch_rules(self.clone(), p, load)));
+        }
+        let _watches = Abort(watches);
         loop {
             let permit = tokio::select! {
                 p = self.sessions.clone().acquire_owned() => p.expect("the semaphore is never closed"),

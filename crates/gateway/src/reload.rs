@@ -1,9 +1,11 @@
-//! Picks up changes to the users file while the gateway runs: people
-//! added with `custos gateway user` can log in at once, and people removed
-//! cannot log in any more (sessions already open go on, as PostgreSQL's do
-//! when a role's password changes). Each change is recorded in the log as
-//! a `gateway.users.reload` event naming who was added, removed or
-//! changed, so that the log also shows who was given access, and when.
+//! Picks up changes to the users file and to the deny rules while the
+//! gateway runs: people added with `custos gateway user` can log in at
+//! once, and people removed cannot log in any more (sessions already open
+//! go on, as PostgreSQL's do when a role's password changes); new rules
+//! apply to the next statement of every session. Each change is recorded
+//! in the log (`gateway.users.reload`, `gateway.rules.reload`) naming who
+//! or which rule was added, removed or changed, so that the log also shows
+//! who was given access, and when the guardrails changed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,10 +14,11 @@ use std::time::{Duration, SystemTime};
 
 use custos_event::doc::Node;
 
-use crate::rules::{Users, UsersFile};
-use crate::{Gateway, sink::Event};
+use crate::rules::{DenyRule, Users, UsersFile};
+use crate::{Gateway, RulesLoader, sink::Event};
 
-/// How often the users file is looked at for a change.
+/// How often the users file, and the file of the deny rules, are looked
+/// at for a change.
 pub const USERS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// Names listed per kind of change in a reload event, at most.
 const MAX_LISTED_NAMES: usize = 32;
@@ -43,9 +46,9 @@ fn load(path: &Path) -> Result<(Users, BTreeMap<String, Person>), String> {
     Ok((users, people))
 }
 
-/// The names added, removed, and changed (password or roles) from `old`
-/// to `new`.
-fn diff(old: &BTreeMap<String, Person>, new: &BTreeMap<String, Person>) -> [Vec<String>; 3] {
+/// The names added, removed, and changed (for people: password or roles)
+/// from `old` to `new`.
+fn diff<T: PartialEq>(old: &BTreeMap<String, T>, new: &BTreeMap<String, T>) -> [Vec<String>; 3] {
     let added = new.keys().filter(|n| !old.contains_key(*n)).cloned().collect();
     let removed = old.keys().filter(|n| !new.contains_key(*n)).cloned().collect();
     let changed = new.iter().filter(|(n, p)| old.get(*n).is_some_and(|o| o != *p)).map(|(n, _)| n.clone()).collect();
@@ -56,13 +59,26 @@ fn names(list: &[String]) -> Node<'static> {
     Node::Arr(list.iter().take(MAX_LISTED_NAMES).map(|n| Node::string(n.clone())).collect())
 }
 
+/// What a reload is of: its activity, and what the names in it are.
+#[derive(Clone, Copy)]
+struct Kind {
+    activity: &'static str,
+    /// The target type of the names, and the word for them.
+    target: &'static str,
+    count_key: &'static str,
+    plural: &'static str,
+}
+
+const PEOPLE: Kind = Kind { activity: "gateway.users.reload", target: "user", count_key: "users", plural: "people" };
+const RULES: Kind = Kind { activity: "gateway.rules.reload", target: "rule", count_key: "rules", plural: "rules" };
+
 /// The event of a reload (or of a file that could not be used).
-fn reload_event(gw: &Gateway, path: &Path, outcome: Result<(usize, &[Vec<String>; 3]), &str>) -> Event {
+fn reload_event(gw: &Gateway, kind: Kind, path: &Path, outcome: Result<(usize, &[Vec<String>; 3]), &str>) -> Event {
     let name = gw.config.name.clone();
-    let mut meta = Node::obj([("name", name.clone().into()), ("users_file", path.display().to_string().into())]);
+    let mut meta = Node::obj([("name", name.clone().into()), ("file", path.display().to_string().into())]);
     let mut e = Node::obj([
         ("time", crate::session::now().into()),
-        ("activity", "gateway.users.reload".into()),
+        ("activity", kind.activity.into()),
         ("class_uid", 3001.into()),
         ("actor", Node::obj([("user", Node::obj([("name", format!("gateway:{name}").into())]))])),
         ("resource", Node::obj([("type", "gateway".into()), ("name", name.into())])),
@@ -72,42 +88,91 @@ fn reload_event(gw: &Gateway, path: &Path, outcome: Result<(usize, &[Vec<String>
             e.set("status", "success".into());
             e.set(
                 "status_detail",
-                format!("{} added, {} removed, {} changed; {count} people", added.len(), removed.len(), changed.len())
-                    .into(),
+                format!(
+                    "{} added, {} removed, {} changed; {count} {}",
+                    added.len(),
+                    removed.len(),
+                    changed.len(),
+                    kind.plural
+                )
+                .into(),
             );
-            meta.set("users", count.into());
+            meta.set(kind.count_key, count.into());
             meta.set("added", names(added));
             meta.set("removed", names(removed));
             meta.set("changed", names(changed));
             let targets = added.iter().chain(removed).chain(changed).take(MAX_LISTED_NAMES);
-            e.set(
-                "targets",
-                Node::Arr(
-                    targets.map(|n| Node::obj([("type", "user".into()), ("name", Node::string(n.clone()))])).collect(),
-                ),
-            );
+            let target = |n: &String| Node::obj([("type", kind.target.into()), ("name", Node::string(n.clone()))]);
+            e.set("targets", Node::Arr(targets.map(target).collect()));
         }
         Err(why) => {
             e.set("status", "failure".into());
-            e.set("status_detail", format!("{why}; the gateway keeps the people it had").into());
+            e.set("status_detail", format!("{why}; the gateway keeps the {} it had", kind.plural).into());
         }
     }
     e.set("metadata", Node::obj([("gateway", meta)]));
     e
 }
 
-/// Watches `path` until the task is dropped, swapping the gateway's
-/// people when the file changes and recording each change.
+/// Records a reload: durably in fail-closed mode. A log that cannot take
+/// it is logged, and the change applies all the same (the file is the
+/// administrator's decision, not the log's).
+async fn record(gw: &Gateway, event: Event) {
+    let durable = gw.config.mode == crate::AuditMode::FailClosed;
+    if let Err(e) = gw.sink.submit(vec![event], durable).await {
+        tracing::warn!(error = %e, "a reload of the gateway's settings could not be recorded");
+    }
+}
+
+/// Waits until the file at `path` is another version than `last`.
+async fn changed(path: &Path, last: &mut Option<(Option<SystemTime>, u64, u64)>) {
+    loop {
+        tokio::time::sleep(USERS_RELOAD_INTERVAL).await;
+        let now = stamp(path);
+        if now != *last {
+            *last = now;
+            return;
+        }
+    }
+}
+
+/// Watches the file of the deny rules until the task is dropped: `load`
+/// reads and checks them (the caller knows the file's layout).
+pub(crate) async fn watch_rules(gw: Arc<Gateway>, path: PathBuf, load: RulesLoader) {
+    let by_name = |rules: &[DenyRule]| -> BTreeMap<String, DenyRule> {
+        rules.iter().map(|r| (r.name.clone(), r.clone())).collect()
+    };
+    let mut last = stamp(&path);
+    loop {
+        changed(&path, &mut last).await;
+        let event = match load() {
+            Ok(rules) => {
+                let old = gw.rules.read().expect("rules lock").clone();
+                let changes = diff(&by_name(&old), &by_name(&rules));
+                if changes.iter().all(Vec::is_empty) && *old == rules {
+                    continue;
+                }
+                let count = rules.len();
+                *gw.rules.write().expect("rules lock") = Arc::new(rules);
+                tracing::info!(added = ?changes[0], removed = ?changes[1], changed = ?changes[2], "deny rules reloaded");
+                reload_event(&gw, RULES, &path, Ok((count, &changes)))
+            }
+            Err(why) => {
+                tracing::error!(error = %why, "the deny rules changed but cannot be used; keeping the rules loaded before");
+                reload_event(&gw, RULES, &path, Err(&why))
+            }
+        };
+        record(&gw, event).await;
+    }
+}
+
+/// Watches the users file until the task is dropped, swapping the
+/// gateway's people when it changes and recording each change.
 pub(crate) async fn watch_users(gw: Arc<Gateway>, path: PathBuf) {
     let mut last = stamp(&path);
     let mut known = load(&path).map(|(_, p)| p).unwrap_or_default();
     loop {
-        tokio::time::sleep(USERS_RELOAD_INTERVAL).await;
-        let now = stamp(&path);
-        if now == last {
-            continue;
-        }
-        last = now;
+        changed(&path, &mut last).await;
         let event = match load(&path) {
             Ok((users, people)) => {
                 let changes = diff(&known, &people);
@@ -121,20 +186,14 @@ pub(crate) async fn watch_users(gw: Arc<Gateway>, path: PathBuf) {
                     "gateway users reloaded from {}", path.display()
                 );
                 known = people;
-                reload_event(&gw, &path, Ok((count, &changes)))
+                reload_event(&gw, PEOPLE, &path, Ok((count, &changes)))
             }
             Err(why) => {
                 tracing::error!(error = %why, "the users file changed but cannot be used; keeping the people loaded before");
-                reload_event(&gw, &path, Err(&why))
+                reload_event(&gw, PEOPLE, &path, Err(&why))
             }
         };
-        // Durable in fail-closed mode; a log that cannot take it is
-        // logged, and the change applies all the same (the file is the
-        // administrator's decision, not the log's).
-        let durable = gw.config.mode == crate::AuditMode::FailClosed;
-        if let Err(e) = gw.sink.submit(vec![event], durable).await {
-            tracing::warn!(error = %e, "the users reload could not be recorded");
-        }
+        record(&gw, event).await;
     }
 }
 

@@ -1139,11 +1139,11 @@ impl ClientSide {
     }
 
     fn denial(&self, ctx: &Ctx, a: &Analysis, sql: &str) -> Option<Refusal> {
-        let rules = &ctx.gw.config.rules;
+        let rules = ctx.gw.rules.read().expect("rules lock").clone();
         if rules.is_empty() {
             return None;
         }
-        crate::rules::check(rules, &ctx.user, &ctx.roles, a, sql).map(|(rule, why)| Refusal {
+        crate::rules::check(&rules, &ctx.user, &ctx.roles, a, sql).map(|(rule, why)| Refusal {
             code: "42501",
             message: format!("custos: statement denied by rule \"{rule}\" ({why})"),
         })

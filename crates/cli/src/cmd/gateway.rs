@@ -102,7 +102,7 @@ struct PgArgs {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileConfig {
-    listen: Option<String>,
+    pub(crate) listen: Option<String>,
     upstream: Option<String>,
     log: Option<String>,
     server: Option<String>,
@@ -119,7 +119,7 @@ pub(crate) struct FileConfig {
     auth_timeout_secs: Option<u64>,
     name: Option<String>,
     #[serde(default)]
-    deny: Vec<DenyRule>,
+    pub(crate) deny: Vec<DenyRule>,
 }
 
 #[derive(clap::Args)]
@@ -138,6 +138,8 @@ struct UserArgs {
 }
 
 const DEFAULT_USERS: &str = "custos-gateway-users.json";
+/// Where a gateway listens unless told.
+pub(crate) const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:6432";
 
 /// Runs a gateway subcommand.
 pub fn run(a: Args) -> anyhow::Result<i32> {
@@ -339,10 +341,28 @@ fn poster(post: PostNdjson) -> PostBatch {
     })
 }
 
+fn read_config(p: &Path) -> anyhow::Result<FileConfig> {
+    toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        .with_context(|| format!("parsing {}", p.display()))
+}
+
+/// A [`RulesLoader`] from a function that reads the rules of one gateway
+/// from its configuration file; the rules are checked.
+pub(crate) fn rules_loader(
+    read: impl Fn() -> anyhow::Result<Vec<DenyRule>> + Send + Sync + 'static,
+) -> custos_gateway::RulesLoader {
+    Arc::new(move || {
+        let rules = read().map_err(|e| format!("{e:#}"))?;
+        for r in &rules {
+            r.validate()?;
+        }
+        Ok(rules)
+    })
+}
+
 fn postgres(a: PgArgs) -> anyhow::Result<i32> {
     let file: FileConfig = match &a.config {
-        Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
-            .with_context(|| format!("parsing {}", p.display()))?,
+        Some(p) => read_config(p)?,
         None => FileConfig::default(),
     };
     // Flags win over the file.
@@ -367,7 +387,12 @@ fn postgres(a: PgArgs) -> anyhow::Result<i32> {
     };
     let server = merged.server.clone().unwrap_or_else(|| "http://127.0.0.1:7600".into());
     let spool = merged.spool_dir.take().map(|d| (d, merged.spool_max_mb.take()));
-    let (listen, log, config) = build(merged)?;
+    let (listen, log, mut config) = build(merged)?;
+    // The deny rules are the file's alone: they follow it while running.
+    if let Some(path) = a.config {
+        let p = path.clone();
+        config.rules_file = Some((path, rules_loader(move || read_config(&p).map(|f| f.deny))));
+    }
     let post = ndjson_poster(&server, &log);
     let disk = match spool {
         Some((dir, mb)) => {
@@ -420,7 +445,7 @@ pub(crate) async fn bind(
 /// Checks a gateway's settings and builds its configuration: returns the
 /// listen address, the log, and the configuration.
 pub(crate) fn build(f: FileConfig) -> anyhow::Result<(String, String, Config)> {
-    let listen = f.listen.unwrap_or_else(|| "127.0.0.1:6432".into());
+    let listen = f.listen.unwrap_or_else(|| DEFAULT_GATEWAY_LISTEN.into());
     if f.spool_dir.is_some() || f.spool_max_mb.is_some() {
         bail!(
             "spool_dir is for a gateway that posts to a server (custos gateway postgres); \
@@ -470,6 +495,8 @@ pub(crate) fn build(f: FileConfig) -> anyhow::Result<(String, String, Config)> {
         users,
         users_file: Some(users_path),
         rules: f.deny,
+        // Set by the caller, which knows the file the rules come from.
+        rules_file: None,
         redact_params: f.redact_params.unwrap_or(false),
         mode,
         auth_timeout: Duration::from_secs(f.auth_timeout_secs.unwrap_or(30)),

@@ -244,12 +244,28 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     // Flags win over the file's [oidc] table.
     let file_oidc = file.oidc;
-    let gateways = file
+    let mut gateways = file
         .gateway
         .into_iter()
         .map(super::gateway::build)
         .collect::<anyhow::Result<Vec<_>>>()
         .context("[[gateway]] in the configuration file")?;
+    // Each gateway's deny rules follow the file while the server runs:
+    // found again by the gateway's listen address.
+    if let Some(path) = &a.config {
+        for (listen, _, config) in &mut gateways {
+            let (p, listen) = (path.clone(), listen.clone());
+            let read = move || {
+                let f: FileConfig = toml::from_str(&std::fs::read_to_string(&p)?)?;
+                let g = f
+                    .gateway
+                    .into_iter()
+                    .find(|g| g.listen.as_deref().unwrap_or(super::gateway::DEFAULT_GATEWAY_LISTEN) == listen);
+                Ok(g.context(format!("no [[gateway]] with listen = {listen:?} any more"))?.deny)
+            };
+            config.rules_file = Some((path.clone(), super::gateway::rules_loader(read)));
+        }
+    }
     let oidc_issuer = a.oidc_issuer.clone().or_else(|| file_oidc.as_ref().map(|o| o.issuer.clone()));
     let oidc = match oidc_issuer {
         None => None,
