@@ -564,6 +564,15 @@ mod tests {
         (post, posted)
     }
 
+    /// Waits until the segment `seg` holds `bytes`: the writer wrote them.
+    async fn written(seg: &Path, bytes: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::metadata(seg).unwrap().len() < bytes {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn wait_for(posted: &Posted, want: &[u64]) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while posted.lock().unwrap().as_slice() != want {
@@ -588,11 +597,7 @@ mod tests {
         }
         // Written and durable within a linger or so, though never posted.
         let seg = segment_path(dir.path(), 1);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while std::fs::metadata(&seg).unwrap().len() < 10 * 200 {
-            assert!(std::time::Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        written(&seg, 10 * 200).await;
         spool.stop();
         assert!(posted.lock().unwrap().is_empty());
         // A crash tore a record: half of one more at the end.
@@ -656,11 +661,7 @@ mod tests {
             spool.append(&[ev(n)]).await.unwrap();
         }
         let seg = segment_path(dir.path(), 1);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while std::fs::metadata(&seg).unwrap().len() < 20 * 200 {
-            assert!(std::time::Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        written(&seg, 20 * 200).await;
         spool.stop();
         down.store(false, std::sync::atomic::Ordering::SeqCst);
         let (post, posted) = recorder(down);
