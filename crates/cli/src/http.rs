@@ -45,34 +45,31 @@ fn pem_items(var: &str) -> anyhow::Result<Option<Vec<ureq::tls::PemItem<'static>
 ///   which maps it to an identity with `--cert-identity`.
 pub fn init_tls() -> anyhow::Result<()> {
     use ureq::tls::PemItem;
+    let certs = |items: Vec<PemItem<'static>>| -> Vec<_> {
+        items.into_iter().filter_map(|i| if let PemItem::Certificate(c) = i { Some(c) } else { None }).collect()
+    };
+    // Unset, these leave the defaults (the bundled roots, no certificate).
     let mut tls = ureq::tls::TlsConfig::builder();
-    let mut set = false;
     if let Some(items) = pem_items("CUSTOS_CA_FILE")? {
-        let certs: Vec<_> =
-            items.into_iter().filter_map(|i| if let PemItem::Certificate(c) = i { Some(c) } else { None }).collect();
-        if certs.is_empty() {
+        let roots = certs(items);
+        if roots.is_empty() {
             bail!("CUSTOS_CA_FILE holds no PEM certificate");
         }
-        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
-        set = true;
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
     }
     match (pem_items("CUSTOS_CLIENT_CERT")?, pem_items("CUSTOS_CLIENT_KEY")?) {
         (None, None) => {}
         (Some(cert), Some(key)) => {
-            let chain: Vec<_> =
-                cert.into_iter().filter_map(|i| if let PemItem::Certificate(c) = i { Some(c) } else { None }).collect();
+            let chain = certs(cert);
             let key = key.into_iter().find_map(|i| if let PemItem::PrivateKey(k) = i { Some(k) } else { None });
             let (false, Some(key)) = (chain.is_empty(), key) else {
                 bail!("CUSTOS_CLIENT_CERT must hold a PEM certificate and CUSTOS_CLIENT_KEY a PEM private key");
             };
             tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
-            set = true;
         }
         _ => bail!("CUSTOS_CLIENT_CERT and CUSTOS_CLIENT_KEY go together"),
     }
-    if set {
-        let _ = TLS.set(tls.build());
-    }
+    let _ = TLS.set(tls.build());
     Ok(())
 }
 
@@ -87,7 +84,12 @@ pub fn config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
 
 /// An agent that returns 4xx/5xx answers instead of failing on them.
 pub fn agent() -> ureq::Agent {
-    config().http_status_as_error(false).timeout_global(Some(Duration::from_secs(120))).build().into()
+    agent_within(Duration::from_secs(120))
+}
+
+/// [`agent`], with each exchange bounded by `limit`.
+pub fn agent_within(limit: Duration) -> ureq::Agent {
+    config().http_status_as_error(false).timeout_global(Some(limit)).build().into()
 }
 
 /// An agent for answers streamed for as long as they last (exports): no

@@ -36,11 +36,7 @@ fn stamp(path: &Path) -> Option<(Option<SystemTime>, u64, u64)> {
 
 /// Reads and checks the users file; a missing file holds nobody.
 fn load(path: &Path) -> Result<(Users, BTreeMap<String, Person>), String> {
-    let file: UsersFile = match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("parsing {}: {e}", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => UsersFile::default(),
-        Err(e) => return Err(format!("reading {}: {e}", path.display())),
-    };
+    let file = UsersFile::read(path)?;
     let users = Users::from_file(&file)?;
     let people = file.users.into_iter().map(|u| (u.name, (u.verifier, u.roles))).collect();
     Ok((users, people))

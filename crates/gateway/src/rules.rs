@@ -26,6 +26,17 @@ pub struct UsersFile {
     pub users: Vec<User>,
 }
 
+impl UsersFile {
+    /// Reads a users file; a missing file holds nobody.
+    pub fn read(path: &std::path::Path) -> Result<UsersFile, String> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("parsing {}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(UsersFile::default()),
+            Err(e) => Err(format!("reading {}: {e}", path.display())),
+        }
+    }
+}
+
 /// The people who may log in, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Users {
@@ -85,6 +96,11 @@ pub struct DenyRule {
 }
 
 impl DenyRule {
+    /// Checks every rule of a list, as [`DenyRule::validate`].
+    pub fn validate_all(rules: &[DenyRule]) -> Result<(), String> {
+        rules.iter().try_for_each(DenyRule::validate)
+    }
+
     /// Checks the rule's names.
     pub fn validate(&self) -> Result<(), String> {
         if self.name.is_empty() {

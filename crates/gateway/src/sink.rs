@@ -209,21 +209,7 @@ impl Sink {
         if count > MAX_SPOOL_EVENTS || units * SPOOL_UNIT_BYTES > MAX_SPOOL_BYTES {
             return Err(format!("{count} events at once are over the spool's size"));
         }
-        let full = || {
-            format!(
-                "the audit spool is full (at most {MAX_SPOOL_EVENTS} events or {} MiB wait for the log)",
-                MAX_SPOOL_BYTES >> 20
-            )
-        };
-        let s = &self.shared;
-        let taken = tokio::time::timeout(s.wait, async {
-            let space = s.space.clone().acquire_many_owned(count as u32).await?;
-            let room = s.room.clone().acquire_many_owned(units as u32).await?;
-            Ok::<_, tokio::sync::AcquireError>((space, room))
-        })
-        .await
-        .map_err(|_| full())?
-        .map_err(|_| "the audit sink is closed".to_string())?;
+        let taken = self.take_room(count, units).await?;
         taken.0.forget();
         taken.1.forget();
         let (tx, rx) = if durable {
@@ -261,14 +247,25 @@ impl Sink {
             return disk.wait_for_room().await;
         }
         let s = &self.shared;
-        let units = (EVENT_ROOM_BYTES / SPOOL_UNIT_BYTES) as u32;
-        if s.space.available_permits() > 0 && s.room.available_permits() >= units as usize {
+        let units = EVENT_ROOM_BYTES / SPOOL_UNIT_BYTES;
+        if s.space.available_permits() > 0 && s.room.available_permits() >= units {
             return Ok(());
         }
+        self.take_room(1, units).await.map(drop)
+    }
+
+    /// Takes room for `count` events of `units`, waiting up to the
+    /// sink's wait for it.
+    async fn take_room(
+        &self,
+        count: usize,
+        units: usize,
+    ) -> Result<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit), String> {
+        let s = &self.shared;
         tokio::time::timeout(s.wait, async {
-            let _space = s.space.acquire().await?;
-            let _room = s.room.acquire_many(units).await?;
-            Ok::<_, tokio::sync::AcquireError>(())
+            let space = s.space.clone().acquire_many_owned(count as u32).await?;
+            let room = s.room.clone().acquire_many_owned(units as u32).await?;
+            Ok::<_, tokio::sync::AcquireError>((space, room))
         })
         .await
         .map_err(|_| {

@@ -306,17 +306,10 @@ impl DiskSpool {
         if n > MAX_UNWRITTEN_BYTES {
             return Err(format!("{} events at once are over the spool's memory", events.len()));
         }
-        let s = &self.shared;
-        let taken = tokio::time::timeout(SPOOL_WAIT, async {
-            let room = s.room.clone().acquire_many_owned(n as u32).await?;
-            let memory = s.memory.clone().acquire_many_owned(n as u32).await?;
-            Ok::<_, tokio::sync::AcquireError>((room, memory))
-        })
-        .await
-        .map_err(|_| "the audit spool on disk is full, or the disk is too slow".to_string())?
-        .map_err(|_| "the audit spool is closed".to_string())?;
+        let taken = self.take_room(n).await?;
         taken.0.forget();
         taken.1.forget();
+        let s = &self.shared;
         let mut st = s.state.lock().expect("spool lock");
         if st.unwritten.is_empty() {
             s.to_write.notify_one();
@@ -333,10 +326,20 @@ impl DiskSpool {
         if s.room.available_permits() >= n && s.memory.available_permits() >= n {
             return Ok(());
         }
+        self.take_room(n).await.map(drop)
+    }
+
+    /// Takes `n` bytes of room, on disk and in memory, waiting up to
+    /// [`SPOOL_WAIT`] for them.
+    async fn take_room(
+        &self,
+        n: usize,
+    ) -> Result<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit), String> {
+        let s = &self.shared;
         tokio::time::timeout(SPOOL_WAIT, async {
-            let _room = s.room.acquire_many(n as u32).await?;
-            let _memory = s.memory.acquire_many(n as u32).await?;
-            Ok::<_, tokio::sync::AcquireError>(())
+            let room = s.room.clone().acquire_many_owned(n as u32).await?;
+            let memory = s.memory.clone().acquire_many_owned(n as u32).await?;
+            Ok::<_, tokio::sync::AcquireError>((room, memory))
         })
         .await
         .map_err(|_| "the audit spool on disk is full, or the disk is too slow".to_string())?

@@ -150,11 +150,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
 }
 
 fn read_users(path: &Path) -> anyhow::Result<UsersFile> {
-    match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("parsing {}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(UsersFile::default()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
+    UsersFile::read(path).map_err(anyhow::Error::msg)
 }
 
 fn user(a: UserArgs) -> anyhow::Result<i32> {
@@ -279,8 +275,7 @@ fn decode(s: &str) -> anyhow::Result<String> {
 /// is (`GET /v1/whoami`): it must be valid and named after the user.
 fn token_check(server: &str) -> custos_gateway::TokenCheck {
     let url = format!("{}/v1/whoami", server.trim_end_matches('/'));
-    let agent: ureq::Agent =
-        crate::http::config().http_status_as_error(false).timeout_global(Some(Duration::from_secs(10))).build().into();
+    let agent = crate::http::agent_within(Duration::from_secs(10));
     Arc::new(move |user: &str, token: &str| {
         let mut resp = agent
             .get(&url)
@@ -303,8 +298,7 @@ fn token_check(server: &str) -> custos_gateway::TokenCheck {
 /// only after the server's fsync, so success means durable.
 fn ndjson_poster(server: &str, log: &str) -> PostNdjson {
     let url = format!("{}/v1/logs/{log}/events", server.trim_end_matches('/'));
-    let agent: ureq::Agent =
-        crate::http::config().http_status_as_error(false).timeout_global(Some(Duration::from_secs(10))).build().into();
+    let agent = crate::http::agent_within(Duration::from_secs(10));
     let token = crate::http::token();
     Arc::new(move |body: &[u8], _events: usize| {
         let mut req = agent.post(&url).header("Content-Type", "application/x-ndjson");
@@ -341,11 +335,6 @@ fn poster(post: PostNdjson) -> PostBatch {
     })
 }
 
-fn read_config(p: &Path) -> anyhow::Result<FileConfig> {
-    toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
-        .with_context(|| format!("parsing {}", p.display()))
-}
-
 /// A [`RulesLoader`] from a function that reads the rules of one gateway
 /// from its configuration file; the rules are checked.
 pub(crate) fn rules_loader(
@@ -353,16 +342,14 @@ pub(crate) fn rules_loader(
 ) -> custos_gateway::RulesLoader {
     Arc::new(move || {
         let rules = read().map_err(|e| format!("{e:#}"))?;
-        for r in &rules {
-            r.validate()?;
-        }
+        DenyRule::validate_all(&rules)?;
         Ok(rules)
     })
 }
 
 fn postgres(a: PgArgs) -> anyhow::Result<i32> {
     let file: FileConfig = match &a.config {
-        Some(p) => read_config(p)?,
+        Some(p) => super::read_toml(p)?,
         None => FileConfig::default(),
     };
     // Flags win over the file.
@@ -391,7 +378,7 @@ fn postgres(a: PgArgs) -> anyhow::Result<i32> {
     // The deny rules are the file's alone: they follow it while running.
     if let Some(path) = a.config {
         let p = path.clone();
-        config.rules_file = Some((path, rules_loader(move || read_config(&p).map(|f| f.deny))));
+        config.rules_file = Some((path, rules_loader(move || super::read_toml::<FileConfig>(&p).map(|f| f.deny))));
     }
     let post = ndjson_poster(&server, &log);
     let disk = match spool {
@@ -483,9 +470,7 @@ pub(crate) fn build(f: FileConfig) -> anyhow::Result<(String, String, Config)> {
         Some("async") => AuditMode::Async,
         Some(m) => bail!("unknown audit mode {m:?}: fail-closed or async"),
     };
-    for r in &f.deny {
-        r.validate().map_err(anyhow::Error::msg)?;
-    }
+    DenyRule::validate_all(&f.deny).map_err(anyhow::Error::msg)?;
     let config = Config {
         name: f.name.unwrap_or_else(|| "postgres".into()),
         upstream,

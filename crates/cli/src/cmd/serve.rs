@@ -181,10 +181,7 @@ struct FileOidc {
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let file: FileConfig = match &a.config {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
-        }
+        Some(p) => super::read_toml(p)?,
         None => FileConfig::default(),
     };
     let data = a.data.or(file.data).unwrap_or_else(|| PathBuf::from("custos-data"));
@@ -256,7 +253,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         for (listen, _, config) in &mut gateways {
             let (p, listen) = (path.clone(), listen.clone());
             let read = move || {
-                let f: FileConfig = toml::from_str(&std::fs::read_to_string(&p)?)?;
+                let f: FileConfig = super::read_toml(&p)?;
                 let g = f
                     .gateway
                     .into_iter()

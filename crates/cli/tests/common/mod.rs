@@ -296,34 +296,22 @@ pub fn pki() -> Pki {
         let cert = p.signed_by(&key, issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     };
-    let (c, k) = leaf(&good_ca, "custos-server", vec!["127.0.0.1".into(), "localhost".into()], false);
+    // FILE.pem and FILE.key, from a leaf certificate and its key.
+    let pair = |file: &str, (c, k): (String, String)| {
+        w(&format!("{file}.pem"), c);
+        w(&format!("{file}.key"), k);
+    };
+    pair("server", leaf(&good_ca, "custos-server", vec!["127.0.0.1".into(), "localhost".into()], false));
     let server_serial = serial.get();
-    w("server.pem", c);
-    w("server.key", k);
-    let (c, k) = leaf(&good_ca, "collector-1", vec![], false);
-    w("client.pem", c);
-    w("client.key", k);
-    let (c, k) = leaf(&evil_ca, "collector-1", vec![], false);
-    w("evil.pem", c);
-    w("evil.key", k);
-    let (c, k) = leaf(&good_ca, "collector-1", vec![], true);
-    w("expired.pem", c);
-    w("expired.key", k);
-    let (c, k) = leaf(&good_ca, "stranger", vec![], false);
-    w("stranger.pem", c);
-    w("stranger.key", k);
+    pair("client", leaf(&good_ca, "collector-1", vec![], false));
+    pair("evil", leaf(&evil_ca, "collector-1", vec![], false));
+    pair("expired", leaf(&good_ca, "collector-1", vec![], true));
+    pair("stranger", leaf(&good_ca, "stranger", vec![], false));
     // People and a service role, for the gateway's client certificates.
-    for name in ["alice", "svc"] {
-        let (c, k) = leaf(&good_ca, name, vec![], false);
-        w(&format!("{name}.pem"), c);
-        w(&format!("{name}.key"), k);
-    }
-    let (c, k) = leaf(&evil_ca, "alice", vec![], false);
-    w("evil-alice.pem", c);
-    w("evil-alice.key", k);
-    let (c, k) = leaf(&good_ca, "alice", vec![], false);
-    w("revoked-alice.pem", c);
-    w("revoked-alice.key", k);
+    pair("alice", leaf(&good_ca, "alice", vec![], false));
+    pair("svc", leaf(&good_ca, "svc", vec![], false));
+    pair("evil-alice", leaf(&evil_ca, "alice", vec![], false));
+    pair("revoked-alice", leaf(&good_ca, "alice", vec![], false));
     // crl.pem revokes revoked-alice.pem; crl-server.pem revokes server.pem.
     let crl = |revoked: u64| {
         let params = rcgen::CertificateRevocationListParams {
